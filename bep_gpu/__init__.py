@@ -1,0 +1,8 @@
+"""bep-gpu: fully binary neural-network training with Binary Error Propagation (BEP), on NumPy and CUDA."""
+from .backends import get_backend
+from .bits import pack_bits, transpose_bits, unpack_bits
+from .errors import UserError
+
+__version__ = "0.1.0"
+
+__all__ = ["get_backend", "pack_bits", "unpack_bits", "transpose_bits", "UserError", "__version__"]

@@ -1,0 +1,91 @@
+"""The backend interface: every primitive the BEP step needs, and nothing that knows what a layer is.
+
+Arrays are of the backend's array module `xp` (NumPy or CuPy). Bit tensors are uint64 words packed along the
+last axis (bep_gpu.bits); a row of n bits has n_words(n) words with zero padding. Every primitive is exact:
+two backends given the same inputs return the same integers.
+"""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+import numpy as np
+
+
+class Backend(ABC):
+    """Exact integer/bit primitives of BEP (BEP_SPEC.md sections 1, 3-4, 8, 9)."""
+
+    name: str = "?"
+    xp = np  # array module of this backend
+
+    @property
+    def device(self) -> str:
+        """Human-readable description of where the arrays live."""
+        return "cpu"
+
+    # --- moving data -------------------------------------------------------------------------------------
+    def asarray(self, x, dtype=None):
+        """A backend array holding x (copied to the device where there is one)."""
+        return self.xp.asarray(x, dtype=dtype)
+
+    def to_numpy(self, x) -> np.ndarray:
+        """x as a host NumPy array (a copy from the device where there is one)."""
+        return np.asarray(x)
+
+    def synchronize(self) -> None:
+        """Wait for queued device work (for timing); a no-op on the host."""
+
+    # --- primitives ----------------------------------------------------------------------------------------
+    @abstractmethod
+    def pack(self, x):
+        """Sign + pack along the last axis: bit 1 where x >= 0. Any integer dtype (also bool: True -> 1)."""
+
+    @abstractmethod
+    def transpose_bits(self, words, n_rows: int, n_cols: int):
+        """(n_rows, n_words(n_cols)) -> (n_cols, n_words(n_rows)): the same bit matrix packed along rows."""
+
+    @abstractmethod
+    def xnor_matmul(self, a, b, k: int):
+        """int32 (M, N) = unpack(a, k) @ unpack(b, k).T for a (M, kw), b (N, kw): k - 2 popcount(a ^ b)."""
+
+    @abstractmethod
+    def gate_pack(self, z, threshold: int):
+        """Bits of |z| <= threshold for an int32 (N, K) array, packed along K."""
+
+    @abstractmethod
+    def gated_transposed_product(self, t, g, wt):
+        """Target bits of the layer below: bit j of row n is sign(sum_i g[n,i] * wt[j,i] * t[n,i]) >= 0.
+
+        t, g: (N, kw) target and gate bits over the K units of a layer; wt: (J, kw), W^T packed along K.
+        Returns (N, n_words(J)). Gate padding is 0, so padding never contributes; sign(0) = +1.
+        """
+
+    @abstractmethod
+    def group_select(self, score, cand, gamma: int):
+        """Per row and per contiguous group of gamma units, the candidate with the smallest score.
+
+        score: int32 (N, K) (non-negative); cand: (N, n_words(K)) candidate bits. Ties go to the lowest index;
+        a group without candidates selects nothing. Returns selection bits (N, n_words(K)).
+        """
+
+    @abstractmethod
+    def batch_update(self, h, sel, t, x, clip: int) -> None:
+        """In place: h = clip(h + 2 * sum_n (sel[n] * t[n]) outer x[n], -clip, clip), summed in int32.
+
+        h: int16 (K, J); sel, t: (N, n_words(K)) selection and target bits; x: (N, n_words(J)) input bits.
+        """
+
+    @abstractmethod
+    def reinforce(self, h, threshold: int, seed: int, stream: int, step: int, layer: int, clip: int) -> None:
+        """In place: entry f of h (flat index) with u(f) < threshold becomes clip(h + 2 sign(h)) (0 -> +2).
+
+        u is the counter RNG of BEP_SPEC.md section 8 keyed (seed, stream, step, layer); threshold is an
+        integer in [0, 2^32] (floor(p * 2^32)).
+        """
+
+    @abstractmethod
+    def counter_uniform(self, seed: int, stream: int, step: int, layer: int, n: int):
+        """uint32 u(0..n-1) of the counter RNG (section 8)."""
+
+    @abstractmethod
+    def int_matmul(self, x, h):
+        """int32 (N, K) = unpack(x, J) @ h.T for +-1 bits x (N, n_words(J)) and int16 h (K, J) (exact)."""

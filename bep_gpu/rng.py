@@ -1,0 +1,46 @@
+"""Counter RNG of BEP_SPEC.md section 8 (SplitMix64 finaliser), identical on every backend."""
+from __future__ import annotations
+
+import numpy as np
+
+MASK64 = (1 << 64) - 1
+GOLDEN = 0x9E3779B97F4A7C15
+M1 = 0xBF58476D1CE4E5B9
+M2 = 0x94D049BB133111EB
+
+
+def mix_int(x: int) -> int:
+    """mix() on one Python integer (exact, for keys computed on the host)."""
+    z = (x + GOLDEN) & MASK64
+    z = ((z ^ (z >> 30)) * M1) & MASK64
+    z = ((z ^ (z >> 27)) * M2) & MASK64
+    return z ^ (z >> 31)
+
+
+def rng_key(seed: int, stream: int, step: int, layer: int) -> int:
+    """key = mix(mix(mix(mix(seed) ^ stream) ^ step) ^ layer), all uint64."""
+    k = mix_int(int(seed) & MASK64)
+    k = mix_int(k ^ (int(stream) & MASK64))
+    k = mix_int(k ^ (int(step) & MASK64))
+    return mix_int(k ^ (int(layer) & MASK64))
+
+
+def mix_array(x, xp=np):
+    """mix() elementwise on a uint64 array of module xp (NumPy or CuPy); uint64 arithmetic wraps."""
+    u = xp.uint64
+    z = x + u(GOLDEN)
+    z = (z ^ (z >> u(30))) * u(M1)
+    z = (z ^ (z >> u(27))) * u(M2)
+    return z ^ (z >> u(31))
+
+
+def counter_uniform(seed: int, stream: int, step: int, layer: int, n: int, xp=np):
+    """u(i) = mix(key ^ i) >> 32 for i = 0..n-1, as uint32."""
+    key = xp.uint64(rng_key(seed, stream, step, layer))
+    i = xp.arange(int(n), dtype=xp.uint64)
+    return (mix_array(i ^ key, xp) >> xp.uint64(32)).astype(xp.uint32)
+
+
+def probability_threshold(p: float) -> int:
+    """floor(p * 2^32) as an integer threshold for `u < threshold` (p in [0, 1]; p = 1 always fires)."""
+    return int(np.floor(np.float64(p) * np.float64(2.0**32)))
