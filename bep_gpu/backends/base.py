@@ -75,11 +75,13 @@ class Backend(ABC):
         """
 
     @abstractmethod
-    def reinforce(self, h, threshold: int, seed: int, stream: int, step: int, layer: int, clip: int) -> None:
+    def reinforce(self, h, threshold: int, seed: int, stream: int, step: int, layer: int, clip: int,
+                  active=None) -> None:
         """In place: entry f of h (flat index) with u(f) < threshold becomes clip(h + 2 sign(h)) (0 -> +2).
 
         u is the counter RNG of BEP_SPEC.md section 8 keyed (seed, stream, step, layer); threshold is an
-        integer in [0, 2^32] (floor(p * 2^32)).
+        integer in [0, 2^32] (floor(p * 2^32)). active: optional one-element integer backend array; when it
+        holds 0 nothing changes (read on the device, so the caller needs no host synchronisation).
         """
 
     @abstractmethod

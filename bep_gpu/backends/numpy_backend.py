@@ -89,8 +89,8 @@ class NumpyBackend(Backend):
         np.clip(new, -clip, clip, out=new)
         h[...] = new
 
-    def reinforce(self, h, threshold, seed, stream, step, layer, clip):
-        if threshold <= 0:
+    def reinforce(self, h, threshold, seed, stream, step, layer, clip, active=None):
+        if threshold <= 0 or (active is not None and not active[0]):
             return
         u = self.counter_uniform(seed, stream, step, layer, h.size).reshape(h.shape)
         fire = u.astype(np.int64) < threshold

@@ -1,0 +1,114 @@
+"""BEP for multi-layer perceptrons (BEP_SPEC.md sections 3-4), written once on the backend primitives.
+
+Layer i (0-based) has hidden weights H_i of shape (K_{i+1}, K_i); sizes = [K_0, K_1, ..., K_L].
+Every quantity of a step is computed from the pre-update state, so the update order across layers is free.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from .backends.base import Backend
+from .profiling import nvtx_range
+
+REINFORCE_STREAM = 1
+
+
+@dataclass(frozen=True)
+class StepRules:
+    """Integer thresholds of one run, turned from the float hyper-parameters once on the host."""
+
+    trigger_margin: int  # T_r = ceil(r * K_L)
+    gates: tuple[int, ...]  # gate of layer i: |z_i| <= floor(nu * K_i), K_i its fan-in (layer 0's is unused)
+    clip: int
+    stability: str  # "z" (rank by |z|) or "hidden" (rank by |H . a|)
+
+    @classmethod
+    def make(cls, sizes, r: float, nu: float, clip: int, stability: str = "z") -> "StepRules":
+        return cls(
+            trigger_margin=math.ceil(r * sizes[-1]),
+            gates=tuple(math.floor(nu * sizes[i]) for i in range(len(sizes) - 1)),
+            clip=int(clip),
+            stability=stability,
+        )
+
+
+def reinforcement_thresholds(sizes, p_r: float, error_rate: float) -> list[int]:
+    """floor(p_l * 2^32) with p_l = min(1, p_r * sqrt(E) * sqrt(2 / (pi * K_{l-1}))), float64, left to right."""
+    out = []
+    for fan_in in sizes[:-1]:
+        p = min(1.0, p_r * math.sqrt(error_rate) * math.sqrt(2 / (math.pi * fan_in)))
+        out.append(int(math.floor(p * 2.0**32)))
+    return out
+
+
+def visible_weights(bk: Backend, hidden):
+    """W_i = sign(H_i), packed along the fan-in."""
+    return [bk.pack(h) for h in hidden]
+
+
+def forward(bk: Backend, weights, sizes, x):
+    """z_i (int32) and packed activations a_0..a_L for packed inputs x (N, n_words(K_0))."""
+    acts, zs = [x], []
+    for i, w in enumerate(weights):
+        z = bk.xnor_matmul(acts[-1], w, sizes[i])
+        zs.append(z)
+        acts.append(bk.pack(z))
+    return zs, acts
+
+
+def classify(bk: Backend, logits, labels, margin: int):
+    """Predictions (argmax, lowest index on ties) and the trigger y_c - max_{c' != c} y_c' < margin."""
+    xp = bk.xp
+    rows = xp.arange(logits.shape[0])
+    pred = xp.argmax(logits, axis=1)
+    own = logits[rows, labels]
+    others = logits.copy()
+    others[rows, labels] = xp.iinfo(xp.int32).min
+    return pred, (own.astype(xp.int64) - others.max(axis=1)) < margin
+
+
+def predict(bk: Backend, weights, sizes, prototypes, x):
+    zs, acts = forward(bk, weights, sizes, x)
+    return bk.xp.argmax(bk.xnor_matmul(acts[-1], prototypes, sizes[-1]), axis=1)
+
+
+def train_step(bk: Backend, hidden, sizes, prototypes, x, labels, gammas, rules: StepRules,
+               thresholds, seed: int, step: int):
+    """One BEP step on a mini-batch, in place on `hidden`. Returns a device int64 array [misclassified, triggered].
+
+    prototypes: packed (C, n_words(K_L)); x: packed inputs; labels: int array on the backend.
+    """
+    xp = bk.xp
+    n_layers = len(hidden)
+    with nvtx_range("forward"):
+        weights = visible_weights(bk, hidden)
+        zs, acts = forward(bk, weights, sizes, x)
+        logits = bk.xnor_matmul(acts[-1], prototypes, sizes[-1])
+    with nvtx_range("trigger"):
+        pred, trig = classify(bk, logits, labels, rules.trigger_margin)
+        counts = xp.stack([(pred != labels).sum(), trig.sum()]).astype(xp.int64)
+        # All-ones words for triggering rows: non-triggering samples select no unit, so they add nothing.
+        row_mask = (xp.uint64(0) - trig.astype(xp.uint64))[:, None]
+    with nvtx_range("targets"):
+        targets = [None] * n_layers
+        targets[-1] = prototypes[labels]
+        for i in range(n_layers - 1, 0, -1):
+            gate = bk.gate_pack(zs[i], rules.gates[i])
+            wt = bk.transpose_bits(weights[i], sizes[i + 1], sizes[i])
+            targets[i - 1] = bk.gated_transposed_product(targets[i], gate, wt)
+    for i in range(n_layers):
+        with nvtx_range("masks"):
+            cand = (acts[i + 1] ^ targets[i]) & row_mask
+            if rules.stability == "hidden":
+                score = xp.abs(bk.int_matmul(acts[i], hidden[i]))
+            else:
+                score = xp.abs(zs[i])
+            sel = bk.group_select(score, cand, gammas[i])
+        with nvtx_range("update"):
+            bk.batch_update(hidden[i], sel, targets[i], acts[i], rules.clip)
+    with nvtx_range("reinforcement"):
+        active = counts[1:2]
+        for i in range(n_layers):
+            bk.reinforce(hidden[i], thresholds[i], seed, REINFORCE_STREAM, step, i, rules.clip, active=active)
+    return counts
