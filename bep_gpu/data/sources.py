@@ -1,0 +1,299 @@
+"""load_dataset(name): the built-in datasets, `.npz` files and UCR/UEA `.ts` archives.
+
+`sequence` says what the model needs: True for a recurrent net, which takes (N, T, F); False for an MLP, which
+takes (N, F). Sequence datasets (seq-fashion-mnist, ucr:NAME) are flattened to (N, T*F) when sequence=False,
+step-major; the others refuse sequence=True.
+"""
+from __future__ import annotations
+
+import gzip
+import importlib.util
+import os
+import zipfile
+import zlib
+
+import numpy as np
+
+from ..errors import UserError
+from .dataset import Dataset, validate_dataset
+from .idx import read_idx
+from .ts import read_ts, read_ts_header, ts_to_array
+
+BUILTIN = ("prototypes", "fashion-mnist", "seq-fashion-mnist", "digits")
+NAMES_HELP = "prototypes, fashion-mnist, seq-fashion-mnist, digits, npz:PATH or ucr:NAME"
+
+# Random Prototypes (the paper's synthetic task): C classes, each a random +-1 prototype of length K; a sample is
+# its class prototype with every bit flipped independently with probability 23/50 = 0.46.
+PROTO_CLASSES, PROTO_DIM, PROTO_TRAIN, PROTO_TEST = 10, 1000, 20_000, 3_000
+PROTO_FLIP_NUM, PROTO_FLIP_DEN = 23, 50
+# Second words of the default_rng seeds, so that data streams never coincide with the trainer's
+# default_rng([seed, epoch]) shuffles when data_seed == seed.
+_PROTO_STREAM = 0x50524F54  # "PROT"
+_DIGITS_STREAM = 0x44494749  # "DIGI"
+
+# Where the Debian package dataset-fashion-mnist puts the files.
+FASHION_MNIST_DIRS = ["/usr/share/datasets/fashion-mnist"]
+_FMNIST_FILES = {
+    "x_train": "train-images-idx3-ubyte",
+    "y_train": "train-labels-idx1-ubyte",
+    "x_test": "t10k-images-idx3-ubyte",
+    "y_test": "t10k-labels-idx1-ubyte",
+}
+DIGITS_TEST_FRACTION = 0.2
+
+
+def load_dataset(
+    name: str,
+    *,
+    data_dir: str | None = None,
+    data_seed: int = 0,
+    sequence: bool = False,
+    window: int | None = None,
+) -> Dataset:
+    """Load a dataset by name (see the module docstring); UserError for anything the user can fix.
+
+    window: keep only the last `window` time steps of a sequence dataset (before any flattening).
+    """
+    if not isinstance(data_seed, (int, np.integer)) or data_seed < 0:
+        raise UserError(f"data seed must be a non-negative integer, not {data_seed!r}")
+    if name.startswith("npz:"):
+        ds = _load_npz(name, os.path.expanduser(name[4:]), sequence)
+    elif name.startswith("ucr:"):
+        ds = _load_ucr(name, name[4:], data_dir)
+    elif name == "prototypes":
+        ds = _prototypes(name, int(data_seed))
+    elif name in ("fashion-mnist", "seq-fashion-mnist"):
+        ds = _fashion_mnist(name, data_dir)
+    elif name == "digits":
+        ds = _digits(name, data_dir, int(data_seed))
+    else:
+        raise UserError(f"unknown dataset {name!r}; choose one of {NAMES_HELP}")
+    if window is not None:
+        if not ds.is_sequence:
+            raise UserError(f"dataset {name}: a window applies only to sequence data (seq-fashion-mnist, ucr:NAME)")
+        if not 1 <= window <= ds.n_steps:
+            raise UserError(f"dataset {name}: window must be between 1 and the series length {ds.n_steps}, not {window}")
+        ds.x_train, ds.x_test = ds.x_train[:, -window:], ds.x_test[:, -window:]
+    if ds.is_sequence and not sequence:
+        ds.x_train = ds.x_train.reshape(len(ds.x_train), -1)
+        ds.x_test = ds.x_test.reshape(len(ds.x_test), -1)
+    elif sequence and not ds.is_sequence:
+        hint = "; use seq-fashion-mnist" if name == "fashion-mnist" else ""
+        raise UserError(f"dataset {name} is not a sequence dataset{hint}")
+    validate_dataset(ds)
+    return ds
+
+
+def list_datasets(data_dir: str | None = None) -> list[str]:
+    """The built-in names (whether or not their files are installed), then ucr:NAME for each classification
+    .ts pair found in data_dir or the installed sktime package."""
+    return list(BUILTIN) + [f"ucr:{n}" for n in sorted(_ucr_found(data_dir))]
+
+
+def _prototypes(name: str, data_seed: int) -> Dataset:
+    rng = np.random.default_rng([data_seed, _PROTO_STREAM])
+    protos = (rng.integers(0, 2, size=(PROTO_CLASSES, PROTO_DIM), dtype=np.int8) * 2 - 1).astype(np.int8)
+
+    def draw(n: int) -> tuple[np.ndarray, np.ndarray]:
+        # Labels uniform over the classes (not balanced), as in the generative model.
+        y = rng.integers(0, PROTO_CLASSES, size=n).astype(np.int64)
+        flip = rng.integers(0, PROTO_FLIP_DEN, size=(n, PROTO_DIM), dtype=np.uint8) < PROTO_FLIP_NUM
+        x = protos[y]
+        np.negative(x, out=x, where=flip)
+        return x, y
+
+    x_train, y_train = draw(PROTO_TRAIN)
+    x_test, y_test = draw(PROTO_TEST)
+    return Dataset(name, x_train, y_train, x_test, y_test, PROTO_CLASSES, image=False)
+
+
+def _fmnist_file(directory: str, key: str) -> str | None:
+    base = _FMNIST_FILES[key]
+    # Debian ships "train-images-idx3-ubyte.gz"; other mirrors use "train-images.idx3-ubyte" or no .gz.
+    for stem in (base, base.replace("-idx", ".idx")):
+        for suffix in (".gz", ""):
+            path = os.path.join(directory, stem + suffix)
+            if os.path.isfile(path):
+                return path
+    return None
+
+
+def _fashion_mnist(name: str, data_dir: str | None) -> Dataset:
+    candidates = [os.path.join(data_dir, "fashion-mnist"), data_dir] if data_dir else []
+    candidates += FASHION_MNIST_DIRS
+    for directory in candidates:
+        paths = {k: _fmnist_file(directory, k) for k in _FMNIST_FILES}
+        if any(paths.values()):
+            break
+    else:
+        raise UserError(
+            f"Fashion-MNIST not found in {', '.join(candidates)}; run `apt-get install dataset-fashion-mnist` "
+            "or pass --data-dir DIR holding the four IDX files"
+        )
+    missing = [_FMNIST_FILES[k] for k, p in paths.items() if p is None]
+    if missing:
+        raise UserError(f"Fashion-MNIST in {directory} lacks {', '.join(missing)} (plain or .gz)")
+    arrays = {k: read_idx(p) for k, p in paths.items()}
+    for split in ("train", "test"):
+        x, y = arrays[f"x_{split}"], arrays[f"y_{split}"]
+        if x.ndim != 3 or x.shape[1:] != (28, 28) or x.dtype != np.uint8:
+            raise UserError(f"{paths[f'x_{split}']}: expected uint8 images of 28x28, got {x.dtype} {x.shape}")
+        if y.ndim != 1 or len(y) != len(x) or y.max(initial=0) > 9:
+            raise UserError(f"{paths[f'y_{split}']}: expected {len(x)} labels 0..9, got {y.dtype} {y.shape}")
+    x_train, x_test = arrays["x_train"], arrays["x_test"]
+    if name == "fashion-mnist":
+        x_train, x_test = x_train.reshape(len(x_train), -1), x_test.reshape(len(x_test), -1)
+    return Dataset(name, x_train, arrays["y_train"].astype(np.int64), x_test, arrays["y_test"].astype(np.int64),
+                   10, image=True)
+
+
+def _package_dir(package: str) -> str | None:
+    """The directory of an installed top-level package, found without importing (so running) it."""
+    try:
+        spec = importlib.util.find_spec(package)
+    except (ImportError, ValueError):
+        spec = None
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return list(spec.submodule_search_locations)[0]
+
+
+def _digits(name: str, data_dir: str | None, data_seed: int) -> Dataset:
+    """scikit-learn's 8x8 digits (1797 images, values 0..16), read from the file its package ships; split
+    stratified per class, DIGITS_TEST_FRACTION (rounded) of each class to the test set, by data_seed."""
+    candidates = [os.path.join(data_dir, "digits.csv.gz")] if data_dir else []
+    sklearn_dir = _package_dir("sklearn")
+    if sklearn_dir:
+        candidates.append(os.path.join(sklearn_dir, "datasets", "data", "digits.csv.gz"))
+    path = next((p for p in candidates if os.path.isfile(p)), None)
+    if path is None:
+        raise UserError("digits needs the file scikit-learn ships: run `pip install scikit-learn` "
+                        "(`pip install --no-deps scikit-learn` is enough)")
+    try:
+        with gzip.open(path, "rt") as f:
+            table = np.loadtxt(f, delimiter=",", dtype=np.float64, ndmin=2)
+    except (OSError, EOFError, zlib.error, ValueError) as e:
+        raise UserError(f"{path}: unreadable digits table ({e})") from None
+    if table.shape[1] != 65:
+        raise UserError(f"{path}: expected 64 pixels and a label per row, got {table.shape[1]} columns")
+    x, y = table[:, :64].astype(np.uint8), table[:, 64].astype(np.int64)
+    rng = np.random.default_rng([data_seed, _DIGITS_STREAM])
+    test = np.zeros(len(y), dtype=bool)
+    for c in np.unique(y):
+        members = rng.permutation(np.flatnonzero(y == c))
+        test[members[: int(round(DIGITS_TEST_FRACTION * len(members)))]] = True
+    return Dataset(name, x[~test], y[~test], x[test], y[test], int(y.max()) + 1, image=True)
+
+
+def _load_npz(name: str, path: str, sequence: bool) -> Dataset:
+    """An .npz with x_train, y_train, x_test, y_test; x (N, F), or (N, T, F) with sequence=True."""
+    if not path:
+        raise UserError("npz: needs a path, e.g. npz:data/mine.npz")
+    if not os.path.isfile(path):
+        raise UserError(f"npz file {path} does not exist")
+    bad = (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error)
+    try:
+        archive = np.load(path, allow_pickle=False)
+    except bad as e:
+        raise UserError(f"{path} is not a valid .npz file ({type(e).__name__}: {e})") from None
+    if not isinstance(archive, np.lib.npyio.NpzFile):
+        raise UserError(f"{path} holds a single array, not an .npz archive with x_train, y_train, x_test, y_test")
+    with archive:
+        missing = [k for k in ("x_train", "y_train", "x_test", "y_test") if k not in archive.files]
+        if missing:
+            raise UserError(f"{path} lacks the arrays {', '.join(missing)} (has: {', '.join(archive.files) or 'none'})")
+        try:  # members are read lazily, so a truncated archive fails here
+            arrays = {k: archive[k] for k in ("x_train", "y_train", "x_test", "y_test")}
+        except bad as e:
+            raise UserError(f"{path} is truncated or corrupt ({type(e).__name__}: {e})") from None
+    want = 3 if sequence else 2
+    for split in ("train", "test"):
+        x, y = arrays[f"x_{split}"], arrays[f"y_{split}"]
+        if x.dtype.kind not in "biuf":
+            raise UserError(f"{path}: x_{split} must be numeric, not {x.dtype}")
+        if x.ndim != want:
+            kind = "(N, T, F) for a sequence model" if sequence else "(N, F) for a non-sequence model"
+            raise UserError(f"{path}: x_{split} has shape {x.shape}; expected {kind}")
+        if x.dtype.kind == "b":
+            arrays[f"x_{split}"] = x.astype(np.int8)
+        if y.ndim != 1:
+            raise UserError(f"{path}: y_{split} must be 1-D labels, not shape {y.shape}")
+        if y.dtype.kind == "f" and np.all(np.isfinite(y)) and np.all(y == np.round(y)):
+            y = y.astype(np.int64)  # integral floats are labels saved through a float array
+        if y.dtype.kind not in "iu":
+            raise UserError(f"{path}: y_{split} must hold integer class labels 0..C-1, not {y.dtype}")
+        arrays[f"y_{split}"] = y.astype(np.int64)
+    y_all = np.concatenate([arrays["y_train"], arrays["y_test"]])
+    if y_all.size and y_all.min() < 0:
+        raise UserError(f"{path}: labels must be 0..C-1, found {y_all.min()}")
+    n_classes = int(y_all.max()) + 1 if y_all.size else 0
+    return Dataset(name, arrays["x_train"], arrays["y_train"], arrays["x_test"], arrays["y_test"], n_classes,
+                   image=False)
+
+
+def _ucr_dirs(name: str | None, data_dir: str | None) -> list[str]:
+    """Directories searched for NAME_TRAIN.ts / NAME_TEST.ts, in order (name None: the roots to list)."""
+    dirs = []
+    if data_dir:
+        dirs += [data_dir] + ([os.path.join(data_dir, name)] if name else [])
+    sktime_dir = _package_dir("sktime")
+    if sktime_dir:
+        root = os.path.join(sktime_dir, "datasets", "data")
+        dirs.append(os.path.join(root, name) if name else root)
+    return dirs
+
+
+def _is_classification(path: str) -> bool:
+    words = read_ts_header(path).get("classlabel", [])
+    return bool(words) and words[0].lower() == "true"
+
+
+def _ucr_found(data_dir: str | None) -> set[str]:
+    """NAMEs of classification .ts pairs in data_dir, its sub-directories and sktime's data directory."""
+    found = set()
+    for root in _ucr_dirs(None, data_dir):
+        if not os.path.isdir(root):
+            continue
+        subdirs = [os.path.join(root, e) for e in sorted(os.listdir(root))]
+        for directory in [root] + [d for d in subdirs if os.path.isdir(d)]:
+            for f in os.listdir(directory):
+                stem = f[: -len("_TRAIN.ts")]
+                if f.endswith("_TRAIN.ts") and os.path.isfile(os.path.join(directory, stem + "_TEST.ts")) \
+                        and _is_classification(os.path.join(directory, f)):
+                    found.add(stem)
+    return found
+
+
+def _load_ucr(name: str, ucr_name: str, data_dir: str | None) -> Dataset:
+    """A UCR/UEA .ts pair as (N, T, D) float64; variable-length series front-padded with their first value to
+    the longest length over train and test, missing values forward- then back-filled; labels numbered in the
+    order of the training file's @classLabel line."""
+    if not ucr_name or os.sep in ucr_name or "/" in ucr_name:
+        raise UserError(f"ucr: needs a dataset name such as ucr:GunPoint, not {name!r}")
+    for directory in _ucr_dirs(ucr_name, data_dir):
+        train = os.path.join(directory, f"{ucr_name}_TRAIN.ts")
+        test = os.path.join(directory, f"{ucr_name}_TEST.ts")
+        if os.path.isfile(train) and os.path.isfile(test):
+            break
+    else:
+        found = ", ".join(sorted(_ucr_found(data_dir))) or "none"
+        where = "--data-dir" if data_dir else "no --data-dir given"
+        raise UserError(f"no {ucr_name}_TRAIN.ts/_TEST.ts pair found ({where}; `pip install --no-deps sktime` "
+                        f"ships a few); found: {found}")
+    ts_train, ts_test = read_ts(train), read_ts(test)
+    if ts_test.n_dims != ts_train.n_dims:
+        raise UserError(f"{test}: {ts_test.n_dims} dimensions but the training file has {ts_train.n_dims}")
+    index = {label: i for i, label in enumerate(ts_train.class_labels)}
+    unknown = sorted(set(ts_test.labels) - set(index))
+    if unknown:
+        raise UserError(f"{test}: class labels {', '.join(unknown)} are not in the training file's @classLabel")
+    length = max(ts_train.max_length, ts_test.max_length)
+    return Dataset(
+        name,
+        ts_to_array(ts_train, length, train),
+        np.array([index[label] for label in ts_train.labels], dtype=np.int64),
+        ts_to_array(ts_test, length, test),
+        np.array([index[label] for label in ts_test.labels], dtype=np.int64),
+        len(ts_train.class_labels),
+        image=False,
+    )
