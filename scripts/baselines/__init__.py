@@ -1,0 +1,1 @@
+"""Baselines that BEP is compared against (optional extra `[baselines]`, needs PyTorch)."""
