@@ -1,0 +1,27 @@
+// Shared helpers of the BEP kernels. NVRTC has no standard headers, so no <cstdint>: fixed-width names are
+// typedefs of the CUDA built-in types (unsigned long long is 64 bits, unsigned int 32 bits on every target).
+#pragma once
+
+typedef unsigned long long u64;
+typedef unsigned int u32;
+typedef long long i64;
+
+#define BEP_FULL_MASK 0xffffffffu
+
+// Counter RNG mixer of BEP_SPEC.md section 8 (SplitMix64 finaliser); uint64 arithmetic wraps.
+// NumPy mirror: bep_gpu.rng.mix_array
+__device__ __forceinline__ u64 bep_mix(u64 x) {
+    u64 z = x + 0x9E3779B97F4A7C15ull;
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+// Grid-stride loops count warps: every lane of a warp runs the same iterations, so warp intrinsics inside the
+// loop always see the full warp (the emulator and __ballot_sync with a full mask both need that).
+__device__ __forceinline__ i64 bep_global_warp() {
+    return ((i64)blockIdx.x * blockDim.x + threadIdx.x) >> 5;
+}
+__device__ __forceinline__ i64 bep_warp_count() {
+    return ((i64)gridDim.x * blockDim.x) >> 5;
+}

@@ -1,0 +1,33 @@
+// Targets of the layer below (BEP_SPEC.md section 4.3): bit j of row n is
+// sign(sum_i g[n,i] t[n,i] wt[j,i]) = [popc(g[n]) - 2 popc((t[n] ^ wt[j]) & g[n]) >= 0], sign(0) = +1.
+// Tiling: popc_tile.cuh with A = t, G = g, B = wt. A block's 64 output columns are exactly one output word,
+// so the epilogue packs with ballots and never writes int32 sums.
+#include "popc_tile.cuh"
+
+// NumPy mirror: NumpyBackend.gated_transposed_product in bep_gpu/backends/numpy_backend.py
+// Grid (n_words(J), ceil(N / 64)), block 256. t, g: N x kw; wt: J x kw; out: N x n_words(J), padding bits 0.
+extern "C" __global__ void __launch_bounds__(BEP_TILE_THREADS)
+    gated_transposed_product(const u64* __restrict__ t, const u64* __restrict__ g, const u64* __restrict__ wt,
+                             u64* __restrict__ out, int N, int J, int kw) {
+    const int m0 = blockIdx.y * BEP_TILE, n0 = blockIdx.x * BEP_TILE;
+    const int nwj = gridDim.x;
+    u32 acc[4][4], gcnt[4];
+    popc_tile<true>(t, g, wt, N, J, kw, m0, n0, acc, gcnt);
+    // Warp w holds rows 2w + 16 i (lanes 0-15) and 2w + 1 + 16 i (lanes 16-31); lane bit tx of a ballot is
+    // column tx + 16 j, so four ballots assemble one 64-bit word per row.
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, tx = threadIdx.x & 15;
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+        u64 even = 0, odd = 0;
+#pragma unroll
+        for (int j = 0; j < 4; ++j) {
+            const bool bit = n0 + tx + 16 * j < J && (int)gcnt[i] - 2 * (int)acc[i][j] >= 0;
+            const u32 v = __ballot_sync(BEP_FULL_MASK, bit);
+            even |= (u64)(v & 0xffffu) << (16 * j);
+            odd |= (u64)(v >> 16) << (16 * j);
+        }
+        const int row = m0 + 2 * warp + 16 * i;
+        if (lane == 0 && row < N) out[(i64)row * nwj + blockIdx.x] = even;
+        if (lane == 1 && row + 1 < N) out[(i64)(row + 1) * nwj + blockIdx.x] = odd;
+    }
+}

@@ -1,0 +1,74 @@
+// Sign + pack along the last axis (BEP_SPEC.md section 1) and the gate bits |z| <= G of section 4.3.
+// One warp builds one uint64 word with two ballots (lanes 0-31: bits 0-31, then bits 32-63), so a warp reads 64
+// consecutive elements of a row (coalesced) and writes one word. Bits past n are 0 because their predicate is false.
+#include "bep_common.cuh"
+
+template <typename T>
+struct SignBit {
+    __device__ __forceinline__ bool operator()(T v) const { return v >= 0; }  // sign(0) = +1; NaN -> 0 as NumPy
+};
+struct NonzeroBit {
+    __device__ __forceinline__ bool operator()(unsigned char v) const { return v != 0; }  // bool input
+};
+struct GateBit {
+    i64 threshold;
+    // |z| with the int32 wrap of np.abs (|INT_MIN| = INT_MIN), so even that corner matches the NumPy mirror.
+    __device__ __forceinline__ bool operator()(int v) const {
+        int a = v < 0 ? (int)(0u - (u32)v) : v;
+        return (i64)a <= threshold;
+    }
+};
+
+// x: rows x n elements (row-major); out: rows x nw words.
+template <typename T, typename Pred>
+__device__ __forceinline__ void pack_rows(const T* __restrict__ x, u64* __restrict__ out, i64 rows, int n, int nw,
+                                          Pred pred) {
+    const int lane = threadIdx.x & 31;
+    const i64 total = rows * nw;
+    for (i64 wi = bep_global_warp(); wi < total; wi += bep_warp_count()) {
+        const i64 r = wi / nw;
+        const int c = (int)(wi - r * nw) * 64 + lane;
+        const T* row = x + r * n;
+        const bool lo = c < n && pred(row[c]);
+        const bool hi = c + 32 < n && pred(row[c + 32]);
+        const u32 blo = __ballot_sync(BEP_FULL_MASK, lo);
+        const u32 bhi = __ballot_sync(BEP_FULL_MASK, hi);
+        if (lane == 0) out[wi] = ((u64)bhi << 32) | blo;
+    }
+}
+
+// NumPy mirror of every pack_*: NumpyBackend.pack (bep_gpu.bits.pack_bits) in bep_gpu/backends/numpy_backend.py
+extern "C" __global__ void __launch_bounds__(256)
+    pack_b1(const unsigned char* __restrict__ x, u64* __restrict__ out, i64 rows, int n, int nw) {
+    pack_rows<unsigned char>(x, out, rows, n, nw, NonzeroBit());
+}
+extern "C" __global__ void __launch_bounds__(256)
+    pack_i8(const signed char* __restrict__ x, u64* __restrict__ out, i64 rows, int n, int nw) {
+    pack_rows<signed char>(x, out, rows, n, nw, SignBit<signed char>());
+}
+extern "C" __global__ void __launch_bounds__(256)
+    pack_i16(const short* __restrict__ x, u64* __restrict__ out, i64 rows, int n, int nw) {
+    pack_rows<short>(x, out, rows, n, nw, SignBit<short>());
+}
+extern "C" __global__ void __launch_bounds__(256)
+    pack_i32(const int* __restrict__ x, u64* __restrict__ out, i64 rows, int n, int nw) {
+    pack_rows<int>(x, out, rows, n, nw, SignBit<int>());
+}
+extern "C" __global__ void __launch_bounds__(256)
+    pack_i64(const i64* __restrict__ x, u64* __restrict__ out, i64 rows, int n, int nw) {
+    pack_rows<i64>(x, out, rows, n, nw, SignBit<i64>());
+}
+extern "C" __global__ void __launch_bounds__(256)
+    pack_f32(const float* __restrict__ x, u64* __restrict__ out, i64 rows, int n, int nw) {
+    pack_rows<float>(x, out, rows, n, nw, SignBit<float>());
+}
+extern "C" __global__ void __launch_bounds__(256)
+    pack_f64(const double* __restrict__ x, u64* __restrict__ out, i64 rows, int n, int nw) {
+    pack_rows<double>(x, out, rows, n, nw, SignBit<double>());
+}
+
+// NumPy mirror: NumpyBackend.gate_pack in bep_gpu/backends/numpy_backend.py
+extern "C" __global__ void __launch_bounds__(256)
+    gate_pack_i32(const int* __restrict__ z, u64* __restrict__ out, i64 rows, int n, int nw, i64 threshold) {
+    pack_rows<int>(z, out, rows, n, nw, GateBit{threshold});
+}

@@ -1,0 +1,86 @@
+// Shared main loop of the three popcount GEMMs (xnor_matmul, gated_transposed_product, batch_update).
+// All operands are K-contiguous ("TN"): A and G are M x kw words, B is N x kw words, zero padded.
+// A 256-thread block owns a 64 x 64 output tile; thread t owns rows ty + 16 i (ty = t / 16) and columns
+// tx + 16 j (tx = t % 16), i, j < 4: a 4 x 4 register block. K advances in slabs of 8 words (512 bits) staged
+// through double-buffered shared memory, so one __syncthreads per slab; the next slab is fetched into registers
+// while the current one is consumed.
+#pragma once
+#include "bep_common.cuh"
+
+#define BEP_TILE 64
+#define BEP_SLAB 8
+#define BEP_TILE_THREADS 256
+// Staged words per thread and operand: 64 rows x 8 words / 256 threads.
+#define BEP_STAGE ((BEP_TILE * BEP_SLAB) / BEP_TILE_THREADS)
+// One word of padding per shared row spreads the transposed stores over banks.
+#define BEP_SROW (BEP_TILE + 1)
+
+__device__ __forceinline__ u64 bep_load_word(const u64* __restrict__ p, int rows, int kw, int r, int w) {
+    return (r < rows && w < kw) ? p[(i64)r * kw + w] : 0ull;
+}
+
+// acc[i][j] = sum over words of popc((a ^ b) & g) (g = all ones when !GATED) and, when GATED,
+// gcnt[i] = popc of the gate row: the masked +-1 dot product is then gcnt - 2 acc.
+template <bool GATED>
+__device__ __forceinline__ void popc_tile(const u64* __restrict__ A, const u64* __restrict__ G,
+                                          const u64* __restrict__ B, int M, int N, int kw, int m0, int n0,
+                                          u32 (&acc)[4][4], u32 (&gcnt)[4]) {
+    __shared__ u64 sA[2][BEP_SLAB][BEP_SROW];
+    __shared__ u64 sG[2][GATED ? BEP_SLAB : 1][BEP_SROW];
+    __shared__ u64 sB[2][BEP_SLAB][BEP_SROW];
+    const int t = threadIdx.x, tx = t & 15, ty = t >> 4;
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+        gcnt[i] = 0;
+#pragma unroll
+        for (int j = 0; j < 4; ++j) acc[i][j] = 0;
+    }
+    const int nslab = (kw + BEP_SLAB - 1) / BEP_SLAB;
+    if (nslab == 0) return;  // uniform over the block: no barrier is skipped by part of it
+
+    // Staging element e = t + 256 q sits at row e / 8, word e % 8: eight threads read one row's 64 bytes.
+    u64 ra[BEP_STAGE], rg[BEP_STAGE], rb[BEP_STAGE];
+#define BEP_FETCH(K0)                                                                  \
+    _Pragma("unroll") for (int q = 0; q < BEP_STAGE; ++q) {                            \
+        const int e = t + BEP_TILE_THREADS * q, r = e >> 3, w = (K0) + (e & 7);        \
+        ra[q] = bep_load_word(A, M, kw, m0 + r, w);                                    \
+        if (GATED) rg[q] = bep_load_word(G, M, kw, m0 + r, w);                         \
+        rb[q] = bep_load_word(B, N, kw, n0 + r, w);                                    \
+    }
+#define BEP_STORE(BUF)                                                                 \
+    _Pragma("unroll") for (int q = 0; q < BEP_STAGE; ++q) {                            \
+        const int e = t + BEP_TILE_THREADS * q, r = e >> 3, w = e & 7;                 \
+        sA[BUF][w][r] = ra[q];                                                         \
+        if (GATED) sG[BUF][w][r] = rg[q];                                              \
+        sB[BUF][w][r] = rb[q];                                                         \
+    }
+    BEP_FETCH(0)
+    BEP_STORE(0)
+    __syncthreads();
+    for (int s = 0; s < nslab; ++s) {
+        const int buf = s & 1;
+        const bool more = s + 1 < nslab;
+        if (more) { BEP_FETCH((s + 1) * BEP_SLAB) }
+#pragma unroll
+        for (int w = 0; w < BEP_SLAB; ++w) {
+            u64 a[4], g[4], b[4];
+#pragma unroll
+            for (int i = 0; i < 4; ++i) {
+                a[i] = sA[buf][w][ty + 16 * i];
+                g[i] = GATED ? sG[buf][w][ty + 16 * i] : ~0ull;
+                b[i] = sB[buf][w][tx + 16 * i];
+            }
+#pragma unroll
+            for (int i = 0; i < 4; ++i) {
+                if (GATED) gcnt[i] += __popcll(g[i]);
+#pragma unroll
+                for (int j = 0; j < 4; ++j) acc[i][j] += __popcll((a[i] ^ b[j]) & g[i]);  // XOR form: one LOP3
+            }
+        }
+        // Buffer buf ^ 1 was last read before the previous barrier, so it can be refilled now.
+        if (more) { BEP_STORE(buf ^ 1) }
+        __syncthreads();
+    }
+#undef BEP_FETCH
+#undef BEP_STORE
+}

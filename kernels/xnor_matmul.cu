@@ -1,0 +1,23 @@
+// +-1 matrix product on packed bits: out[m, n] = k - 2 popc(a[m] ^ b[n]) (BEP_SPEC.md section 1).
+// Tiling: see popc_tile.cuh (64 x 64 block tile, 256 threads, 4 x 4 per thread, 8-word K slabs).
+#include "popc_tile.cuh"
+
+// NumPy mirror: NumpyBackend.xnor_matmul in bep_gpu/backends/numpy_backend.py
+// Grid (ceil(N / 64), ceil(M / 64)), block 256. a: M x kw, b: N x kw words; out: int32 M x N.
+extern "C" __global__ void __launch_bounds__(BEP_TILE_THREADS)
+    xnor_matmul(const u64* __restrict__ a, const u64* __restrict__ b, int* __restrict__ out, int M, int N, int kw,
+                int k) {
+    const int m0 = blockIdx.y * BEP_TILE, n0 = blockIdx.x * BEP_TILE;
+    u32 acc[4][4], gcnt[4];
+    popc_tile<false>(a, a, b, M, N, kw, m0, n0, acc, gcnt);
+    const int tx = threadIdx.x & 15, ty = threadIdx.x >> 4;
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+        const int m = m0 + ty + 16 * i;
+#pragma unroll
+        for (int j = 0; j < 4; ++j) {
+            const int n = n0 + tx + 16 * j;
+            if (m < M && n < N) out[(i64)m * N + n] = k - 2 * (int)acc[i][j];
+        }
+    }
+}
