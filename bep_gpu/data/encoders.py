@@ -110,6 +110,8 @@ class ThermometerEncoder(Encoder):
 
 def _parse_spec(spec: str) -> tuple[str, int]:
     """("sign", 1) | ("median", 1) | ("thermometer", B); UserError for anything else."""
+    if not isinstance(spec, str):
+        raise UserError(f"encoding must be a string ({SPECS_HELP}), not {spec!r}")
     if spec in ("sign", "median"):
         return spec, 1
     kind, sep, arg = spec.partition(":")

@@ -71,8 +71,9 @@ def load_dataset(
     if window is not None:
         if not ds.is_sequence:
             raise UserError(f"dataset {name}: a window applies only to sequence data (seq-fashion-mnist, ucr:NAME)")
-        if not 1 <= window <= ds.n_steps:
-            raise UserError(f"dataset {name}: window must be between 1 and the series length {ds.n_steps}, not {window}")
+        if not isinstance(window, (int, np.integer)) or not 1 <= window <= ds.n_steps:
+            raise UserError(f"dataset {name}: window must be between 1 and the series length {ds.n_steps}, "
+                            f"not {window}")
         ds.x_train, ds.x_test = ds.x_train[:, -window:], ds.x_test[:, -window:]
     if ds.is_sequence and not sequence:
         ds.x_train = ds.x_train.reshape(len(ds.x_train), -1)
@@ -92,7 +93,7 @@ def list_datasets(data_dir: str | None = None) -> list[str]:
 
 def _prototypes(name: str, data_seed: int) -> Dataset:
     rng = np.random.default_rng([data_seed, _PROTO_STREAM])
-    protos = (rng.integers(0, 2, size=(PROTO_CLASSES, PROTO_DIM), dtype=np.int8) * 2 - 1).astype(np.int8)
+    protos = rng.integers(0, 2, size=(PROTO_CLASSES, PROTO_DIM), dtype=np.int8) * np.int8(2) - np.int8(1)
 
     def draw(n: int) -> tuple[np.ndarray, np.ndarray]:
         # Labels uniform over the classes (not balanced), as in the generative model.
@@ -159,8 +160,8 @@ def _package_dir(package: str) -> str | None:
 
 
 def _digits(name: str, data_dir: str | None, data_seed: int) -> Dataset:
-    """scikit-learn's 8x8 digits (1797 images, values 0..16), read from the file its package ships; split
-    stratified per class, DIGITS_TEST_FRACTION (rounded) of each class to the test set, by data_seed."""
+    """scikit-learn's 8x8 digits (1797 images, values 0..16), read from DATA_DIR/digits.csv.gz or else the file
+    scikit-learn's package ships; split stratified per class, DIGITS_TEST_FRACTION (rounded) of each class to the test set, by data_seed."""
     candidates = [os.path.join(data_dir, "digits.csv.gz")] if data_dir else []
     sklearn_dir = _package_dir("sklearn")
     if sklearn_dir:

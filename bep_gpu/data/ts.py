@@ -1,7 +1,8 @@
 """Reader for the sktime / UEA-UCR `.ts` time-series classification format.
 
-A file is comment lines ('#', or '%' as in ARFF), '@key value' header lines up to '@data', then one case per line: the dimensions
-separated by ':', the values of one dimension by ',', the class label last. '?' (or NaN) marks a missing value.
+A file is comment lines ('#', or '%' as in ARFF), '@key value' header lines up to '@data', then one case per
+line: the dimensions separated by ':', the values of one dimension by ',', the class label last.
+'?' (or NaN) marks a missing value.
 """
 from __future__ import annotations
 
@@ -44,7 +45,7 @@ def read_ts_header(path: str) -> dict[str, list[str]]:
             line = line.strip()
             if not line.startswith("@"):
                 continue
-            key, *words = line[1:].split()
+            key, *words = line[1:].split() or [""]
             if key.lower() == "data":
                 break
             header[key.lower()] = words
@@ -88,7 +89,7 @@ def read_ts(path: str | os.PathLike) -> TsFile:
             if not in_data:
                 if not line.startswith("@"):
                     raise UserError(f"{path}:{lineno}: expected an @ header line before @data")
-                key, *words = line[1:].split()
+                key, *words = line[1:].split() or [""]
                 key = key.lower()
                 if key == "data":
                     if class_labels is None:
@@ -101,7 +102,8 @@ def read_ts(path: str | os.PathLike) -> TsFile:
                     if len(class_labels) < 2:
                         raise UserError(f"{path}: @classLabel true lists fewer than 2 classes")
                 elif key == "targetlabel" and _header_bool(path, key, words):
-                    raise UserError(f"{path}: a regression dataset (@targetLabel true); only classification is supported")
+                    raise UserError(f"{path}: a regression dataset (@targetLabel true); "
+                                    "only classification is supported")
                 elif key == "timestamps" and _header_bool(path, key, words):
                     raise UserError(f"{path}: @timeStamps true is not supported; give the values without time stamps")
                 elif key == "dimensions":
@@ -112,7 +114,8 @@ def read_ts(path: str | os.PathLike) -> TsFile:
                 raise UserError(f"{path}:{lineno}: expected values then ':' then the class label")
             label = parts[-1].strip()
             if label not in class_labels:
-                raise UserError(f"{path}:{lineno}: class label {label!r} is not among @classLabel {' '.join(class_labels)}")
+                raise UserError(f"{path}:{lineno}: class label {label!r} is not among "
+                                f"@classLabel {' '.join(class_labels)}")
             case = [_parse_values(path, lineno, p) for p in parts[:-1]]
             if n_dims is None:
                 n_dims = len(case)
