@@ -33,10 +33,10 @@ class StepRules:
         )
 
 
-def reinforcement_thresholds(sizes, p_r: float, error_rate: float) -> list[int]:
+def reinforcement_thresholds(fan_ins, p_r: float, error_rate: float) -> list[int]:
     """floor(p_l * 2^32) with p_l = min(1, p_r * sqrt(E) * sqrt(2 / (pi * K_{l-1}))), float64, left to right."""
     out = []
-    for fan_in in sizes[:-1]:
+    for fan_in in fan_ins:
         p = min(1.0, p_r * math.sqrt(error_rate) * math.sqrt(2 / (math.pi * fan_in)))
         out.append(int(math.floor(p * 2.0**32)))
     return out

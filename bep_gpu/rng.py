@@ -26,19 +26,28 @@ def rng_key(seed: int, stream: int, step: int, layer: int) -> int:
 
 
 def mix_array(x, xp=np):
-    """mix() elementwise on a uint64 array of module xp (NumPy or CuPy); uint64 arithmetic wraps."""
+    """mix() elementwise on a uint64 array of module xp (NumPy or CuPy); uint64 arithmetic wraps.
+
+    Works in place on a copy: the NumPy backend draws one value per hidden weight every step.
+    """
     u = xp.uint64
     z = x + u(GOLDEN)
-    z = (z ^ (z >> u(30))) * u(M1)
-    z = (z ^ (z >> u(27))) * u(M2)
-    return z ^ (z >> u(31))
+    z ^= z >> u(30)
+    z *= u(M1)
+    z ^= z >> u(27)
+    z *= u(M2)
+    z ^= z >> u(31)
+    return z
 
 
 def counter_uniform(seed: int, stream: int, step: int, layer: int, n: int, xp=np):
     """u(i) = mix(key ^ i) >> 32 for i = 0..n-1, as uint32."""
     key = xp.uint64(rng_key(seed, stream, step, layer))
-    i = xp.arange(int(n), dtype=xp.uint64)
-    return (mix_array(i ^ key, xp) >> xp.uint64(32)).astype(xp.uint32)
+    z = xp.arange(int(n), dtype=xp.uint64)
+    z ^= key
+    z = mix_array(z, xp)
+    z >>= xp.uint64(32)
+    return z.astype(xp.uint32)
 
 
 def probability_threshold(p: float) -> int:

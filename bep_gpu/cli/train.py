@@ -1,0 +1,94 @@
+"""bep-train {mlp,rnn}: train a binary network with BEP and write config.json, metrics.csv, model.npz, results.json."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from ..config import TrainConfig
+from ..errors import UserError
+from .common import parse_widths, run_cli
+
+DEFAULTS = TrainConfig()
+RNN_DEFAULTS = {"hidden": "1035", "r": 0.5, "nu": 0.05, "gamma0": 15, "p_r": 0.5, "dataset": "ucr:ItalyPowerDemand",
+                "encode": "thermometer:8", "batch_size": 0}
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line and exit 2, like every other user error
+        raise UserError(message)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="bep-train", description=__doc__)
+    sub = p.add_subparsers(dest="kind", required=True, parser_class=_Parser)
+    for kind in ("mlp", "rnn"):
+        s = sub.add_parser(kind, help=f"train a binary {kind.upper()}")
+        d = RNN_DEFAULTS if kind == "rnn" else {}
+
+        def opt(name, typ, default, help_):
+            s.add_argument(name, type=typ, default=d.get(name.lstrip("-").replace("-", "_"), default), help=help_)
+
+        opt("--dataset", str, DEFAULTS.dataset, "prototypes, fashion-mnist, digits, seq-fashion-mnist, ucr:NAME or "
+            "npz:PATH (default: %(default)s)")
+        opt("--data-dir", str, None, "folder with the dataset's files (IDX for fashion-mnist, .ts for ucr:)")
+        opt("--data-seed", int, DEFAULTS.data_seed, "seed of generated data (prototypes) and of fixed splits")
+        opt("--hidden", str, ",".join(map(str, DEFAULTS.hidden)),
+            "layer widths, e.g. 525,525 (rnn: KS or KS,KY) (default: %(default)s)")
+        opt("--epochs", int, DEFAULTS.epochs, "(default: %(default)s)")
+        opt("--batch-size", int, DEFAULTS.batch_size, "mini-batch size" + (" (0: a tenth of the training set)"
+                                                                          if kind == "rnn" else " (default: %(default)s)"))
+        s.add_argument("--backend", choices=["auto", "numpy", "cuda"], default="auto", help="(default: auto)")
+        opt("--seed", int, DEFAULTS.seed, "seed of init, prototypes, splits, shuffling and reinforcement")
+        opt("--out", str, f"runs/{kind}", "output directory (default: %(default)s)")
+        opt("--r", float, DEFAULTS.r, "trigger margin as a fraction of the last width (default: %(default)s)")
+        opt("--nu", float, DEFAULTS.nu, "gate width as a fraction of the fan-in (default: %(default)s)")
+        opt("--gamma0", int, DEFAULTS.gamma0, "initial group size; must divide every width (default: %(default)s)")
+        opt("--p-r", float, DEFAULTS.p_r, "reinforcement scale (default: %(default)s)")
+        opt("--patience", int, DEFAULTS.patience, "epochs without improvement before groups grow; 0 = never")
+        opt("--init-std", float, DEFAULTS.init_std, "std of the initial hidden weights (default: %(default)s)")
+        opt("--val-fraction", float, DEFAULTS.val_fraction, "held-out share of the training set (default: %(default)s)")
+        opt("--encode", str, d.get("encode", DEFAULTS.encode), "sign, median, thermometer:B or auto")
+        s.add_argument("--no-shuffle", action="store_true", help="keep the data order fixed")
+        opt("--init", str, None, "start from this checkpoint's weights and prototypes")
+        opt("--resume", str, None, "continue the interrupted run in this directory")
+        opt("--max-train", int, None, "use only the first N training samples")
+        s.add_argument("--quiet", action="store_true", help="no progress output")
+        s.add_argument("--plot", action="store_true", help="write learning_curve.png (needs matplotlib)")
+        opt("--hidden-clip", int, DEFAULTS.hidden_clip, "bound C of the int16 hidden weights")
+        s.add_argument("--stability", choices=["z", "hidden"], default="z",
+                       help="rank wrong units by |z| (default) or by |H . a|")
+        opt("--proto-alpha", float, DEFAULTS.proto_alpha, "variance weight of the prototype frame objective")
+        opt("--proto-sweeps", int, DEFAULTS.proto_sweeps, "sweeps of the prototype frame search")
+        opt("--eval-batch", int, DEFAULTS.eval_batch, "samples per evaluation chunk")
+        if kind == "rnn":
+            opt("--horizon", int, 0, "steps that receive targets, counted from the end (0 = all)")
+            s.add_argument("--rnn-mask", choices=["step", "shared"], default="step",
+                           help="a mask per time step (default) or one per sample")
+            opt("--window", int, 0, "keep only the last W steps of each series (0 = all)")
+    return p
+
+
+def config_from_args(args) -> TrainConfig:
+    values = {k: v for k, v in vars(args).items() if k in TrainConfig.__dataclass_fields__}
+    values["hidden"] = parse_widths(args.hidden)
+    values["shuffle"] = not args.no_shuffle
+    return TrainConfig(**values)
+
+
+def _main(argv) -> None:
+    args = build_parser().parse_args(argv)
+    cfg = config_from_args(args)
+    from ..trainer import train
+
+    train(cfg)
+
+
+_main.prog = "bep-train"
+
+
+def main(argv=None) -> int:
+    return run_cli(_main, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

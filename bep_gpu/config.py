@@ -1,0 +1,109 @@
+"""Training settings: one dataclass, resolved and checked before any work starts."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+
+from .errors import UserError
+
+STABILITY = ("z", "hidden")
+RNN_MASKS = ("step", "shared")
+
+
+@dataclass
+class TrainConfig:
+    kind: str = "mlp"
+    dataset: str = "prototypes"
+    data_dir: str | None = None
+    data_seed: int = 0
+    hidden: list = field(default_factory=lambda: [525, 525])
+    epochs: int = 50
+    batch_size: int = 20
+    backend: str = "auto"
+    seed: int = 0
+    out: str = "runs/latest"
+    r: float = 0.75
+    nu: float = 0.2
+    gamma0: int = 25
+    p_r: float = 0.5
+    patience: int = 5
+    init_std: float = 8.0
+    val_fraction: float = 0.1
+    encode: str = "auto"  # sign for +-1 data, median for images, thermometer:8 for sequences
+    shuffle: bool = True
+    init: str | None = None
+    resume: str | None = None
+    max_train: int | None = None
+    quiet: bool = False
+    plot: bool = False
+    hidden_clip: int = 32767
+    stability: str = "z"
+    proto_alpha: float = 1.0
+    proto_sweeps: int = 20
+    eval_batch: int = 8192
+    # RNN only
+    horizon: int = 0  # 0 = the whole sequence
+    rnn_mask: str = "step"
+    window: int = 0  # keep only the last `window` steps of each series (0 = all)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+    def check(self) -> None:
+        """Raise UserError for settings no run can use (before loading data or touching a device)."""
+        def bad(msg):
+            raise UserError(msg)
+
+        if self.kind not in ("mlp", "rnn"):
+            bad(f"unknown model kind {self.kind!r}: use mlp or rnn")
+        if not self.hidden or any(int(k) <= 0 for k in self.hidden):
+            bad(f"--hidden must list positive widths, got {self.hidden}")
+        if self.kind == "rnn" and len(self.hidden) > 2:
+            bad("--hidden for rnn is KS or KS,KY")
+        if self.epochs < 0:
+            bad("--epochs must be >= 0")
+        if self.batch_size <= 0:
+            bad(f"--batch-size must be positive, got {self.batch_size}")
+        if not 0 <= self.val_fraction < 1:
+            bad(f"--val-fraction must be in [0, 1), got {self.val_fraction}")
+        if self.r < 0 or self.nu < 0 or self.p_r < 0:
+            bad("--r, --nu and --p-r must be non-negative")
+        if self.init_std < 0:
+            bad("--init-std must be non-negative")
+        if self.patience < 0:
+            bad("--patience must be >= 0 (0 disables the group-size schedule)")
+        if not 1 <= self.hidden_clip <= 32767:
+            bad("--hidden-clip must be in 1..32767 (hidden weights are int16)")
+        if self.stability not in STABILITY:
+            bad(f"--stability must be one of {', '.join(STABILITY)}")
+        if self.rnn_mask not in RNN_MASKS:
+            bad(f"--rnn-mask must be one of {', '.join(RNN_MASKS)}")
+        if self.max_train is not None and self.max_train <= 0:
+            bad("--max-train must be positive")
+        if self.horizon < 0 or self.window < 0:
+            bad("--horizon and --window must be >= 0")
+        if self.eval_batch <= 0:
+            bad("--eval-batch must be positive")
+        for width in self.group_widths():
+            if self.gamma0 <= 0 or width % self.gamma0:
+                divisors = [d for d in range(1, width + 1) if width % d == 0]
+                bad(f"--gamma0 {self.gamma0} does not divide layer width {width}; divisors of {width}: {divisors}")
+
+    def group_widths(self) -> list[int]:
+        """Widths whose units form groups of gamma: every MLP layer; the RNN cell and readout."""
+        if self.kind == "rnn":
+            ks = int(self.hidden[0])
+            return [ks, int(self.hidden[1]) if len(self.hidden) > 1 else ks]
+        return [int(k) for k in self.hidden]
+
+
+def next_divisor(width: int, gamma: int) -> int:
+    """The next larger divisor of width (width itself stays)."""
+    for d in range(gamma + 1, width + 1):
+        if width % d == 0:
+            return d
+    return width
