@@ -1,0 +1,340 @@
+"""CUDA backend: every primitive of base.Backend as a raw CUDA kernel from kernels/*.cu, bit-exact with NumPy.
+
+Everything but the kernel bodies lives here: argument checks, output allocation, launch configuration and the
+exact NumPy scalar type of every kernel argument (CuPy passes a scalar by its own type, so an np.int64 given
+for an `int` parameter would shift every later argument). The kernel module and the array module are
+injectable, `CudaBackend(module, xp)`, so the CPU emulator of the tests (tests/emu) runs this very code with
+xp = numpy. Arrays stay on the device: no primitive copies to the host or synchronises.
+"""
+from __future__ import annotations
+
+import importlib.resources
+import re
+import threading
+from pathlib import Path
+
+import numpy as np
+
+from .. import bits as _bits
+from .. import rng as _rng
+from .base import Backend
+
+THREADS = 256  # every kernel runs 256-thread blocks (the tiled ones assume exactly that)
+TILE = 64  # output tile edge of the tiled kernels (popc_tile.cuh, int_matmul.cu)
+TRANSPOSE_WORDS = 4  # input words per transpose tile row (transpose_bits.cu)
+MAX_BLOCKS = 132 * 16  # grid-stride kernels: 16 blocks per H200 SM is plenty to hide latency
+MAX_GRID_Y = 65535
+
+_INCLUDE_RE = re.compile(r'^[ \t]*#[ \t]*include[ \t]+"([^"]+)"[ \t]*$', re.M)
+_PRAGMA_ONCE_RE = re.compile(r"^[ \t]*#[ \t]*pragma[ \t]+once[ \t]*$", re.M)
+
+
+def kernel_files() -> dict[str, str]:
+    """{file name: text} of the CUDA sources, read from the installed package bep_gpu.kernels.
+
+    In a source checkout that is not installed (PYTHONPATH=.), the package does not exist and the top-level
+    kernels/ directory, which pyproject.toml ships as bep_gpu.kernels, is read instead.
+    """
+    try:
+        root = importlib.resources.files("bep_gpu.kernels")
+    except ModuleNotFoundError:
+        root = Path(__file__).resolve().parents[2] / "kernels"
+    files = {p.name: p.read_text() for p in root.iterdir() if p.name.endswith((".cu", ".cuh"))}
+    if not any(name.endswith(".cu") for name in files):
+        raise RuntimeError(f"no CUDA kernel sources found in {root}")
+    return files
+
+
+def module_source(files: dict[str, str] | None = None) -> str:
+    """All .cu files as one translation unit with local includes inlined once, so NVRTC needs no include path."""
+    files = kernel_files() if files is None else files
+    done: set[str] = set()
+
+    def expand(name: str) -> str:
+        if name in done:
+            return ""
+        done.add(name)
+        if name not in files:
+            raise RuntimeError(f"kernel source includes {name!r}, which is not shipped in bep_gpu.kernels")
+        text = _PRAGMA_ONCE_RE.sub("", files[name])
+        return _INCLUDE_RE.sub(lambda m: expand(m.group(1)), text)
+
+    return "\n".join(expand(name) for name in sorted(files) if name.endswith(".cu"))
+
+
+_module_lock = threading.Lock()
+_cupy_module = None
+
+
+def cupy_module():
+    """One cupy.RawModule of all kernels per process (NVRTC compiles on first use; CuPy caches it on disk)."""
+    global _cupy_module
+    with _module_lock:
+        if _cupy_module is None:
+            import cupy
+
+            # -lineinfo costs nothing at run time and lets Nsight Compute map samples to kernel source lines.
+            _cupy_module = cupy.RawModule(code=module_source(), options=("-lineinfo",))
+        return _cupy_module
+
+
+def _blocks(n_threads: int) -> int:
+    """Blocks of a grid-stride launch covering n_threads threads (capped: the kernels loop over the rest)."""
+    return max(1, min(MAX_BLOCKS, -(-int(n_threads) // THREADS)))
+
+
+def _tiles(n: int) -> int:
+    return -(-int(n) // TILE)
+
+
+def _i32(v) -> np.int32:
+    v = int(v)
+    if not -(2**31) < v < 2**31:
+        raise ValueError(f"{v} does not fit the kernel's int32 parameter")
+    return np.int32(v)
+
+
+class CudaBackend(Backend):
+    name = "cuda"
+
+    def __init__(self, module=None, xp=None):
+        if xp is None:
+            import cupy as xp
+        self.xp = xp
+        self._gpu = xp is not np
+        self._module = cupy_module() if module is None else module
+        self._functions: dict[str, object] = {}
+        self._active_one = xp.ones(1, dtype=xp.int64)  # `active` when the caller passes none
+
+    # --- moving data -------------------------------------------------------------------------------------
+    @property
+    def device(self) -> str:
+        if not self._gpu:
+            return "cpu (CUDA kernel emulator)"
+        dev = self.xp.cuda.Device()
+        name = self.xp.cuda.runtime.getDeviceProperties(dev.id)["name"]
+        return name.decode() if isinstance(name, bytes) else str(name)
+
+    def asarray(self, x, dtype=None):
+        return self.xp.asarray(x, dtype=dtype)
+
+    def to_numpy(self, x) -> np.ndarray:
+        return self.xp.asnumpy(x) if self._gpu else np.asarray(x)
+
+    def synchronize(self) -> None:
+        if self._gpu:
+            self.xp.cuda.Device().synchronize()
+
+    # --- helpers -------------------------------------------------------------------------------------------
+    def _launch(self, name: str, grid, args) -> None:
+        fn = self._functions.get(name)
+        if fn is None:
+            fn = self._functions[name] = self._module.get_function(name)
+        fn(tuple(grid), (THREADS,), tuple(args))
+
+    def _words(self, a):
+        return self.xp.ascontiguousarray(self.xp.asarray(a, dtype=self.xp.uint64))
+
+    def _int_array(self, a, dtype, what: str):
+        """a as a contiguous array of dtype; only integer dtypes that convert exactly (no value checks on device)."""
+        a = self.xp.asarray(a)
+        dt = np.dtype(dtype)
+        kind, size = a.dtype.kind, a.dtype.itemsize
+        exact = (kind in "bi" and size <= dt.itemsize) or (kind == "u" and size < dt.itemsize)
+        if not exact:
+            raise TypeError(f"{what}: expected {dt} (or a narrower integer dtype), got {a.dtype}")
+        return self.xp.ascontiguousarray(a, dtype=dt)
+
+    def _inplace_int16(self, h):
+        """A contiguous int16 device array to update in place, and whether it must be copied back into h."""
+        if isinstance(h, self.xp.ndarray) and h.dtype == np.int16 and h.flags.c_contiguous:
+            return h, False
+        return self.xp.ascontiguousarray(self.xp.asarray(h), dtype=self.xp.int16), True
+
+    def _write_back(self, h, hc) -> None:
+        h[...] = self.to_numpy(hc) if isinstance(h, np.ndarray) and self._gpu else hc
+
+    def _pack_rows(self, kernel: str, x, extra=()):
+        """Launch a pack-family kernel on x (..., n): one warp per output word."""
+        xp = self.xp
+        if x.ndim == 0:
+            raise ValueError("pack: need at least one axis")
+        n = x.shape[-1]
+        nw = _bits.n_words(n)
+        out_shape = x.shape[:-1] + (nw,)
+        rows = int(np.prod(x.shape[:-1], dtype=np.int64))
+        if rows == 0 or nw == 0:
+            return xp.zeros(out_shape, dtype=xp.uint64)
+        out = xp.empty(out_shape, dtype=xp.uint64)
+        self._launch(kernel, (_blocks(rows * nw * 32),), (x, out, np.int64(rows), _i32(n), _i32(nw), *extra))
+        return out
+
+    # --- primitives ----------------------------------------------------------------------------------------
+    def pack(self, x):
+        xp = self.xp
+        x = xp.asarray(x)
+        kind, size = x.dtype.kind, x.dtype.itemsize
+        if kind == "b":
+            kernel = "pack_b1"
+        elif kind == "u":
+            x, kernel = xp.ones(x.shape, dtype=xp.bool_), "pack_b1"  # every unsigned value is >= 0
+        elif kind == "i":
+            kernel = f"pack_i{8 * size}"
+        elif kind == "f" and size <= 8:
+            if size < 4:
+                x = x.astype(xp.float32)  # exact: the sign and NaN survive widening
+            kernel = f"pack_f{8 * x.dtype.itemsize}"
+        else:
+            raise TypeError(f"pack: unsupported dtype {x.dtype}")
+        return self._pack_rows(kernel, xp.ascontiguousarray(x))
+
+    def transpose_bits(self, words, n_rows, n_cols):
+        xp = self.xp
+        n_rows, n_cols = int(n_rows), int(n_cols)
+        words = self._words(words)
+        if words.shape != (n_rows, _bits.n_words(n_cols)):
+            raise ValueError(f"transpose_bits: expected shape {(n_rows, _bits.n_words(n_cols))}, got {words.shape}")
+        nwr = _bits.n_words(n_rows)
+        if n_cols == 0 or nwr == 0:
+            return xp.zeros((n_cols, nwr), dtype=xp.uint64)
+        out = xp.empty((n_cols, nwr), dtype=xp.uint64)  # the kernel writes every word, padding included
+        grid_y = -(-_bits.n_words(n_cols) // TRANSPOSE_WORDS)
+        if grid_y > MAX_GRID_Y:
+            raise ValueError(f"transpose_bits: {n_cols} columns exceed one launch")
+        self._launch("transpose_bits", (nwr, grid_y), (words, out, _i32(n_rows), _i32(n_cols)))
+        return out
+
+    def xnor_matmul(self, a, b, k):
+        xp = self.xp
+        k = int(k)
+        a, b = self._words(a), self._words(b)
+        kw = _bits.n_words(k)
+        if a.ndim != 2 or b.ndim != 2 or a.shape[1] != kw or b.shape[1] != kw:
+            raise ValueError(f"xnor_matmul: need (M, {kw}) and (N, {kw}) words for k={k}, got {a.shape}, {b.shape}")
+        m, n = a.shape[0], b.shape[0]
+        if m == 0 or n == 0 or kw == 0:
+            return xp.zeros((m, n), dtype=xp.int32)
+        if _tiles(m) > MAX_GRID_Y:
+            raise ValueError(f"xnor_matmul: {m} rows exceed one launch")
+        out = xp.empty((m, n), dtype=xp.int32)
+        self._launch("xnor_matmul", (_tiles(n), _tiles(m)), (a, b, out, _i32(m), _i32(n), _i32(kw), _i32(k)))
+        return out
+
+    def gate_pack(self, z, threshold):
+        z = self._int_array(z, np.int32, "gate_pack")
+        # |z| <= threshold compared in int64 on the device; a threshold beyond int64 means the same as 2^62.
+        thr = np.int64(max(-(2**62), min(2**62, int(threshold))))
+        return self._pack_rows("gate_pack_i32", z, (thr,))
+
+    def gated_transposed_product(self, t, g, wt):
+        xp = self.xp
+        t, g, wt = self._words(t), self._words(g), self._words(wt)
+        if t.ndim != 2 or g.shape != t.shape or wt.ndim != 2 or wt.shape[1] != t.shape[1]:
+            raise ValueError(f"gated_transposed_product: t {t.shape}, g {g.shape}, wt {wt.shape} do not match")
+        n, kw = t.shape
+        j = wt.shape[0]
+        nwj = _bits.n_words(j)
+        if n == 0 or nwj == 0:
+            return xp.zeros((n, nwj), dtype=xp.uint64)
+        if _tiles(n) > MAX_GRID_Y:
+            raise ValueError(f"gated_transposed_product: {n} rows exceed one launch")
+        out = xp.empty((n, nwj), dtype=xp.uint64)  # one block per output word column: every word is written
+        self._launch("gated_transposed_product", (nwj, _tiles(n)), (t, g, wt, out, _i32(n), _i32(j), _i32(kw)))
+        return out
+
+    def group_select(self, score, cand, gamma):
+        xp = self.xp
+        score = self._int_array(score, np.int32, "group_select score")
+        if score.ndim != 2:
+            raise ValueError(f"group_select: score must be (N, K), got {score.shape}")
+        n_rows, k = score.shape
+        gamma = int(gamma)
+        if gamma <= 0 or k % gamma:
+            raise ValueError(f"group_select: group size {gamma} does not divide {k}")
+        nw = _bits.n_words(k)
+        cand = self._words(cand)
+        if cand.shape != (n_rows, nw):
+            raise ValueError(f"group_select: cand must be {(n_rows, nw)}, got {cand.shape}")
+        out = xp.zeros((n_rows, nw), dtype=xp.uint64)  # the kernel ORs selections into it
+        total = n_rows * (k // gamma)
+        if total == 0:
+            return out
+        width = min(32, 1 << (gamma - 1).bit_length())  # lanes per group: a power of two covering gamma
+        warps = -(-total // (32 // width))
+        self._launch("group_select", (_blocks(warps * 32),),
+                     (score, cand, out, np.int64(n_rows), _i32(k), _i32(nw), _i32(gamma), _i32(width)))
+        return out
+
+    def batch_update(self, h, sel, t, x, clip):
+        xp = self.xp
+        k, j = h.shape
+        sel, t, x = self._words(sel), self._words(t), self._words(x)
+        n = sel.shape[0]
+        if sel.shape != (n, _bits.n_words(k)) or t.shape != sel.shape or x.shape != (n, _bits.n_words(j)):
+            raise ValueError(f"batch_update: h {h.shape}, sel {sel.shape}, t {t.shape}, x {x.shape} do not match")
+        clip = _i32(clip)
+        if k == 0 or j == 0:
+            return
+        if n == 0:
+            # No samples: only the clip remains; as in the NumPy mirror, without a kernel launch.
+            new = xp.asarray(h).astype(xp.int32)
+            xp.clip(new, -int(clip), int(clip), out=new)
+            self._write_back(h, new)
+            return
+        if _tiles(k) > MAX_GRID_Y:
+            raise ValueError(f"batch_update: {k} rows exceed one launch")
+        # Batch-packed operands turn the sum over samples into a gated popcount over words of samples.
+        sel_t = self.transpose_bits(sel, n, k)
+        t_t = self.transpose_bits(t, n, k)
+        x_t = self.transpose_bits(x, n, j)
+        hc, copied = self._inplace_int16(h)
+        self._launch("batch_update", (_tiles(j), _tiles(k)),
+                     (hc, sel_t, t_t, x_t, _i32(k), _i32(j), _i32(_bits.n_words(n)), clip))
+        if copied:
+            self._write_back(h, hc)
+
+    def reinforce(self, h, threshold, seed, stream, step, layer, clip, active=None):
+        xp = self.xp
+        threshold = int(threshold)
+        if threshold <= 0 or h.size == 0:
+            return
+        clip = _i32(clip)
+        if active is None:
+            act = self._active_one
+        else:
+            act = xp.asarray(active).reshape(-1)[:1]
+            # The kernel reads int64; non-integer flags keep NumPy's truthiness.
+            act = xp.ascontiguousarray(act, dtype=xp.int64) if act.dtype.kind in "biu" else (act != 0).astype(xp.int64)
+        key = np.uint64(_rng.rng_key(seed, stream, step, layer))
+        thr = np.uint64(min(threshold, 2**32))  # u < 2^32 always, so larger thresholds all mean "always"
+        hc, copied = self._inplace_int16(h)
+        self._launch("reinforce", (_blocks(hc.size),), (hc, np.int64(hc.size), key, thr, clip, act))
+        if copied:
+            self._write_back(h, hc)
+
+    def counter_uniform(self, seed, stream, step, layer, n):
+        xp = self.xp
+        n = int(n)
+        out = xp.empty(n, dtype=xp.uint32)
+        if n:
+            key = np.uint64(_rng.rng_key(seed, stream, step, layer))
+            self._launch("counter_uniform", (_blocks(n),), (out, np.int64(n), key))
+        return out
+
+    def int_matmul(self, x, h):
+        xp = self.xp
+        h = self._int_array(h, np.int16, "int_matmul h")
+        if h.ndim != 2:
+            raise ValueError(f"int_matmul: h must be (K, J), got {h.shape}")
+        k, j = h.shape
+        x = self._words(x)
+        if x.ndim != 2 or x.shape[1] != _bits.n_words(j):
+            raise ValueError(f"int_matmul: x must be (N, {_bits.n_words(j)}) words for J={j}, got {x.shape}")
+        n = x.shape[0]
+        if n == 0 or k == 0 or j == 0:
+            return xp.zeros((n, k), dtype=xp.int32)
+        if _tiles(n) > MAX_GRID_Y:
+            raise ValueError(f"int_matmul: {n} rows exceed one launch")
+        out = xp.empty((n, k), dtype=xp.int32)
+        self._launch("int_matmul", (_tiles(k), _tiles(n)), (x, h, out, _i32(n), _i32(k), _i32(j)))
+        return out
