@@ -97,13 +97,14 @@ def accuracy(task, split, eval_batch: int) -> float:
 
 
 class Trainer:
-    def __init__(self, cfg: TrainConfig):
+    def __init__(self, cfg: TrainConfig, backend=None):
+        """backend: a Backend object to use instead of cfg.backend (tests pass the emulated CUDA backend)."""
         self.resume_data = None
         if cfg.resume:
             cfg = self._resume_config(cfg)
         cfg.check()
         self.cfg = cfg
-        self.bk = get_backend(cfg.backend)
+        self.bk = backend if backend is not None else get_backend(cfg.backend)
         os.makedirs(cfg.out, exist_ok=True)
         if not os.access(cfg.out, os.W_OK):
             raise UserError(f"output directory {cfg.out} is not writable; choose another --out")
