@@ -37,31 +37,38 @@ __device__ __forceinline__ void pack_rows(const T* __restrict__ x, u64* __restri
     }
 }
 
-// NumPy mirror of every pack_*: NumpyBackend.pack (bep_gpu.bits.pack_bits) in bep_gpu/backends/numpy_backend.py
+// Sign + pack per input dtype (bool: nonzero -> 1). Grid-stride over warps, block 256.
+// NumPy mirror: NumpyBackend.pack (bep_gpu.bits.pack_bits) in bep_gpu/backends/numpy_backend.py
 extern "C" __global__ void __launch_bounds__(256)
     pack_b1(const unsigned char* __restrict__ x, u64* __restrict__ out, i64 rows, int n, int nw) {
     pack_rows<unsigned char>(x, out, rows, n, nw, NonzeroBit());
 }
+// NumPy mirror: NumpyBackend.pack (bep_gpu.bits.pack_bits) in bep_gpu/backends/numpy_backend.py
 extern "C" __global__ void __launch_bounds__(256)
     pack_i8(const signed char* __restrict__ x, u64* __restrict__ out, i64 rows, int n, int nw) {
     pack_rows<signed char>(x, out, rows, n, nw, SignBit<signed char>());
 }
+// NumPy mirror: NumpyBackend.pack (bep_gpu.bits.pack_bits) in bep_gpu/backends/numpy_backend.py
 extern "C" __global__ void __launch_bounds__(256)
     pack_i16(const short* __restrict__ x, u64* __restrict__ out, i64 rows, int n, int nw) {
     pack_rows<short>(x, out, rows, n, nw, SignBit<short>());
 }
+// NumPy mirror: NumpyBackend.pack (bep_gpu.bits.pack_bits) in bep_gpu/backends/numpy_backend.py
 extern "C" __global__ void __launch_bounds__(256)
     pack_i32(const int* __restrict__ x, u64* __restrict__ out, i64 rows, int n, int nw) {
     pack_rows<int>(x, out, rows, n, nw, SignBit<int>());
 }
+// NumPy mirror: NumpyBackend.pack (bep_gpu.bits.pack_bits) in bep_gpu/backends/numpy_backend.py
 extern "C" __global__ void __launch_bounds__(256)
     pack_i64(const i64* __restrict__ x, u64* __restrict__ out, i64 rows, int n, int nw) {
     pack_rows<i64>(x, out, rows, n, nw, SignBit<i64>());
 }
+// NumPy mirror: NumpyBackend.pack (bep_gpu.bits.pack_bits) in bep_gpu/backends/numpy_backend.py
 extern "C" __global__ void __launch_bounds__(256)
     pack_f32(const float* __restrict__ x, u64* __restrict__ out, i64 rows, int n, int nw) {
     pack_rows<float>(x, out, rows, n, nw, SignBit<float>());
 }
+// NumPy mirror: NumpyBackend.pack (bep_gpu.bits.pack_bits) in bep_gpu/backends/numpy_backend.py
 extern "C" __global__ void __launch_bounds__(256)
     pack_f64(const double* __restrict__ x, u64* __restrict__ out, i64 rows, int n, int nw) {
     pack_rows<double>(x, out, rows, n, nw, SignBit<double>());

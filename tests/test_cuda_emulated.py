@@ -1,0 +1,337 @@
+"""The CUDA backend, with its kernels run by the CPU emulator (tests/emu), equals the NumPy backend bit for bit.
+
+Shapes straddle every boundary of the kernels: one bit, word (64) and half-word (32) edges, the 64-row tiles,
+the 512-bit K slabs of the popcount GEMMs, the 256-column transpose tiles and groups that straddle words.
+"""
+import shutil
+import textwrap
+import zlib
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from bep_gpu import bits
+from bep_gpu.backends.numpy_backend import NumpyBackend
+
+pytestmark = pytest.mark.skipif(shutil.which("g++") is None, reason="the CUDA emulator needs g++")
+
+NB = NumpyBackend()
+
+
+@pytest.fixture(scope="module")
+def cb():
+    from emu import make_emulated_backend
+
+    return make_emulated_backend()
+
+
+def rand_bits(gen, rows, n, p=0.5):
+    return bits.pack_bits(np.where(gen.random((rows, n)) < p, 1, -1))
+
+
+def same(x, y):
+    assert x.dtype == y.dtype and x.shape == y.shape, (x.dtype, x.shape, y.dtype, y.shape)
+    np.testing.assert_array_equal(x, y)
+
+
+# --- pack / gate_pack -------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("dtype", [np.bool_, np.int8, np.int16, np.int32, np.int64, np.uint8, np.uint32,
+                                   np.float16, np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(1, 1), (3, 63), (2, 64), (5, 65), (2, 3, 130), (0, 7), (4, 0), (200,)])
+def test_pack(cb, dtype, shape):
+    gen = np.random.default_rng(zlib.crc32(f"{np.dtype(dtype).str}{shape}".encode()))
+    if np.dtype(dtype).kind == "f":
+        x = gen.normal(size=shape).astype(dtype)
+        flat = x.reshape(-1)
+        flat[::7] = 0.0
+        flat[1::7] = -0.0
+        flat[2::11] = np.nan
+    elif dtype is np.bool_:
+        x = gen.random(shape) < 0.5
+    else:
+        info = np.iinfo(dtype)
+        x = gen.integers(max(info.min, -3), min(info.max, 3), size=shape, endpoint=True).astype(dtype)
+        flat = x.reshape(-1)
+        flat[::5] = info.min
+        flat[1::5] = info.max
+    same(cb.pack(x), NB.pack(x))
+
+
+@pytest.mark.parametrize("threshold", [-1, 0, 3, 2**40])
+def test_gate_pack(cb, threshold):
+    gen = np.random.default_rng(threshold % 1000)
+    z = gen.integers(-6, 7, size=(9, 131)).astype(np.int32)
+    z[0, :4] = [np.iinfo(np.int32).min, np.iinfo(np.int32).max, -(2**31) + 1, 0]
+    same(cb.gate_pack(z, threshold), NB.gate_pack(z, threshold))
+
+
+# --- transpose ----------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("n_rows,n_cols", [(1, 1), (63, 65), (64, 64), (65, 257), (130, 300), (0, 5), (5, 0), (3, 600)])
+def test_transpose_bits(cb, n_rows, n_cols):
+    w = rand_bits(np.random.default_rng(n_rows * 1000 + n_cols), n_rows, n_cols)
+    same(cb.transpose_bits(w, n_rows, n_cols), NB.transpose_bits(w, n_rows, n_cols))
+
+
+def test_transpose_bits_rejects_wrong_shape(cb):
+    with pytest.raises(ValueError):
+        cb.transpose_bits(np.zeros((3, 2), np.uint64), 3, 64)
+
+
+# --- xnor_matmul ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("m,n,k", [(1, 1, 1), (1, 1, 63), (3, 2, 64), (65, 63, 65), (64, 64, 512), (2, 129, 513),
+                                   (130, 5, 1100), (0, 4, 10), (4, 0, 10), (3, 2, 0)])
+def test_xnor_matmul(cb, m, n, k):
+    gen = np.random.default_rng(m * 7919 + n * 31 + k)
+    a, b = rand_bits(gen, m, k), rand_bits(gen, n, k)
+    same(cb.xnor_matmul(a, b, k), NB.xnor_matmul(a, b, k))
+
+
+def test_xnor_matmul_extremes(cb):
+    k = 200
+    ones = bits.pack_bits(np.ones((2, k)))
+    minus = bits.pack_bits(-np.ones((3, k)))
+    same(cb.xnor_matmul(ones, minus, k), np.full((2, 3), -k, np.int32))
+    same(cb.xnor_matmul(ones, ones, k), np.full((2, 2), k, np.int32))
+
+
+@settings(max_examples=12, deadline=None)
+@given(m=st.integers(1, 70), n=st.integers(1, 70), k=st.integers(1, 700), seed=st.integers(0, 2**32 - 1))
+def test_xnor_matmul_property(cb, m, n, k, seed):
+    gen = np.random.default_rng(seed)
+    a, b = rand_bits(gen, m, k), rand_bits(gen, n, k)
+    same(cb.xnor_matmul(a, b, k), NB.xnor_matmul(a, b, k))
+
+
+# --- gated_transposed_product ---------------------------------------------------------------------------------
+@pytest.mark.parametrize("n,k,j", [(1, 1, 1), (3, 63, 64), (65, 65, 63), (64, 600, 130), (2, 5, 200), (0, 10, 10),
+                                   (4, 10, 0)])
+@pytest.mark.parametrize("gate_p", [0.0, 0.3, 1.0])
+def test_gated_transposed_product(cb, n, k, j, gate_p):
+    gen = np.random.default_rng(n * 1000003 + k * 1009 + j)
+    t, wt = rand_bits(gen, n, k), rand_bits(gen, j, k)
+    g = bits.pack_bits(gen.random((n, k)) < gate_p)  # bool: True -> bit 1, padding 0
+    same(cb.gated_transposed_product(t, g, wt), NB.gated_transposed_product(t, g, wt))
+
+
+# --- group_select ----------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("k,gamma", [(120, 1), (120, 2), (120, 3), (120, 5), (120, 8), (120, 24), (120, 40),
+                                     (120, 60), (120, 120), (192, 64), (192, 96), (525, 105), (525, 525), (70, 35)])
+def test_group_select(cb, k, gamma):
+    gen = np.random.default_rng(k * 1000 + gamma)
+    n = 6
+    score = gen.integers(0, 4, size=(n, k)).astype(np.int32)  # many ties
+    score[1] = gen.integers(0, 2**31 - 1, size=k)
+    score[2] = np.iinfo(np.int32).max
+    p = np.array([0.5, 0.05, 0.5, 0.0, 1.0, 0.01])[:, None]
+    cand = bits.pack_bits(gen.random((n, k)) < p)
+    same(cb.group_select(score, cand, gamma), NB.group_select(score, cand, gamma))
+
+
+def test_group_select_negative_scores_and_empty(cb):
+    gen = np.random.default_rng(5)
+    score = gen.integers(-(2**31), 2**31, size=(3, 96), dtype=np.int64).astype(np.int32)
+    cand = rand_bits(gen, 3, 96)
+    same(cb.group_select(score, cand, 12), NB.group_select(score, cand, 12))
+    empty = np.zeros((0, 96), np.int32)
+    same(cb.group_select(empty, np.zeros((0, 2), np.uint64), 12), NB.group_select(empty, np.zeros((0, 2), np.uint64), 12))
+    with pytest.raises(ValueError):
+        cb.group_select(score, cand, 7)
+
+
+@settings(max_examples=10, deadline=None)
+@given(n=st.integers(1, 5), groups=st.integers(1, 6), gamma=st.integers(1, 80), seed=st.integers(0, 2**32 - 1))
+def test_group_select_property(cb, n, groups, gamma, seed):
+    gen = np.random.default_rng(seed)
+    k = groups * gamma
+    score = gen.integers(0, 8, size=(n, k)).astype(np.int32)
+    cand = bits.pack_bits(gen.random((n, k)) < gen.random())
+    same(cb.group_select(score, cand, gamma), NB.group_select(score, cand, gamma))
+
+
+# --- batch_update ---------------------------------------------------------------------------------------------
+def _hidden(gen, k, j):
+    h = gen.integers(-32768, 32768, size=(k, j)).astype(np.int16)
+    flat = h.reshape(-1)
+    flat[::3] = 32767
+    flat[1::3] = -32768
+    flat[2::6] = 32766
+    return h
+
+
+@pytest.mark.parametrize("n,k,j", [(0, 5, 7), (1, 1, 1), (3, 63, 65), (65, 64, 64), (130, 70, 129), (700, 9, 3)])
+@pytest.mark.parametrize("clip", [32767, 5])
+def test_batch_update(cb, n, k, j, clip):
+    gen = np.random.default_rng(n * 100003 + k * 101 + j + clip)
+    h = _hidden(gen, k, j)
+    h[0, 0] = 0
+    sel = bits.pack_bits(gen.random((n, k)) < 0.4)
+    t, x = rand_bits(gen, n, k), rand_bits(gen, n, j)
+    h_ref = h.copy()
+    NB.batch_update(h_ref, sel, t, x, clip)
+    cb.batch_update(h, sel, t, x, clip)
+    same(h, h_ref)
+
+
+def test_batch_update_large_delta_single_clip(cb):
+    """Every sample pushes the same way: the int32 sum exceeds int16 before the one clip."""
+    n, k, j = 500, 3, 5
+    h = np.full((k, j), 32000, np.int16)
+    sel = bits.pack_bits(np.ones((n, k), bool))
+    t = bits.pack_bits(np.ones((n, k)))
+    x = bits.pack_bits(np.ones((n, j)))  # every sample adds +2: 32000 + 1000 only fits the int32 sum
+    h_ref = h.copy()
+    NB.batch_update(h_ref, sel, t, x, 32767)
+    cb.batch_update(h, sel, t, x, 32767)
+    same(h, h_ref)
+    assert (h == 32767).all()
+
+
+def test_batch_update_non_contiguous_h(cb):
+    gen = np.random.default_rng(11)
+    base = _hidden(gen, 40, 30)
+    h = base.T  # a view: updated in place through a copy and a write-back
+    h_ref = h.copy()
+    sel, t, x = (bits.pack_bits(gen.random((9, 30)) < 0.5), rand_bits(gen, 9, 30), rand_bits(gen, 9, 40))
+    NB.batch_update(h_ref, sel, t, x, 32767)
+    cb.batch_update(h, sel, t, x, 32767)
+    same(base.T, h_ref)
+
+
+# --- reinforce / counter_uniform -------------------------------------------------------------------------------
+@pytest.mark.parametrize("threshold", [0, 1, 2**31, 2**32 - 1, 2**32, 2**32 + 7])
+@pytest.mark.parametrize("clip", [32767, 9])
+def test_reinforce(cb, threshold, clip):
+    gen = np.random.default_rng(threshold % 9973 + clip)
+    h = _hidden(gen, 37, 29)
+    h.reshape(-1)[5::13] = 0
+    h_ref = h.copy()
+    args = (threshold, 2**64 - 1, 1, 12345, 2, clip)
+    NB.reinforce(h_ref, *args)
+    cb.reinforce(h, *args)
+    same(h, h_ref)
+
+
+@pytest.mark.parametrize("active", [None, np.array([0]), np.array([3]), np.array([False]), np.array([1, 0], np.int32),
+                                    np.array([0.0]), np.array([0.5])])
+def test_reinforce_active_flag(cb, active):
+    h = _hidden(np.random.default_rng(1), 20, 20)
+    h_ref = h.copy()
+    NB.reinforce(h_ref, 2**31, 7, 1, 3, 0, 32767, active=active)
+    cb.reinforce(h, 2**31, 7, 1, 3, 0, 32767, active=active)
+    same(h, h_ref)
+
+
+@pytest.mark.parametrize("n", [0, 1, 1000, 70000])
+def test_counter_uniform(cb, n):
+    for key in [(0, 0, 0, 0), (2**64 - 1, 1, 2**40, 3)]:
+        same(cb.counter_uniform(*key, n), NB.counter_uniform(*key, n))
+
+
+# --- int_matmul ------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("n,k,j", [(1, 1, 1), (3, 2, 63), (65, 64, 64), (64, 65, 65), (2, 130, 200), (0, 3, 5),
+                                   (3, 0, 5), (3, 4, 0)])
+def test_int_matmul(cb, n, k, j):
+    gen = np.random.default_rng(n * 7 + k * 131 + j)
+    x = rand_bits(gen, n, j)
+    h = _hidden(gen, k, j)
+    same(cb.int_matmul(x, h), NB.int_matmul(x, h))
+
+
+def test_int_matmul_extremes(cb):
+    j = 1000
+    x = bits.pack_bits(-np.ones((2, j)))
+    h = np.full((3, j), -32768, np.int16)
+    same(cb.int_matmul(x, h), np.full((2, 3), 32768 * j, np.int32))
+
+
+# --- one BEP step end to end ------------------------------------------------------------------------------------
+def test_bep_train_step_matches_numpy(cb):
+    from bep_gpu import bep_mlp
+
+    gen = np.random.default_rng(3)
+    sizes = [100, 70, 65]
+    n_classes, batch = 4, 33
+    rules = bep_mlp.StepRules.make(sizes, r=0.5, nu=0.5, clip=40)
+    thresholds = bep_mlp.reinforcement_thresholds(sizes, 0.5, 1.0)
+    hidden0 = [gen.integers(-40, 41, size=(sizes[i + 1], sizes[i])).astype(np.int16) for i in range(2)]
+    protos = bits.pack_bits(gen.choice([-1, 1], size=(n_classes, sizes[-1])))
+    results = []
+    for bk in (NB, cb):
+        hidden = [h.copy() for h in hidden0]
+        counts = []
+        for step in range(2):
+            x = bits.pack_bits(np.random.default_rng(step).choice([-1, 1], size=(batch, sizes[0])))
+            labels = np.random.default_rng(step + 10).integers(0, n_classes, size=batch)
+            c = bep_mlp.train_step(bk, hidden, sizes, protos, x, labels, [5, 13], rules, thresholds, 9, step)
+            counts.append(bk.to_numpy(c))
+        results.append((hidden, counts))
+    for h_np, h_cu in zip(results[0][0], results[1][0]):
+        same(h_cu, h_np)
+    same(np.array(results[1][1]), np.array(results[0][1]))
+
+
+# --- the emulator itself: it must catch the bugs a GPU would hide or punish -------------------------------------
+_PROBE = textwrap.dedent(
+    """
+    #include "bep_common.cuh"
+    // NumPy mirror: none (emulator self-test)
+    extern "C" __global__ void probe(const int* in, unsigned* ballots, int* shuffled, int* out, int n) {
+        const int lane = threadIdx.x & 31;
+        const unsigned b = __ballot_sync(0xffffffffu, in[threadIdx.x] > 0);
+        if (lane == 0) ballots[threadIdx.x >> 5] = b;
+        shuffled[threadIdx.x] = __shfl_xor_sync(0xffffffffu, in[threadIdx.x], 5)
+            + 1000 * __shfl_down_sync(0xffffffffu, in[threadIdx.x], 3, 8);
+        if (threadIdx.x == 0) out[n] = 1;  // out of bounds when n == len(out)
+    }
+    """
+)
+
+
+@pytest.fixture(scope="module")
+def probe(tmp_path_factory):
+    from emu import EmuModule
+
+    src = tmp_path_factory.mktemp("probe") / "probe.cu"
+    src.write_text(_PROBE)
+    return EmuModule([src]).get_function("probe")
+
+
+def test_emulator_warp_intrinsics(probe):
+    vals = np.random.default_rng(0).integers(-5, 5, size=64).astype(np.int32)
+    ballots = np.zeros(2, np.uint32)
+    shuffled = np.zeros(64, np.int32)
+    out = np.zeros(4, np.int32)
+    probe((1,), (64,), (vals, ballots, shuffled, out, np.int32(0)))
+    lane = np.arange(64) % 32
+    warp_base = np.arange(64) - lane
+    expect_ballot = [sum(int(vals[w * 32 + l] > 0) << l for l in range(32)) for w in range(2)]
+    np.testing.assert_array_equal(ballots, expect_ballot)
+    down = np.where(lane % 8 + 3 < 8, np.arange(64) + 3, np.arange(64))
+    np.testing.assert_array_equal(shuffled, vals[warp_base + (lane ^ 5)] + 1000 * vals[down])
+    assert out[0] == 1
+
+
+def test_emulator_rejects_what_the_gpu_would_misread(probe):
+    a = np.zeros(64, np.int32)
+    args = [a, np.zeros(2, np.uint32), np.zeros(64, np.int32), np.zeros(4, np.int32)]
+    with pytest.raises(TypeError):  # Python int: CuPy would pass 8 bytes for a 4-byte parameter
+        probe((1,), (64,), (*args, 0))
+    with pytest.raises(TypeError):
+        probe((1,), (64,), (*args, np.int64(0)))
+    with pytest.raises(TypeError):
+        probe((1,), (64,), (a.astype(np.int64), *args[1:], np.int32(0)))
+    with pytest.raises(ValueError):
+        probe((1,), (64,), (np.zeros(128, np.int32)[::2], *args[1:], np.int32(0)))
+    with pytest.raises(RuntimeError, match="write outside"):
+        probe((1,), (64,), (*args, np.int32(4)))
+
+
+def test_emulator_build_errors_are_reported(tmp_path):
+    from emu import EmuModule
+
+    bad = tmp_path / "bad.cu"
+    bad.write_text('extern "C" __global__ void broken(int* p) { p[0] = undefined_name; }\n')
+    with pytest.raises(RuntimeError, match="emulator build failed"):
+        EmuModule([bad])
