@@ -1,0 +1,225 @@
+"""bep-bench: measured rates and same-run ratios for the binary GEMM, whole BEP steps, and training memory.
+
+Sections (--sections, comma-separated):
+  gemm    xnor matmul in bit-MAC/s on square and training shapes, beside a dense float GEMM on the same +-1
+          matrices (cuBLAS bf16/fp32 through cupy.matmul on a GPU, BLAS float32 on the CPU) and, on the CPU, the
+          popcount-broadcast method the NumPy backend does not use; fraction of the H200 POPC ceiling on a GPU.
+  step    one BEP training step (and the epoch it implies) for the paper's MLPs and a large MLP: ours vs the
+          dense integer implementation (scripts/baselines/dense_bep.py) and the QAT baseline
+          (scripts/baselines/qat_torch.py, if torch is installed); the peers are found from the repository root.
+  memory  training-state bytes per weight and peak memory, ours vs QAT.
+Writes OUT/bench.csv and OUT/bench.md and prints the Markdown table.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import statistics
+import sys
+import time
+
+import numpy as np
+
+from ..backends import get_backend
+from ..bep_mlp import StepRules, reinforcement_thresholds, train_step
+from ..bits import pack_bits
+from ..errors import UserError
+from ..mlp import init_hidden
+from ..prototypes import make_prototypes
+from .common import run_cli
+
+POPC_CEILING = 134e12  # H200 CUDA-core XOR+POPC bit-MAC/s (KERNEL_NOTES.md)
+QAT_STATE_BYTES = 16.0  # fp32 latent weight + gradient + Adam m and v
+OURS_STATE_BYTES = 2.0 + 1 / 8  # int16 hidden weight + its packed visible bit
+
+
+def _peers():
+    """The baseline modules under scripts/, when run from a checkout (they are not part of the wheel)."""
+    for root in (os.getcwd(), os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))):
+        if os.path.isdir(os.path.join(root, "scripts", "baselines")):
+            sys.path.insert(0, os.path.join(root, "scripts"))
+            break
+    dense = qat = None
+    try:
+        from baselines import dense_bep as dense
+    except ImportError:
+        pass
+    try:
+        from baselines import qat_torch as qat
+    except ImportError:  # torch absent
+        pass
+    return dense, qat
+
+
+def timed(fn, sync, min_time: float, max_reps: int = 50) -> float:
+    """Median seconds of fn() over repetitions lasting about min_time (after one warm-up call)."""
+    fn()
+    sync()
+    times = []
+    start = time.perf_counter()
+    while len(times) < max_reps and (not times or time.perf_counter() - start < min_time):
+        t0 = time.perf_counter()
+        fn()
+        sync()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+class Table:
+    def __init__(self):
+        self.rows = []
+
+    def add(self, section, case, impl, value, unit, ratio=None, note=""):
+        self.rows.append({"section": section, "case": case, "impl": impl, "value": f"{value:.4g}", "unit": unit,
+                          "ratio": "" if ratio is None else f"{ratio:.3g}", "note": note})
+
+    def write(self, out_dir, header):
+        os.makedirs(out_dir, exist_ok=True)
+        with open(os.path.join(out_dir, "bench.csv"), "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=list(self.rows[0]))
+            w.writeheader()
+            w.writerows(self.rows)
+        lines = [header, "", "| section | case | impl | value | unit | ratio | note |", "|---|---|---|---|---|---|---|"]
+        lines += [f"| {r['section']} | {r['case']} | {r['impl']} | {r['value']} | {r['unit']} | {r['ratio']} | "
+                  f"{r['note']} |" for r in self.rows]
+        text = "\n".join(lines) + "\n"
+        with open(os.path.join(out_dir, "bench.md"), "w") as f:
+            f.write(text)
+        return text
+
+
+def bench_gemm(bk, table, sizes, min_time):
+    xp = bk.xp
+    rng = np.random.default_rng(0)
+    on_gpu = bk.name == "cuda"
+    for m, n, k in sizes:
+        a_pm = rng.choice(np.array([-1, 1], np.int8), size=(m, k))
+        b_pm = rng.choice(np.array([-1, 1], np.int8), size=(n, k))
+        a, b = bk.asarray(pack_bits(a_pm)), bk.asarray(pack_bits(b_pm))
+        case = f"{m}x{n}x{k}"
+        ours = m * n * k / timed(lambda: bk.xnor_matmul(a, b, k), bk.synchronize, min_time)
+        table.add("gemm", case, f"xnor_matmul ({bk.name})", ours / 1e9, "G bit-MAC/s",
+                  ours / POPC_CEILING if on_gpu else None, "ratio = fraction of POPC ceiling" if on_gpu else "")
+        dtypes = ("bfloat16", "float32") if on_gpu else ("float32",)
+        for dt in dtypes:
+            try:
+                fa = xp.asarray(a_pm).astype(dt)
+                fb = xp.asarray(b_pm).astype(dt)
+            except TypeError:  # a CuPy without bfloat16
+                continue
+            rate = m * n * k / timed(lambda: fa @ fb.T, bk.synchronize, min_time)
+            table.add("gemm", case, f"{'cuBLAS' if on_gpu else 'BLAS'} {dt} on +-1", rate / 1e9, "MAC/s (G)",
+                      ours / rate, "ratio = ours / this")
+        if not on_gpu and m * n * k <= 2**28:
+            au, bu = pack_bits(a_pm), pack_bits(b_pm)
+
+            def popcount_broadcast():
+                return k - 2 * np.bitwise_count(au[:, None, :] ^ bu[None, :, :]).sum(axis=2, dtype=np.int32)
+
+            rate = m * n * k / timed(popcount_broadcast, bk.synchronize, min_time)
+            table.add("gemm", case, "np.bitwise_count broadcast", rate / 1e9, "G bit-MAC/s", ours / rate,
+                      "ratio = ours / this")
+
+
+def _step_case(bk, sizes, batch, gamma):
+    rng = np.random.default_rng(1)
+    shapes = [(sizes[i + 1], sizes[i]) for i in range(len(sizes) - 1)]
+    hidden_np = init_hidden(shapes, 8.0, 0)
+    protos = make_prototypes(10, sizes[-1], 0, sweeps=2)
+    x_pm = rng.choice(np.array([-1, 1], np.int8), size=(batch, sizes[0]))
+    y = rng.integers(0, 10, size=batch)
+    rules = StepRules.make(sizes, 0.75, 0.2, 32767)
+    thresholds = reinforcement_thresholds(sizes[:-1], 0.5, 0.5)
+    return hidden_np, protos, x_pm, y, rules, thresholds, [gamma] * len(shapes)
+
+
+def bench_steps(bk, table, cases, min_time, dense, qat):
+    for name, sizes, batch, gamma, epoch_samples in cases:
+        hidden_np, protos, x_pm, y, rules, thresholds, gammas = _step_case(bk, sizes, batch, gamma)
+        hidden = [bk.asarray(h) for h in hidden_np]
+        p, x, yy = bk.pack(bk.asarray(protos)), bk.pack(bk.asarray(x_pm)), bk.asarray(y)
+        step = [0]
+
+        def ours():
+            train_step(bk, hidden, sizes, p, x, yy, gammas, rules, thresholds, 0, step[0])
+            step[0] += 1
+
+        t_ours = timed(ours, bk.synchronize, min_time)
+        steps = -(-epoch_samples // batch)
+        case = f"{name} {'-'.join(map(str, sizes))} batch {batch}"
+        table.add("step", case, f"BEP packed ({bk.name})", t_ours * 1e3, "ms/step")
+        table.add("epoch", case, f"BEP packed ({bk.name})", t_ours * steps, f"s/epoch ({epoch_samples} samples)")
+        if dense is not None:
+            xp = bk.xp
+            dh = [xp.asarray(h) for h in hidden_np]
+            dp, dx, dy = xp.asarray(protos), xp.asarray(x_pm), xp.asarray(y)
+            t = timed(lambda: dense.dense_step(xp, dh, dp, dx, dy, gammas, rules.trigger_margin, rules.gates,
+                                               thresholds, rules.clip, 0, 0), bk.synchronize, min_time)
+            table.add("step", case, "dense integer BEP", t * 1e3, "ms/step", t / t_ours, "ratio = this / ours")
+        if qat is not None:
+            device = "cuda" if bk.name == "cuda" else "cpu"
+            for bf16 in ((False, True) if device == "cuda" else (False,)):
+                r = qat.time_qat_step("mlp", sizes[0], sizes[1:], batch_size=batch, device=device, bf16=bf16,
+                                      n_samples=min(epoch_samples, max(20 * batch, 2000)))
+                label = "QAT torch" + (" bf16" if bf16 else "")
+                table.add("step", case, label, r["step_time_s"] * 1e3, "ms/step", r["step_time_s"] / t_ours,
+                          "ratio = this / ours")
+                table.add("epoch", case, label, r["step_time_s"] * steps, f"s/epoch ({epoch_samples} samples)",
+                          r["step_time_s"] / t_ours)
+                if r.get("peak_memory_bytes"):
+                    table.add("memory", case, label + " peak", r["peak_memory_bytes"] / 2**20, "MiB")
+        if bk.name == "cuda":
+            import cupy
+
+            pool = cupy.get_default_memory_pool()
+            table.add("memory", case, "BEP packed peak (pool)", pool.total_bytes() / 2**20, "MiB")
+        n_weights = sum(a * b for a, b in zip(sizes[1:], sizes[:-1]))
+        table.add("memory", case, "BEP training state", n_weights * OURS_STATE_BYTES / 2**20, "MiB",
+                  QAT_STATE_BYTES / OURS_STATE_BYTES, f"{OURS_STATE_BYTES} B/weight; ratio = QAT/ours")
+        table.add("memory", case, "QAT training state", n_weights * QAT_STATE_BYTES / 2**20, "MiB", None,
+                  f"{QAT_STATE_BYTES:g} B/weight (fp32 latent, grad, Adam m, v)")
+
+
+def _main(argv):
+    p = argparse.ArgumentParser(prog="bep-bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--backend", default="auto", choices=["auto", "numpy", "cuda"])
+    p.add_argument("--sections", default="gemm,step,memory")
+    p.add_argument("--quick", action="store_true", help="small shapes only (CI smoke run)")
+    p.add_argument("--min-time", type=float, default=0.5, help="seconds of repetitions per measurement")
+    p.add_argument("--out", default="bench")
+    args = p.parse_args(argv)
+    sections = set(args.sections.split(","))
+    if not sections <= {"gemm", "step", "memory"}:
+        raise UserError(f"--sections takes gemm, step, memory; got {args.sections}")
+    bk = get_backend(args.backend)
+    gpu = bk.name == "cuda"
+    if args.quick:
+        gemm = [(256, 256, 1024), (100, 525, 784)]
+        cases = [("paper MLP L=2", [784, 525, 525], 100, 105, 50000)]
+    else:
+        squares = [1024, 2048, 4096, 8192, 16384] if gpu else [1024, 2048]
+        gemm = [(s, s, s) for s in squares] + [(b, w, k) for b in (100, 1024, 4096) for w, k in
+                                               ((525, 784), (4096, 4096), (8192, 8192)) if gpu or b * w * k <= 2**33]
+        cases = [("paper MLP L=2", [784, 525, 525], 100, 105, 50000),
+                 ("paper MLP L=3", [784, 525, 525, 525], 100, 105, 50000),
+                 ("large MLP", [4096] * 5, 1024, 128, 50000)]
+    dense, qat = _peers() if sections & {"step", "memory"} else (None, None)
+    table = Table()
+    if "gemm" in sections:
+        bench_gemm(bk, table, gemm, args.min_time)
+    if sections & {"step", "memory"}:
+        bench_steps(bk, table, cases, args.min_time, dense, qat)
+    header = f"bep-bench on {bk.name} ({bk.device}), {time.strftime('%Y-%m-%d')}, `bep-bench {' '.join(argv or [])}`"
+    print(table.write(args.out, header))
+
+
+_main.prog = "bep-bench"
+
+
+def main(argv=None) -> int:
+    return run_cli(_main, sys.argv[1:] if argv is None else argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
