@@ -1,0 +1,166 @@
+"""Kernel benchmark on one GPU: xnor_matmul bit-MACs/s against cuBLAS (cupy.matmul fp32/fp16, torch bf16) on the
+same +-1 matrices, plus the other BEP primitives at a training shape. Prints Markdown, writes CSV.
+
+    PYTHONPATH=. python scripts/bench_kernels.py [--out DIR] [--quick]
+
+Times are medians of CUDA-event-timed launches after warm-up; inputs larger than L2 are not rotated, so the
+small shapes are L2-resident (as they are inside a training step).
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import sys
+from pathlib import Path
+
+# Square GEMMs, then BEP shapes: batch x layer width x fan-in (forward of a 784-525-525 MLP, evaluation batch).
+GEMM_SHAPES = [(1024, 1024, 1024), (2048, 2048, 2048), (4096, 4096, 4096), (8192, 8192, 8192),
+               (1024, 525, 784), (1024, 525, 525), (10000, 525, 784)]
+QUICK_SHAPES = [(1024, 1024, 1024), (1024, 525, 784)]
+
+
+def time_ms(cupy, fn, repeat: int, warmup: int = 3) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeat):
+        start, stop = cupy.cuda.Event(), cupy.cuda.Event()
+        start.record()
+        fn()
+        stop.record()
+        stop.synchronize()
+        times.append(cupy.cuda.get_elapsed_time(start, stop))
+    times.sort()
+    return times[len(times) // 2]
+
+
+def torch_bf16_ms(cupy, a_pm1, b_pm1, repeat: int):
+    """bf16 cuBLAS through torch (CuPy has no bfloat16); None when torch is missing."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    ta = torch.from_dlpack(a_pm1).to(torch.bfloat16)
+    tb = torch.from_dlpack(b_pm1).to(torch.bfloat16)
+    torch.cuda.synchronize()
+
+    def run():
+        return ta @ tb.T
+
+    for _ in range(3):
+        run()
+    times = []
+    for _ in range(repeat):
+        s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        s.record()
+        run()
+        e.record()
+        e.synchronize()
+        times.append(s.elapsed_time(e))
+    times.sort()
+    return times[len(times) // 2]
+
+
+def bench_gemm(cupy, bk, shapes, repeat):
+    rows = []
+    for m, n, k in shapes:
+        cupy.random.seed(m + n + k)
+        # The same +-1 matrices for every contender: float32 on the device, packed by the backend's pack kernel.
+        a32 = cupy.where(cupy.random.random((m, k)) < 0.5, 1, -1).astype(cupy.float32)
+        b32 = cupy.where(cupy.random.random((n, k)) < 0.5, 1, -1).astype(cupy.float32)
+        a_bits, b_bits = bk.pack(a32), bk.pack(b32)
+        macs = m * n * k
+        row = {"m": m, "n": n, "k": k}
+        row["xnor_ms"] = time_ms(cupy, lambda: bk.xnor_matmul(a_bits, b_bits, k), repeat)
+        row["fp32_ms"] = time_ms(cupy, lambda: cupy.matmul(a32, b32.T), repeat)
+        a16, b16 = a32.astype(cupy.float16), b32.astype(cupy.float16)
+        row["fp16_ms"] = time_ms(cupy, lambda: cupy.matmul(a16, b16.T), repeat)
+        row["bf16_ms"] = torch_bf16_ms(cupy, a32, b32, repeat)
+        for key in ("xnor", "fp32", "fp16", "bf16"):
+            ms = row[f"{key}_ms"]
+            row[f"{key}_tmacs"] = None if ms is None else macs / (ms * 1e-3) / 1e12
+        rows.append(row)
+        del a32, b32, a16, b16, a_bits, b_bits
+        cupy.get_default_memory_pool().free_all_blocks()
+    return rows
+
+
+def bench_primitives(cupy, bk, repeat, batch=1024, k_out=525, k_in=784):
+    """Each BEP primitive once at a training-layer shape (batch x K_l x K_{l-1})."""
+    import numpy as np
+
+    from bep_gpu import bits
+
+    gen = np.random.default_rng(0)
+    rb = lambda r, n: bk.asarray(bits.pack_bits(gen.choice([-1, 1], size=(r, n)).astype(np.int8)))  # noqa: E731
+    x, w, t = rb(batch, k_in), rb(k_out, k_in), rb(batch, k_out)
+    h = bk.asarray(gen.integers(-100, 100, size=(k_out, k_in)).astype(np.int16))
+    z = bk.xnor_matmul(x, w, k_in)
+    g = bk.gate_pack(z, k_in // 4)
+    wt = bk.transpose_bits(w, k_out, k_in)
+    score = cupy.abs(z)
+    sel = bk.group_select(score, t, 5)
+    cases = [
+        ("pack int32 z", lambda: bk.pack(z)),
+        ("pack int16 H", lambda: bk.pack(h)),
+        ("gate_pack", lambda: bk.gate_pack(z, k_in // 4)),
+        ("transpose_bits W", lambda: bk.transpose_bits(w, k_out, k_in)),
+        ("gated_transposed_product", lambda: bk.gated_transposed_product(t, g, wt)),
+        ("group_select gamma=5", lambda: bk.group_select(score, t, 5)),
+        ("group_select gamma=525", lambda: bk.group_select(score, t, 525)),
+        ("batch_update (3 transposes + kernel)", lambda: bk.batch_update(h, sel, t, x, 32767)),
+        ("reinforce", lambda: bk.reinforce(h, 2**28, 1, 1, 0, 0, 32767)),
+        ("int_matmul", lambda: bk.int_matmul(x, h)),
+    ]
+    return [{"primitive": name, "shape": f"{batch}x{k_out}x{k_in}", "ms": time_ms(cupy, fn, repeat)}
+            for name, fn in cases]
+
+
+def fmt(v, spec=".1f"):
+    return "n/a" if v is None else format(v, spec)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", default=os.environ.get("OUT") or "./out", help="directory for the CSV files")
+    ap.add_argument("--repeat", type=int, default=15, help="timed launches per measurement (median reported)")
+    ap.add_argument("--quick", action="store_true", help="two GEMM shapes only")
+    args = ap.parse_args(argv)
+
+    import cupy
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from bep_gpu.backends.cuda_backend import CudaBackend
+
+    bk = CudaBackend()
+    print(f"# bench_kernels on {bk.device}\n")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+
+    rows = bench_gemm(cupy, bk, QUICK_SHAPES if args.quick else GEMM_SHAPES, args.repeat)
+    print("| M x N x K | xnor ms | xnor T bit-MAC/s | fp32 T MAC/s | fp16 T MAC/s | bf16 T MAC/s | xnor / bf16 |")
+    print("|---|---|---|---|---|---|---|")
+    for r in rows:
+        ratio = None if r["bf16_ms"] is None else r["bf16_ms"] / r["xnor_ms"]
+        print(f"| {r['m']}x{r['n']}x{r['k']} | {r['xnor_ms']:.3f} | {r['xnor_tmacs']:.1f} | {fmt(r['fp32_tmacs'])} "
+              f"| {fmt(r['fp16_tmacs'])} | {fmt(r['bf16_tmacs'])} | {fmt(ratio, '.2f')} |")
+    with open(out / "bench_xnor_matmul.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+
+    prims = bench_primitives(cupy, bk, args.repeat)
+    print("\n| primitive | shape (batch x K_l x K_l-1) | ms |\n|---|---|---|")
+    for p in prims:
+        print(f"| {p['primitive']} | {p['shape']} | {p['ms']:.4f} |")
+    with open(out / "bench_primitives.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(prims[0]))
+        w.writeheader()
+        w.writerows(prims)
+    print(f"\nCSV written to {out}/")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

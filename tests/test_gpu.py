@@ -1,0 +1,180 @@
+"""The real CUDA backend (CuPy + NVRTC) equals the NumPy backend bit for bit, at edge and at training-sized shapes.
+
+Marked `gpu`: deselected by default, run with `python -m pytest -m gpu tests/test_gpu.py` on a machine with a
+CUDA device (scripts/device_check.sh). Skipped when CuPy or a device is missing.
+"""
+import numpy as np
+import pytest
+
+from bep_gpu import bits
+from bep_gpu.backends.numpy_backend import NumpyBackend
+
+pytestmark = pytest.mark.gpu
+
+NB = NumpyBackend()
+
+
+def _cupy():
+    try:
+        import cupy
+    except Exception as e:  # ImportError, or a broken CUDA install raising at import
+        pytest.skip(f"CuPy not importable: {e}")
+    try:
+        if not cupy.is_available():
+            pytest.skip("no CUDA device")
+    except Exception as e:
+        pytest.skip(f"CUDA runtime unusable: {e}")
+    return cupy
+
+
+@pytest.fixture(scope="module")
+def gb():
+    _cupy()
+    from bep_gpu.backends.cuda_backend import CudaBackend
+
+    return CudaBackend()
+
+
+def rand_bits(gen, rows, n, p=0.5):
+    return bits.pack_bits(np.where(gen.random((rows, n)) < p, 1, -1))
+
+
+def same(bk, got, want):
+    got = bk.to_numpy(got)
+    assert got.dtype == want.dtype and got.shape == want.shape, (got.dtype, got.shape, want.dtype, want.shape)
+    np.testing.assert_array_equal(got, want)
+
+
+def test_kernels_load_without_spills(gb):
+    """Every kernel compiles under NVRTC for this device and keeps its registers (no local memory)."""
+    from bep_gpu.backends.cuda_backend import kernel_files
+    from emu.emulator import kernel_signatures
+
+    names = set()
+    for name, text in kernel_files().items():
+        if name.endswith(".cu"):
+            names |= set(kernel_signatures(text))
+    report = []
+    for name in sorted(names):
+        fn = gb._module.get_function(name)
+        report.append(f"{name}: {fn.num_regs} regs, {fn.local_size_bytes} B local, {fn.shared_size_bytes} B smem")
+        assert fn.local_size_bytes == 0, report[-1]
+    print("\n".join(report))
+    assert gb.device
+
+
+SHAPES = [(1, 1, 1), (65, 63, 130), (1024, 525, 784), (1000, 10, 525), (300, 2048, 4097)]
+
+
+@pytest.mark.parametrize("m,n,k", SHAPES)
+def test_xnor_matmul(gb, m, n, k):
+    gen = np.random.default_rng(m + n + k)
+    a, b = rand_bits(gen, m, k), rand_bits(gen, n, k)
+    same(gb, gb.xnor_matmul(gb.asarray(a), gb.asarray(b), k), NB.xnor_matmul(a, b, k))
+    same(gb, gb.xnor_matmul(a, b, k), NB.xnor_matmul(a, b, k))  # host inputs are accepted too
+
+
+@pytest.mark.parametrize("dtype", [np.bool_, np.int8, np.int16, np.int32, np.int64, np.uint16, np.float16,
+                                   np.float32, np.float64])
+def test_pack(gb, dtype):
+    gen = np.random.default_rng(1)
+    x = gen.integers(-3, 3, size=(1024, 785)).astype(dtype)
+    same(gb, gb.pack(gb.asarray(x)), NB.pack(x))
+
+
+@pytest.mark.parametrize("threshold", [-1, 0, 7, 2**40])
+def test_gate_pack(gb, threshold):
+    z = np.random.default_rng(2).integers(-20, 21, size=(1024, 525)).astype(np.int32)
+    z[0, 0] = np.iinfo(np.int32).min
+    same(gb, gb.gate_pack(gb.asarray(z), threshold), NB.gate_pack(z, threshold))
+
+
+@pytest.mark.parametrize("n_rows,n_cols", [(1, 1), (65, 257), (525, 784), (1024, 525), (3000, 70)])
+def test_transpose_bits(gb, n_rows, n_cols):
+    w = rand_bits(np.random.default_rng(n_rows), n_rows, n_cols)
+    same(gb, gb.transpose_bits(gb.asarray(w), n_rows, n_cols), NB.transpose_bits(w, n_rows, n_cols))
+
+
+@pytest.mark.parametrize("n,k,j", [(1, 1, 1), (65, 63, 130), (1024, 525, 784), (1024, 10, 525), (0, 5, 5)])
+def test_gated_transposed_product(gb, n, k, j):
+    gen = np.random.default_rng(n + k + j)
+    t, wt = rand_bits(gen, n, k), rand_bits(gen, j, k)
+    g = bits.pack_bits(gen.random((n, k)) < 0.3)
+    got = gb.gated_transposed_product(gb.asarray(t), gb.asarray(g), gb.asarray(wt))
+    same(gb, got, NB.gated_transposed_product(t, g, wt))
+
+
+@pytest.mark.parametrize("k,gamma", [(525, 1), (525, 5), (525, 21), (525, 105), (525, 525), (784, 49), (1024, 64)])
+def test_group_select(gb, k, gamma):
+    gen = np.random.default_rng(k + gamma)
+    score = gen.integers(0, 30, size=(1024, k)).astype(np.int32)
+    cand = bits.pack_bits(gen.random((1024, k)) < 0.2)
+    same(gb, gb.group_select(gb.asarray(score), gb.asarray(cand), gamma), NB.group_select(score, cand, gamma))
+
+
+@pytest.mark.parametrize("n,k,j", [(0, 5, 7), (1, 1, 1), (1024, 525, 784), (1024, 10, 525), (5000, 65, 63)])
+def test_batch_update(gb, n, k, j):
+    gen = np.random.default_rng(n + k + j)
+    h = gen.integers(-32768, 32768, size=(k, j)).astype(np.int16)
+    h.reshape(-1)[::3] = 32767
+    sel = bits.pack_bits(gen.random((n, k)) < 0.3)
+    t, x = rand_bits(gen, n, k), rand_bits(gen, n, j)
+    h_ref = h.copy()
+    NB.batch_update(h_ref, sel, t, x, 32767)
+    hd = gb.asarray(h)
+    gb.batch_update(hd, gb.asarray(sel), gb.asarray(t), gb.asarray(x), 32767)
+    same(gb, hd, h_ref)
+
+
+@pytest.mark.parametrize("threshold", [0, 1, 2**20, 2**31, 2**32])
+def test_reinforce(gb, threshold):
+    gen = np.random.default_rng(threshold % 1000)
+    h = gen.integers(-32768, 32768, size=(525, 784)).astype(np.int16)
+    h.reshape(-1)[::11] = 0
+    h_ref = h.copy()
+    NB.reinforce(h_ref, threshold, 5, 1, 77, 1, 32767)
+    hd = gb.asarray(h)
+    gb.reinforce(hd, threshold, 5, 1, 77, 1, 32767)
+    same(gb, hd, h_ref)
+    cu = _cupy()
+    hd = gb.asarray(h)
+    gb.reinforce(hd, threshold, 5, 1, 77, 1, 32767, active=cu.zeros(1, cu.int64))
+    same(gb, hd, h)
+
+
+def test_counter_uniform(gb):
+    for n in (0, 1, 10**6 + 3):
+        same(gb, gb.counter_uniform(2**64 - 1, 1, 123, 2, n), NB.counter_uniform(2**64 - 1, 1, 123, 2, n))
+
+
+@pytest.mark.parametrize("n,k,j", [(1, 1, 1), (65, 63, 130), (1024, 525, 784), (7, 3, 5000)])
+def test_int_matmul(gb, n, k, j):
+    gen = np.random.default_rng(n + k + j)
+    x = rand_bits(gen, n, j)
+    h = gen.integers(-32768, 32768, size=(k, j)).astype(np.int16)
+    same(gb, gb.int_matmul(gb.asarray(x), gb.asarray(h)), NB.int_matmul(x, h))
+
+
+def test_bep_train_steps_match_numpy(gb):
+    from bep_gpu import bep_mlp
+
+    cu = _cupy()
+    gen = np.random.default_rng(3)
+    sizes = [784, 525, 525]
+    n_classes, batch = 10, 256
+    rules = bep_mlp.StepRules.make(sizes, r=0.5, nu=0.3, clip=32767)
+    thresholds = bep_mlp.reinforcement_thresholds(sizes, 0.5, 1.0)
+    hidden0 = [gen.integers(-50, 51, size=(sizes[i + 1], sizes[i])).astype(np.int16) for i in range(2)]
+    protos = bits.pack_bits(gen.choice([-1, 1], size=(n_classes, sizes[-1])))
+    xs = [bits.pack_bits(gen.choice([-1, 1], size=(batch, sizes[0]))) for _ in range(3)]
+    ys = [gen.integers(0, n_classes, size=batch) for _ in range(3)]
+    h_np = [h.copy() for h in hidden0]
+    h_cu = [cu.asarray(h) for h in hidden0]
+    p_cu = cu.asarray(protos)
+    for step in range(3):
+        c_np = bep_mlp.train_step(NB, h_np, sizes, protos, xs[step], ys[step], [5, 5], rules, thresholds, 1, step)
+        c_cu = bep_mlp.train_step(gb, h_cu, sizes, p_cu, cu.asarray(xs[step]), cu.asarray(ys[step]), [5, 5], rules,
+                                  thresholds, 1, step)
+        same(gb, c_cu, np.asarray(c_np))
+    for a, b in zip(h_cu, h_np):
+        same(gb, a, b)
