@@ -4,7 +4,7 @@ from bep_gpu.cli.bench import main
 
 
 def test_bench_quick_writes_csv_and_markdown(tmp_path, capsys):
-    assert main(["--backend", "numpy", "--quick", "--sections", "gemm,step", "--min-time", "0.01",
+    assert main(["--backend", "numpy", "--quick", "--sections", "gemm,step", "--min-time", "0.01", "--peers", "dense",
                  "--out", str(tmp_path)]) == 0
     rows = list(csv.DictReader(open(tmp_path / "bench.csv")))
     impls = {r["impl"] for r in rows}

@@ -187,6 +187,7 @@ def _main(argv):
     p.add_argument("--sections", default="gemm,step,memory")
     p.add_argument("--quick", action="store_true", help="small shapes only (CI smoke run)")
     p.add_argument("--min-time", type=float, default=0.5, help="seconds of repetitions per measurement")
+    p.add_argument("--peers", default="dense,qat", help="baselines to time beside ours (dense, qat; '' for none)")
     p.add_argument("--out", default="bench")
     args = p.parse_args(argv)
     sections = set(args.sections.split(","))
@@ -205,6 +206,8 @@ def _main(argv):
                  ("paper MLP L=3", [784, 525, 525, 525], 100, 105, 50000),
                  ("large MLP", [4096] * 5, 1024, 128, 50000)]
     dense, qat = _peers() if sections & {"step", "memory"} else (None, None)
+    peers = set(filter(None, args.peers.split(",")))
+    dense, qat = (dense if "dense" in peers else None), (qat if "qat" in peers else None)
     table = Table()
     if "gemm" in sections:
         bench_gemm(bk, table, gemm, args.min_time)
