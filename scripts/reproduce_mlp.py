@@ -25,9 +25,9 @@ PAPER = {
     ("fashion-mnist", 3): [82.03, 83.82, 84.53, 85.43, 85.72],
 }
 WIDTHS = [35, 75, 135, 255, 525]
-# Initial group size per width (must divide it): about 3-7 groups per layer; one group at K = 35, where
+# Initial group size per width (must divide it): 5-20 groups per layer, one group at K = 35, where
 # denser updates collapse deep nets (PAPER_NOTES.md).
-GAMMA0 = {35: 35, 75: 25, 135: 45, 255: 51, 525: 75}
+GAMMA0 = {35: 35, 75: 15, 135: 15, 255: 17, 525: 25}
 # Per-dataset flags: Fashion-MNIST as in the paper, 50,000 train / 10,000 validation from the official 60,000.
 DATASET_FLAGS = {"prototypes": [], "fashion-mnist": ["--val-fraction", "0.1666667", "--encode", "median"]}
 
