@@ -7,6 +7,7 @@ from .errors import UserError
 
 STABILITY = ("z", "hidden")
 RNN_MASKS = ("step", "shared")
+DISTRIBUTED = ("auto", "none", "mpi", "nccl")
 
 
 @dataclass
@@ -44,6 +45,10 @@ class TrainConfig:
     horizon: int = 0  # 0 = the whole sequence
     rnn_mask: str = "step"
     window: int = 0  # keep only the last `window` steps of each series (0 = all)
+    # Data-parallel processes (bep_gpu.distributed): none, mpi, nccl, or auto (mpi under an MPI launcher)
+    distributed: str = "auto"
+    dist_timeout: float = 300.0  # seconds a process waits for the others before the whole job stops
+    expand: int = 0  # fixed random +-1 expansion of the encoded inputs to this many bits (0 = off)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -66,8 +71,9 @@ class TrainConfig:
             bad("--hidden for rnn is KS or KS,KY")
         if self.epochs < 0:
             bad("--epochs must be >= 0")
-        if self.batch_size <= 0:
-            bad(f"--batch-size must be positive, got {self.batch_size}")
+        if self.batch_size < 0 or (self.batch_size == 0 and self.kind != "rnn"):
+            bad(f"--batch-size must be positive{' (or 0: a tenth of the training set)' * (self.kind == 'rnn')}, "
+                f"got {self.batch_size}")
         if not 0 <= self.val_fraction < 1:
             bad(f"--val-fraction must be in [0, 1), got {self.val_fraction}")
         if self.r < 0 or self.nu < 0 or self.p_r < 0:
@@ -84,10 +90,16 @@ class TrainConfig:
             bad(f"--rnn-mask must be one of {', '.join(RNN_MASKS)}")
         if self.max_train is not None and self.max_train <= 0:
             bad("--max-train must be positive")
-        if self.horizon < 0 or self.window < 0:
-            bad("--horizon and --window must be >= 0")
+        if self.horizon < 0 or self.window < 0 or self.expand < 0:
+            bad("--horizon, --window and --expand must be >= 0")
+        if self.kind == "rnn" and self.stability != "z":
+            bad("--stability hidden is an MLP option: the RNN ranks wrong units by |z_t| (BEP_SPEC.md section 9)")
         if self.eval_batch <= 0:
             bad("--eval-batch must be positive")
+        if self.distributed not in DISTRIBUTED:
+            bad(f"--distributed must be one of {', '.join(DISTRIBUTED)}")
+        if not self.dist_timeout > 0:
+            bad("--dist-timeout must be positive (seconds)")
         for width in self.group_widths():
             if self.gamma0 <= 0 or width % self.gamma0:
                 divisors = [d for d in range(1, width + 1) if width % d == 0]

@@ -52,15 +52,16 @@ class Prepared:
     """Encoded, packed splits on the backend plus what the checkpoint needs to redo the encoding."""
 
     def __init__(self, cfg: TrainConfig, bk, encoder: Encoder | None = None):
-        ds = load_dataset(cfg.dataset, data_dir=cfg.data_dir, data_seed=cfg.data_seed, sequence=cfg.kind == "rnn")
+        rnn = cfg.kind == "rnn"
+        # load_dataset checks the window against the series length (one-line error).
+        ds = load_dataset(cfg.dataset, data_dir=cfg.data_dir, data_seed=cfg.data_seed, sequence=rnn,
+                          window=(cfg.window or None) if rnn else None)
         validate_dataset(ds)
-        if cfg.kind == "rnn" and not ds.is_sequence:
+        if rnn and not ds.is_sequence:
             raise UserError(f"dataset {cfg.dataset} is not a sequence dataset: x must be (N, T, F) for rnn")
-        x_train, y_train = ds.x_train, ds.y_train
-        if cfg.kind == "rnn" and cfg.window:
-            x_train, x_test = x_train[:, -cfg.window:], ds.x_test[:, -cfg.window:]
-        else:
-            x_test = ds.x_test
+        if rnn and cfg.horizon > ds.n_steps:
+            raise UserError(f"--horizon {cfg.horizon} exceeds the {ds.n_steps} steps of each series; use 0 for all")
+        x_train, y_train, x_test = ds.x_train, ds.y_train, ds.x_test
         if cfg.max_train is not None:
             x_train, y_train = x_train[: cfg.max_train], y_train[: cfg.max_train]
         tr, va = split_validation(len(x_train), cfg.val_fraction, cfg.seed)
@@ -69,7 +70,12 @@ class Prepared:
         if cfg.encode == "auto":
             cfg.encode = default_encoding(ds)
         if encoder is None:
-            encoder = make_encoder(cfg.encode, ds.image).fit(x_train[tr])
+            encoder = make_encoder(cfg.encode, ds.image)
+            if cfg.expand:
+                from .rnn import ExpandedEncoder
+
+                encoder = ExpandedEncoder(encoder, cfg.expand, cfg.seed)
+            encoder = encoder.fit(x_train[tr])
         self.encoder = encoder
         self.n_classes = ds.n_classes
         self.image = ds.image
@@ -113,6 +119,8 @@ class Trainer:
         if self.resume_data is not None:
             encoder = self._encoder_from(self.resume_data)
         self.data = Prepared(cfg, self.bk, encoder)
+        if cfg.batch_size == 0:  # a tenth of the training set (the paper's RNN batch), recorded in config.json
+            cfg.batch_size = max(1, self.data.n_train // 10)
         Task = task_class(cfg.kind)
         source = self.resume_data if self.resume_data is not None else init_data
         if source is not None:
@@ -154,7 +162,9 @@ class Trainer:
     @staticmethod
     def _encoder_from(data) -> Encoder:
         state = {k[len("encoder."):]: v for k, v in data.items() if k.startswith("encoder.") and k != "encoder.spec"}
-        return Encoder.from_state(str(data["encoder.spec"]), state)
+        from .rnn import ExpandedEncoder
+
+        return ExpandedEncoder.wrap(Encoder.from_state(str(data["encoder.spec"]), state), state)
 
     # --- files -----------------------------------------------------------------------------------------------
     def _path(self, name):

@@ -60,11 +60,19 @@ def build_parser() -> argparse.ArgumentParser:
         opt("--proto-alpha", float, DEFAULTS.proto_alpha, "variance weight of the prototype frame objective")
         opt("--proto-sweeps", int, DEFAULTS.proto_sweeps, "sweeps of the prototype frame search")
         opt("--eval-batch", int, DEFAULTS.eval_batch, "samples per evaluation chunk")
+        s.add_argument("--distributed", choices=["auto", "none", "mpi", "nccl"], default="auto",
+                       help="data-parallel processes, bit-identical to one: mpi (host sums), nccl (GPU sums, "
+                       "unverified), none; auto = mpi when mpirun started several (default: auto)")
+        opt("--dist-timeout", float, DEFAULTS.dist_timeout, "seconds to wait for the other processes before "
+            "stopping the job (default: %(default)s)")
         if kind == "rnn":
             opt("--horizon", int, 0, "steps that receive targets, counted from the end (0 = all)")
             s.add_argument("--rnn-mask", choices=["step", "shared"], default="step",
                            help="a mask per time step (default) or one per sample")
             opt("--window", int, 0, "keep only the last W steps of each series (0 = all)")
+            opt("--expand", int, 0, "feed the encoded bits b of each step through a fixed seeded random +-1 "
+                "matrix E (N x bits), giving N inputs sign(E b); E is stored in the checkpoint (paper: 1035; "
+                "0 = off)")
     return p
 
 

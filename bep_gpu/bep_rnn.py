@@ -1,0 +1,132 @@
+"""BEP through time for a fully binary recurrent network (BEP_SPEC.md section 9), on the backend primitives.
+
+Matrices H_xs (Ks, Kx), H_ss (Ks, Ks), H_sy (Ky, Ks); sizes = [Kx, Ks, Ky]. Time is batched wherever the
+recurrence allows: the input products of all T steps are one xnor_matmul over T*B rows, the gates of all
+target steps one gate_pack, their masks one group_select, and each matrix's update, summed over steps and
+samples, one batch_update over the stacked rows (so it is summed in int32 and clipped once). Only the forward
+recurrence and the backward target recursion loop over time, and both stay on the device.
+Every quantity of a step comes from the pre-update state.
+"""
+from __future__ import annotations
+
+from .backends.base import Backend
+from .bits import n_words
+from .bep_mlp import REINFORCE_STREAM, StepRules, classify, visible_weights
+from .errors import UserError
+from .profiling import nvtx_range
+
+# Reinforcement layer index of each matrix (section 9): 0 = xs, 1 = ss, 2 = sy.
+XS, SS, SY = 0, 1, 2
+
+
+def step_rules(sizes, r: float, nu: float, clip: int) -> StepRules:
+    """The MLP's rules with the cell's fan-in Kx + Ks and the readout's Ks: gates[0] = floor(nu (Kx + Ks)),
+    gates[1] = floor(nu Ks), trigger margin ceil(r Ky)."""
+    kx, ks, ky = sizes
+    return StepRules.make([kx + ks, ks, ky], r, nu, clip)
+
+
+def time_major(bk: Backend, x):
+    """Packed inputs (B, T, kw) -> (T, B, kw), contiguous, so that each step's rows are adjacent."""
+    return bk.xp.ascontiguousarray(x.transpose(1, 0, 2))
+
+
+def forward(bk: Backend, weights, sizes, x_t):
+    """For time-major packed inputs x_t (T, B, n_words(Kx)): z (T, B, Ks) int32, the packed states s_0..s_T
+    (a list of T + 1 arrays (B, n_words(Ks))) and the readout pre-activation z_y (B, Ky)."""
+    xp = bk.xp
+    w_xs, w_ss, w_sy = weights
+    kx, ks, _ = sizes
+    steps, n = x_t.shape[0], x_t.shape[1]
+    # W_xs a_t does not depend on the state: every step's input product in one call.
+    z = bk.xnor_matmul(x_t.reshape(steps * n, -1), w_xs, kx).reshape(steps, n, ks)
+    states = [bk.pack(xp.ones((n, ks), dtype=xp.int8))]  # s_0 = all +1
+    for t in range(steps):
+        z[t] += bk.xnor_matmul(states[-1], w_ss, ks)
+        states.append(bk.pack(z[t]))
+    return z, states, bk.xnor_matmul(states[-1], w_sy, ks)
+
+
+def predict(bk: Backend, weights, sizes, prototypes, x):
+    """Class predictions for packed inputs x (B, T, n_words(Kx))."""
+    _, _, z_y = forward(bk, weights, sizes, time_major(bk, x))
+    return bk.xp.argmax(bk.xnor_matmul(bk.pack(z_y), prototypes, sizes[2]), axis=1)
+
+
+def unpack01(xp, words, k: int):
+    """0/1 uint8 values (..., k) of packed words (..., n_words(k)), with plain array ops of xp."""
+    bits = (words[..., None] >> xp.arange(64, dtype=xp.uint64)) & xp.uint64(1)
+    return bits.astype(xp.uint8).reshape(*words.shape[:-1], -1)[..., :k]
+
+
+def shared_selection(bk: Backend, wrong, z_abs, gamma: int, max_abs_z: int):
+    """rnn_mask="shared": per sample and group, the unit wrong at the most target steps, then the smallest
+    summed |z_t|, then the lowest index; candidates are the units wrong at least once.
+
+    wrong: (h, B, n_words(Ks)) bits; z_abs: (h, B, Ks). One group_select over the composed integer score
+    (h - count) * (S + 1) + sum|z|, S = h * max_abs_z bounding the sum, so the count decides first.
+    Returns the selection repeated for every step, (h * B, n_words(Ks)).
+    """
+    xp = bk.xp
+    h, _, ks = z_abs.shape
+    bound = h * max_abs_z
+    if (h + 1) * (bound + 1) > 2**31 - 1:
+        raise UserError(f"--rnn-mask shared: {h} target steps of |z| <= {max_abs_z} overflow the int32 mask "
+                        "score; lower --horizon or use --rnn-mask step")
+    count = unpack01(xp, wrong, ks).sum(axis=0, dtype=xp.int64)
+    score = (h - count) * (bound + 1) + z_abs.sum(axis=0, dtype=xp.int64)
+    sel = bk.group_select(score.astype(xp.int32), bk.pack(count > 0), gamma)
+    return xp.tile(sel, (h, 1))  # time-major rows, like the step masks
+
+
+def train_step(bk: Backend, hidden, sizes, prototypes, x, labels, gammas, rules: StepRules, horizon: int,
+               shared_mask: bool, thresholds, seed: int, step: int):
+    """One BEP-TT step on a mini-batch, in place on hidden = [H_xs, H_ss, H_sy].
+
+    x: packed inputs (B, T, n_words(Kx)); gammas: [cell, readout] group sizes; rules from step_rules();
+    horizon: target steps counted from the end (0 = all). Returns a device int64 array [misclassified, triggered].
+    """
+    xp = bk.xp
+    kx, ks, ky = sizes
+    x_t = time_major(bk, x)
+    steps, n = x_t.shape[0], x_t.shape[1]
+    h = min(horizon, steps) if horizon else steps
+    first = steps - h  # 0-based index of the first step with a target
+    with nvtx_range("forward"):
+        weights = visible_weights(bk, hidden)
+        z, states, z_y = forward(bk, weights, sizes, x_t)
+        s_y = bk.pack(z_y)
+        logits = bk.xnor_matmul(s_y, prototypes, ky)
+    with nvtx_range("trigger"):
+        pred, trig = classify(bk, logits, labels, rules.trigger_margin)
+        counts = xp.stack([(pred != labels).sum(), trig.sum()]).astype(xp.int64)
+        # All-ones words for triggering rows: non-triggering samples select no unit, so they add nothing.
+        row_mask = (xp.uint64(0) - trig.astype(xp.uint64))[:, None]
+    with nvtx_range("targets"):
+        t_y = prototypes[labels]
+        targets = [bk.gated_transposed_product(t_y, bk.gate_pack(z_y, rules.gates[1]),
+                                               bk.transpose_bits(weights[SY], ky, ks))]  # t_T
+        wt_ss = bk.transpose_bits(weights[SS], ks, ks)
+        gates = bk.gate_pack(z[first + 1:].reshape(-1, ks), rules.gates[0]).reshape(h - 1, n, n_words(ks))
+        for i in range(h - 2, -1, -1):  # t_{t-1} from t_t and the gate of z_t, t = T..T-h+2
+            targets.append(bk.gated_transposed_product(targets[-1], gates[i], wt_ss))
+        targets = xp.stack(targets[::-1])  # (h, B, n_words(Ks)) for steps first+1..T (1-based)
+    with nvtx_range("masks"):
+        wrong = (xp.stack(states[first + 1:]) ^ targets) & row_mask
+        z_abs = xp.abs(z[first:])
+        if shared_mask:
+            sel = shared_selection(bk, wrong, z_abs, gammas[0], kx + ks)
+        else:
+            sel = bk.group_select(z_abs.reshape(h * n, ks), wrong.reshape(h * n, -1), gammas[0])
+        sel_y = bk.group_select(xp.abs(z_y), (s_y ^ t_y) & row_mask, gammas[1])
+    with nvtx_range("update"):
+        t_rows = targets.reshape(h * n, -1)
+        # H_xs and H_ss share the selected rows: a_t and s_{t-1} are the two halves of the cell's input.
+        bk.batch_update(hidden[XS], sel, t_rows, x_t[first:].reshape(h * n, -1), rules.clip)
+        bk.batch_update(hidden[SS], sel, t_rows, xp.stack(states[first:steps]).reshape(h * n, -1), rules.clip)
+        bk.batch_update(hidden[SY], sel_y, t_y, states[-1], rules.clip)
+    with nvtx_range("reinforcement"):
+        active = counts[1:2]
+        for i in (XS, SS, SY):
+            bk.reinforce(hidden[i], thresholds[i], seed, REINFORCE_STREAM, step, i, rules.clip, active=active)
+    return counts

@@ -1,0 +1,152 @@
+"""BEP-TT (BEP_SPEC.md section 9): backend parity of the step, learning through `bep-train rnn`, its flags."""
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from bep_gpu import bits
+from bep_gpu.backends.numpy_backend import NumpyBackend
+from bep_gpu.bep_mlp import reinforcement_thresholds
+from bep_gpu.checkpoint import load_checkpoint
+from bep_gpu.cli.train import main
+from bep_gpu.config import TrainConfig
+from bep_gpu.mlp import init_hidden
+from bep_gpu.rnn import RNNTask
+from bep_gpu.trainer import Trainer
+
+NB = NumpyBackend()
+# Kx, Ks, Ky straddle word edges; gamma 15 divides Ks and Ky.
+KX, KS, KY, T, B, C = 70, 90, 75, 6, 13, 3
+
+
+def run_steps(bk, rnn_mask, horizon, n_steps=3):
+    """n_steps BEP-TT steps from a seeded state on backend bk: final hidden matrices and per-step counts."""
+    gen = np.random.default_rng(5)
+    cfg = TrainConfig(kind="rnn", hidden=[KS, KY], r=0.75, nu=0.3, rnn_mask=rnn_mask, horizon=horizon, seed=3)
+    hidden = init_hidden(RNNTask.shapes(KX, cfg), 6.0, 1)
+    protos = np.where(gen.random((C, KY)) < 0.5, 1, -1).astype(np.int8)
+    task = RNNTask(bk, [KX, KS, KY], hidden, protos, cfg)
+    thresholds = reinforcement_thresholds(task.fan_ins, 4.0, 1.0)  # large p: reinforcement fires visibly
+    counts = []
+    for step in range(n_steps):
+        x = bits.pack_bits(np.where(gen.random((B, T, KX)) < 0.5, 1, -1))
+        y = gen.integers(0, C, size=B)
+        counts.append(bk.to_numpy(task.step(bk.asarray(x), bk.asarray(y), [15, 15], thresholds, step)))
+    return task.hidden_arrays(), counts, task.predict(bk.asarray(x))
+
+
+@pytest.mark.skipif(shutil.which("g++") is None, reason="the CUDA emulator needs g++")
+@pytest.mark.parametrize("rnn_mask, horizon", [("step", 0), ("step", 2), ("shared", 0), ("shared", 1)])
+def test_step_same_on_numpy_and_emulated_cuda(rnn_mask, horizon):
+    emu = pytest.importorskip("emu")
+    cb = emu.make_emulated_backend()
+    h_np, c_np, p_np = run_steps(NB, rnn_mask, horizon)
+    h_cu, c_cu, p_cu = run_steps(cb, rnn_mask, horizon)
+    for name in ("xs", "ss", "sy"):
+        np.testing.assert_array_equal(h_np[name], h_cu[name])
+    np.testing.assert_array_equal(np.array(c_np), np.array(c_cu))
+    np.testing.assert_array_equal(np.asarray(p_np), cb.to_numpy(p_cu))
+    assert any(c[1] for c in c_np)  # some samples triggered, so the update paths ran
+
+
+def test_step_changes_all_three_matrices():
+    init = init_hidden(RNNTask.shapes(KX, TrainConfig(kind="rnn", hidden=[KS, KY])), 6.0, 1)
+    h, _, _ = run_steps(NB, "step", 0)
+    for name, h0 in zip(("xs", "ss", "sy"), init):
+        assert h[name].dtype == np.int16 and h[name].shape == h0.shape and not np.array_equal(h[name], h0)
+
+
+def majority_npz(path, n=1200, steps=5, seed=0):
+    """Label = majority sign of `steps` +-1 inputs: needs the state to accumulate evidence over time."""
+    gen = np.random.default_rng(seed)
+    x = gen.choice([-1.0, 1.0], size=(n, steps, 1))
+    y = (x.sum(axis=(1, 2)) > 0).astype(np.int64)
+    k = n * 5 // 6
+    np.savez(path, x_train=x[:k], y_train=y[:k], x_test=x[k:], y_test=y[k:])
+    return f"npz:{path}"
+
+
+SMALL = ["--encode", "sign", "--expand", "60", "--hidden", "60", "--gamma0", "15", "--batch-size", "20",
+         "--backend", "numpy", "--quiet"]
+
+
+@pytest.fixture(scope="module")
+def majority(tmp_path_factory):
+    return majority_npz(tmp_path_factory.mktemp("data") / "majority.npz")
+
+
+@pytest.fixture(scope="module")
+def full_run(majority, tmp_path_factory):
+    out = tmp_path_factory.mktemp("full")
+    assert main(["rnn", "--dataset", majority, "--epochs", "8", "--out", str(out)] + SMALL) == 0
+    return out
+
+
+def test_learns_majority_far_above_chance(full_run):
+    assert json.loads((full_run / "results.json").read_text())["test_accuracy"] > 0.75  # chance 0.5
+
+
+def test_checkpoint_and_eval_path(full_run, majority):
+    data = load_checkpoint(str(full_run / "model.npz"), kind="rnn")
+    assert data["hidden.xs"].shape == (60, 60) and data["hidden.ss"].shape == (60, 60)
+    assert data["hidden.sy"].shape == (60, 60) and data["encoder.expand"].shape == (60, 1)
+    cfg = json.loads((full_run / "config.json").read_text())
+    assert cfg["expand"] == 60 and cfg["batch_size"] == 20
+    # What an evaluator does: rebuild encoder and task from the checkpoint alone, predict on packed (N, T, Kw).
+    enc = Trainer._encoder_from(data)
+    hidden = RNNTask.hidden_from_checkpoint(data)
+    task = RNNTask(NB, RNNTask.sizes_from(hidden), hidden, data["prototypes"], TrainConfig.from_dict(cfg))
+    with np.load(majority[4:]) as z:
+        x, y = z["x_test"], z["y_test"]
+    acc = (task.predict(NB.pack(enc.transform(x))) == y).mean()
+    assert acc == pytest.approx(json.loads((full_run / "results.json").read_text())["test_accuracy"])
+
+
+def test_horizon_one_differs_from_full(full_run, majority, tmp_path):
+    assert main(["rnn", "--dataset", majority, "--epochs", "8", "--horizon", "1", "--out", str(tmp_path)] + SMALL) == 0
+    a, b = np.load(full_run / "model.npz"), np.load(tmp_path / "model.npz")
+    assert not np.array_equal(a["hidden.xs"], b["hidden.xs"])
+    assert json.loads((tmp_path / "results.json").read_text())["test_accuracy"] > 0.75
+
+
+def test_shared_mask_runs(majority, tmp_path):
+    assert main(["rnn", "--dataset", majority, "--epochs", "2", "--rnn-mask", "shared", "--out", str(tmp_path)]
+                + SMALL) == 0
+    assert json.loads((tmp_path / "config.json").read_text())["rnn_mask"] == "shared"
+
+
+def test_batch_size_zero_is_a_tenth(majority, tmp_path):
+    args = [a for a in SMALL if a not in ("--batch-size", "20")]
+    assert main(["rnn", "--dataset", majority, "--epochs", "1", "--val-fraction", "0", "--out", str(tmp_path)]
+                + args) == 0
+    assert json.loads((tmp_path / "config.json").read_text())["batch_size"] == 100  # 1000 training samples
+
+
+def test_resume_reuses_the_expansion(majority, tmp_path):
+    assert main(["rnn", "--dataset", majority, "--epochs", "1", "--out", str(tmp_path)] + SMALL) == 0
+    first = np.load(tmp_path / "checkpoint.npz")["encoder.expand"]
+    assert main(["rnn", "--resume", str(tmp_path), "--epochs", "2", "--quiet"]) == 0
+    assert np.array_equal(np.load(tmp_path / "model.npz")["encoder.expand"], first)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--horizon", "9"], "--horizon 9 exceeds the 5 steps"),
+    (["--horizon", "-1"], "--horizon"),
+    (["--window", "6"], "window must be between 1 and the series length 5"),
+    (["--window", "-2"], "--window"),
+    (["--expand", "-1"], "--expand"),
+    (["--rnn-mask", "sometimes"], "--rnn-mask"),
+    (["--hidden", "60,60,60"], "KS or KS,KY"),
+    (["--gamma0", "7"], "does not divide layer width 60"),
+    (["--batch-size", "-1"], "--batch-size"),
+    (["--stability", "hidden"], "MLP option"),
+    (["--dataset", "prototypes"], "not a sequence dataset"),
+])
+def test_bad_rnn_flags_fail_with_one_line(args, message, majority, tmp_path, capsys):
+    out = tmp_path / "out"
+    code = main(["rnn", "--dataset", majority, "--out", str(out), "--epochs", "1"] + SMALL + args)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2
+    assert len(err) == 1 and message in err[0] and err[0].startswith("bep-train: error:")
+    assert not (out / "model.npz").exists()
