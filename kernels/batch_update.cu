@@ -11,7 +11,7 @@ extern "C" __global__ void __launch_bounds__(BEP_TILE_THREADS)
                  const u64* __restrict__ xT, int K, int J, int nwn, int clip) {
     const int m0 = blockIdx.y * BEP_TILE, n0 = blockIdx.x * BEP_TILE;
     u32 acc[4][4], gcnt[4];
-    popc_tile<true>(tT, selT, xT, K, J, nwn, m0, n0, acc, gcnt);
+    popc_tile<true>(tT, selT, xT, K, J, nwn, m0, n0, ~0ull, acc, gcnt);
     const int tx = threadIdx.x & 15, ty = threadIdx.x >> 4;
 #pragma unroll
     for (int i = 0; i < 4; ++i) {

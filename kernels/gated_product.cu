@@ -12,7 +12,7 @@ extern "C" __global__ void __launch_bounds__(BEP_TILE_THREADS)
     const int m0 = blockIdx.y * BEP_TILE, n0 = blockIdx.x * BEP_TILE;
     const int nwj = gridDim.x;
     u32 acc[4][4], gcnt[4];
-    popc_tile<true>(t, g, wt, N, J, kw, m0, n0, acc, gcnt);
+    popc_tile<true>(t, g, wt, N, J, kw, m0, n0, ~0ull, acc, gcnt);
     // Warp w holds rows 2w + 16 i (lanes 0-15) and 2w + 1 + 16 i (lanes 16-31); lane bit tx of a ballot is
     // column tx + 16 j, so four ballots assemble one 64-bit word per row.
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, tx = threadIdx.x & 15;

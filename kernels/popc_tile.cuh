@@ -19,12 +19,14 @@ __device__ __forceinline__ u64 bep_load_word(const u64* __restrict__ p, int rows
     return (r < rows && w < kw) ? p[(i64)r * kw + w] : 0ull;
 }
 
-// acc[i][j] = sum over words of popc((a ^ b) & g) (g = all ones when !GATED) and, when GATED,
-// gcnt[i] = popc of the gate row: the masked +-1 dot product is then gcnt - 2 acc.
+// acc[i][j] = sum over words of popc((a ^ b) & g) and, when GATED, gcnt[i] = popc of the gate row: the masked
+// +-1 dot product is then gcnt - 2 acc. Without a gate, both operands' last words are AND-ed with last_mask as
+// they are fetched, so padding bits are ignored even if a caller left them set (NumPy's unpack ignores them too).
+// The gated kernels pass ~0: their NumPy mirrors count full words and the zero gate padding masks them.
 template <bool GATED>
 __device__ __forceinline__ void popc_tile(const u64* __restrict__ A, const u64* __restrict__ G,
                                           const u64* __restrict__ B, int M, int N, int kw, int m0, int n0,
-                                          u32 (&acc)[4][4], u32 (&gcnt)[4]) {
+                                          u64 last_mask, u32 (&acc)[4][4], u32 (&gcnt)[4]) {
     __shared__ u64 sA[2][BEP_SLAB][BEP_SROW];
     __shared__ u64 sG[2][GATED ? BEP_SLAB : 1][BEP_SROW];
     __shared__ u64 sB[2][BEP_SLAB][BEP_SROW];
@@ -43,9 +45,10 @@ __device__ __forceinline__ void popc_tile(const u64* __restrict__ A, const u64* 
 #define BEP_FETCH(K0)                                                                  \
     _Pragma("unroll") for (int q = 0; q < BEP_STAGE; ++q) {                            \
         const int e = t + BEP_TILE_THREADS * q, r = e >> 3, w = (K0) + (e & 7);        \
-        ra[q] = bep_load_word(A, M, kw, m0 + r, w);                                    \
+        const u64 mask = w == kw - 1 ? last_mask : ~0ull;                              \
+        ra[q] = bep_load_word(A, M, kw, m0 + r, w) & mask;                             \
         if (GATED) rg[q] = bep_load_word(G, M, kw, m0 + r, w);                         \
-        rb[q] = bep_load_word(B, N, kw, n0 + r, w);                                    \
+        rb[q] = bep_load_word(B, N, kw, n0 + r, w) & mask;                             \
     }
 #define BEP_STORE(BUF)                                                                 \
     _Pragma("unroll") for (int q = 0; q < BEP_STAGE; ++q) {                            \

@@ -4,12 +4,14 @@
 
 // NumPy mirror: NumpyBackend.xnor_matmul in bep_gpu/backends/numpy_backend.py
 // Grid (ceil(N / 64), ceil(M / 64)), block 256. a: M x kw, b: N x kw words; out: int32 M x N.
-extern "C" __global__ void __launch_bounds__(BEP_TILE_THREADS)
+// Four resident blocks per SM (<= 64 registers) keep enough warps in flight to hide shared-memory latency.
+extern "C" __global__ void __launch_bounds__(BEP_TILE_THREADS, 4)
     xnor_matmul(const u64* __restrict__ a, const u64* __restrict__ b, int* __restrict__ out, int M, int N, int kw,
                 int k) {
     const int m0 = blockIdx.y * BEP_TILE, n0 = blockIdx.x * BEP_TILE;
     u32 acc[4][4], gcnt[4];
-    popc_tile<false>(a, a, b, M, N, kw, m0, n0, acc, gcnt);
+    const u64 last_mask = (k & 63) ? (1ull << (k & 63)) - 1 : ~0ull;
+    popc_tile<false>(a, a, b, M, N, kw, m0, n0, last_mask, acc, gcnt);
     const int tx = threadIdx.x & 15, ty = threadIdx.x >> 4;
 #pragma unroll
     for (int i = 0; i < 4; ++i) {

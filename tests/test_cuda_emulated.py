@@ -67,6 +67,16 @@ def test_gate_pack(cb, threshold):
     same(cb.gate_pack(z, threshold), NB.gate_pack(z, threshold))
 
 
+def test_dtypes_outside_the_contract_are_rejected(cb):
+    with pytest.raises(TypeError):  # np.abs(int8(-128)) wraps; widening first would not
+        cb.gate_pack(np.array([[-128]], np.int8), 100)
+    with pytest.raises(TypeError):
+        cb.batch_update(np.zeros((2, 2), np.int32), np.zeros((1, 1), np.uint64), np.zeros((1, 1), np.uint64),
+                        np.zeros((1, 1), np.uint64), 10)
+    with pytest.raises(TypeError):
+        cb.reinforce(np.zeros((2, 2), np.int32), 2**31, 0, 1, 0, 0, 10)
+
+
 # --- transpose ----------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("n_rows,n_cols", [(1, 1), (63, 65), (64, 64), (65, 257), (130, 300), (0, 5), (5, 0), (3, 600)])
 def test_transpose_bits(cb, n_rows, n_cols):
@@ -94,6 +104,17 @@ def test_xnor_matmul_extremes(cb):
     minus = bits.pack_bits(-np.ones((3, k)))
     same(cb.xnor_matmul(ones, minus, k), np.full((2, 3), -k, np.int32))
     same(cb.xnor_matmul(ones, ones, k), np.full((2, 2), k, np.int32))
+
+
+@pytest.mark.parametrize("k", [1, 63, 65, 600])
+def test_xnor_matmul_ignores_padding_bits(cb, k):
+    """As NumPy's unpack does, even when a caller leaves padding bits set."""
+    gen = np.random.default_rng(k)
+    a, b = rand_bits(gen, 5, k), rand_bits(gen, 70, k)
+    if k % 64:
+        a[:, -1] |= ~np.uint64((1 << (k % 64)) - 1)
+        b[::2, -1] |= np.uint64(1) << np.uint64(63)
+    same(cb.xnor_matmul(a, b, k), NB.xnor_matmul(a, b, k))
 
 
 @settings(max_examples=12, deadline=None)

@@ -145,11 +145,13 @@ class CudaBackend(Backend):
             raise TypeError(f"{what}: expected {dt} (or a narrower integer dtype), got {a.dtype}")
         return self.xp.ascontiguousarray(a, dtype=dt)
 
-    def _inplace_int16(self, h):
+    def _inplace_int16(self, h, what: str):
         """A contiguous int16 device array to update in place, and whether it must be copied back into h."""
-        if isinstance(h, self.xp.ndarray) and h.dtype == np.int16 and h.flags.c_contiguous:
+        if h.dtype != np.int16:
+            raise TypeError(f"{what}: hidden weights must be int16, got {h.dtype}")
+        if isinstance(h, self.xp.ndarray) and h.flags.c_contiguous:
             return h, False
-        return self.xp.ascontiguousarray(self.xp.asarray(h), dtype=self.xp.int16), True
+        return self.xp.ascontiguousarray(self.xp.asarray(h)), True
 
     def _write_back(self, h, hc) -> None:
         h[...] = self.to_numpy(hc) if isinstance(h, np.ndarray) and self._gpu else hc
@@ -221,7 +223,11 @@ class CudaBackend(Backend):
         return out
 
     def gate_pack(self, z, threshold):
-        z = self._int_array(z, np.int32, "gate_pack")
+        z = self.xp.asarray(z)
+        if z.dtype != np.int32:
+            # np.abs wraps at the dtype's own minimum, so widening a narrower z first would change |min|.
+            raise TypeError(f"gate_pack: z must be int32 (pre-activations), got {z.dtype}")
+        z = self.xp.ascontiguousarray(z)
         # |z| <= threshold compared in int64 on the device; a threshold beyond int64 means the same as 2^62.
         thr = np.int64(max(-(2**62), min(2**62, int(threshold))))
         return self._pack_rows("gate_pack_i32", z, (thr,))
@@ -273,23 +279,23 @@ class CudaBackend(Backend):
         if sel.shape != (n, _bits.n_words(k)) or t.shape != sel.shape or x.shape != (n, _bits.n_words(j)):
             raise ValueError(f"batch_update: h {h.shape}, sel {sel.shape}, t {t.shape}, x {x.shape} do not match")
         clip = _i32(clip)
+        hc, copied = self._inplace_int16(h, "batch_update")
         if k == 0 or j == 0:
             return
         if n == 0:
             # No samples: only the clip remains; as in the NumPy mirror, without a kernel launch.
-            new = xp.asarray(h).astype(xp.int32)
+            new = hc.astype(xp.int32)
             xp.clip(new, -int(clip), int(clip), out=new)
-            self._write_back(h, new)
-            return
-        if _tiles(k) > MAX_GRID_Y:
-            raise ValueError(f"batch_update: {k} rows exceed one launch")
-        # Batch-packed operands turn the sum over samples into a gated popcount over words of samples.
-        sel_t = self.transpose_bits(sel, n, k)
-        t_t = self.transpose_bits(t, n, k)
-        x_t = self.transpose_bits(x, n, j)
-        hc, copied = self._inplace_int16(h)
-        self._launch("batch_update", (_tiles(j), _tiles(k)),
-                     (hc, sel_t, t_t, x_t, _i32(k), _i32(j), _i32(_bits.n_words(n)), clip))
+            hc[...] = new
+        else:
+            if _tiles(k) > MAX_GRID_Y:
+                raise ValueError(f"batch_update: {k} rows exceed one launch")
+            # Batch-packed operands turn the sum over samples into a gated popcount over words of samples.
+            sel_t = self.transpose_bits(sel, n, k)
+            t_t = self.transpose_bits(t, n, k)
+            x_t = self.transpose_bits(x, n, j)
+            self._launch("batch_update", (_tiles(j), _tiles(k)),
+                         (hc, sel_t, t_t, x_t, _i32(k), _i32(j), _i32(_bits.n_words(n)), clip))
         if copied:
             self._write_back(h, hc)
 
@@ -307,7 +313,7 @@ class CudaBackend(Backend):
             act = xp.ascontiguousarray(act, dtype=xp.int64) if act.dtype.kind in "biu" else (act != 0).astype(xp.int64)
         key = np.uint64(_rng.rng_key(seed, stream, step, layer))
         thr = np.uint64(min(threshold, 2**32))  # u < 2^32 always, so larger thresholds all mean "always"
-        hc, copied = self._inplace_int16(h)
+        hc, copied = self._inplace_int16(h, "reinforce")
         self._launch("reinforce", (_blocks(hc.size),), (hc, np.int64(hc.size), key, thr, clip, act))
         if copied:
             self._write_back(h, hc)
