@@ -27,3 +27,24 @@ extern "C" __global__ void __launch_bounds__(BEP_TILE_THREADS)
         }
     }
 }
+
+// NumPy mirror: NumpyBackend.update_delta in bep_gpu/backends/numpy_backend.py
+// batch_update's sum alone, not doubled and not clipped, as int32 K x J: partial sums of data-parallel ranks
+// then add up exactly before one apply. Same grid and operands as batch_update.
+extern "C" __global__ void __launch_bounds__(BEP_TILE_THREADS)
+    update_delta(int* __restrict__ out, const u64* __restrict__ selT, const u64* __restrict__ tT,
+                 const u64* __restrict__ xT, int K, int J, int nwn) {
+    const int m0 = blockIdx.y * BEP_TILE, n0 = blockIdx.x * BEP_TILE;
+    u32 acc[4][4], gcnt[4];
+    popc_tile<true>(tT, selT, xT, K, J, nwn, m0, n0, ~0ull, acc, gcnt);
+    const int tx = threadIdx.x & 15, ty = threadIdx.x >> 4;
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+        const int k = m0 + ty + 16 * i;
+#pragma unroll
+        for (int j = 0; j < 4; ++j) {
+            const int c = n0 + tx + 16 * j;
+            if (k < K && c < J) out[(i64)k * J + c] = (int)gcnt[i] - 2 * (int)acc[i][j];
+        }
+    }
+}

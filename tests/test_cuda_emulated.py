@@ -220,6 +220,25 @@ def test_batch_update_non_contiguous_h(cb):
     same(base.T, h_ref)
 
 
+@pytest.mark.parametrize("n,k,j", [(0, 5, 7), (1, 1, 1), (65, 63, 130), (130, 70, 64)])
+def test_update_delta(cb, n, k, j):
+    """batch_update's int32 sum alone (for data-parallel all-reduce), into a new array or a given `out`."""
+    from bep_gpu.backends.numpy_backend import unpack01, unpack_pm1
+
+    gen = np.random.default_rng(n + 10 * k + 1000 * j)
+    sel = bits.pack_bits(gen.random((n, k)) < 0.5)
+    t, x = rand_bits(gen, n, k), rand_bits(gen, n, j)
+    want = ((unpack_pm1(t, k) * unpack01(sel, k)).T @ unpack_pm1(x, j)).astype(np.int32)
+    same(cb.update_delta(sel, t, x, k, j), want)
+    buf = np.full(2 * k * j + 3, 7, np.int32)
+    view = buf[3:3 + k * j].reshape(k, j)
+    assert cb.update_delta(sel, t, x, k, j, out=view) is view
+    same(view, want)
+    strided = np.zeros((k, 2 * j), np.int32)[:, ::2]
+    cb.update_delta(sel, t, x, k, j, out=strided)
+    same(strided, want)
+
+
 # --- reinforce / counter_uniform -------------------------------------------------------------------------------
 @pytest.mark.parametrize("threshold", [0, 1, 2**31, 2**32 - 1, 2**32, 2**32 + 7])
 @pytest.mark.parametrize("clip", [32767, 9])

@@ -126,6 +126,17 @@ def test_batch_update(gb, n, k, j):
     same(gb, hd, h_ref)
 
 
+@pytest.mark.parametrize("n,k,j", [(0, 5, 7), (1024, 525, 784), (5000, 65, 63)])
+def test_update_delta(gb, n, k, j):
+    from bep_gpu.backends.numpy_backend import unpack01, unpack_pm1
+
+    gen = np.random.default_rng(n + k + j)
+    sel = bits.pack_bits(gen.random((n, k)) < 0.3)
+    t, x = rand_bits(gen, n, k), rand_bits(gen, n, j)
+    want = ((unpack_pm1(t, k) * unpack01(sel, k)).T.astype(np.float64) @ unpack_pm1(x, j, np.float64)).astype(np.int32)
+    same(gb, gb.update_delta(gb.asarray(sel), gb.asarray(t), gb.asarray(x), k, j), want)
+
+
 @pytest.mark.parametrize("threshold", [0, 1, 2**20, 2**31, 2**32])
 def test_reinforce(gb, threshold):
     gen = np.random.default_rng(threshold % 1000)

@@ -299,6 +299,33 @@ class CudaBackend(Backend):
         if copied:
             self._write_back(h, hc)
 
+    def update_delta(self, sel, t, x, k, j, out=None):
+        """int32 (K, J) = sum_n (sel[n] * t[n]) outer x[n] (batch_update's sum, not doubled, not clipped)."""
+        xp = self.xp
+        k, j = int(k), int(j)
+        sel, t, x = self._words(sel), self._words(t), self._words(x)
+        n = sel.shape[0]
+        if sel.shape != (n, _bits.n_words(k)) or t.shape != sel.shape or x.shape != (n, _bits.n_words(j)):
+            raise ValueError(f"update_delta: K={k}, J={j}, sel {sel.shape}, t {t.shape}, x {x.shape} do not match")
+        if out is not None and (out.shape != (k, j) or out.dtype != np.int32):
+            raise ValueError(f"update_delta: out must be int32 {(k, j)}, got {out.dtype} {out.shape}")
+        direct = out is not None and isinstance(out, xp.ndarray) and out.flags.c_contiguous
+        delta = out if direct else xp.empty((k, j), dtype=xp.int32)
+        if n == 0 or k == 0 or j == 0:
+            delta[...] = 0
+        else:
+            if _tiles(k) > MAX_GRID_Y:
+                raise ValueError(f"update_delta: {k} rows exceed one launch")
+            sel_t = self.transpose_bits(sel, n, k)
+            t_t = self.transpose_bits(t, n, k)
+            x_t = self.transpose_bits(x, n, j)
+            self._launch("update_delta", (_tiles(j), _tiles(k)),
+                         (delta, sel_t, t_t, x_t, _i32(k), _i32(j), _i32(_bits.n_words(n))))
+        if out is None or direct:
+            return delta
+        self._write_back(out, delta)
+        return out
+
     def reinforce(self, h, threshold, seed, stream, step, layer, clip, active=None):
         xp = self.xp
         threshold = int(threshold)
