@@ -79,12 +79,14 @@ def shared_selection(bk: Backend, wrong, z_abs, gamma: int, max_abs_z: int):
     return xp.tile(sel, (h, 1))  # time-major rows, like the step masks
 
 
-def train_step(bk: Backend, hidden, sizes, prototypes, x, labels, gammas, rules: StepRules, horizon: int,
-               shared_mask: bool, thresholds, seed: int, step: int):
-    """One BEP-TT step on a mini-batch, in place on hidden = [H_xs, H_ss, H_sy].
+def select_updates(bk: Backend, hidden, sizes, prototypes, x, labels, gammas, rules: StepRules, horizon: int,
+                   shared_mask: bool):
+    """Forward, trigger, targets through time and masks on a mini-batch: the device int64 counts
+    [misclassified, triggered] and, for H_xs, H_ss, H_sy, the operands (sel, t, input) of batch_update, the
+    recurrent ones stacked over the target steps (time-major rows). Changes nothing.
 
     x: packed inputs (B, T, n_words(Kx)); gammas: [cell, readout] group sizes; rules from step_rules();
-    horizon: target steps counted from the end (0 = all). Returns a device int64 array [misclassified, triggered].
+    horizon: target steps counted from the end (0 = all).
     """
     xp = bk.xp
     kx, ks, ky = sizes
@@ -119,12 +121,21 @@ def train_step(bk: Backend, hidden, sizes, prototypes, x, labels, gammas, rules:
         else:
             sel = bk.group_select(z_abs.reshape(h * n, ks), wrong.reshape(h * n, -1), gammas[0])
         sel_y = bk.group_select(xp.abs(z_y), (s_y ^ t_y) & row_mask, gammas[1])
+    t_rows = targets.reshape(h * n, -1)
+    # H_xs and H_ss share the selected rows: a_t and s_{t-1} are the two halves of the cell's input.
+    return counts, [(sel, t_rows, x_t[first:].reshape(h * n, -1)),
+                    (sel, t_rows, xp.stack(states[first:steps]).reshape(h * n, -1)),
+                    (sel_y, t_y, states[-1])]
+
+
+def train_step(bk: Backend, hidden, sizes, prototypes, x, labels, gammas, rules: StepRules, horizon: int,
+               shared_mask: bool, thresholds, seed: int, step: int):
+    """One BEP-TT step on a mini-batch, in place on hidden = [H_xs, H_ss, H_sy] (arguments as select_updates).
+    Returns a device int64 array [misclassified, triggered]."""
+    counts, updates = select_updates(bk, hidden, sizes, prototypes, x, labels, gammas, rules, horizon, shared_mask)
     with nvtx_range("update"):
-        t_rows = targets.reshape(h * n, -1)
-        # H_xs and H_ss share the selected rows: a_t and s_{t-1} are the two halves of the cell's input.
-        bk.batch_update(hidden[XS], sel, t_rows, x_t[first:].reshape(h * n, -1), rules.clip)
-        bk.batch_update(hidden[SS], sel, t_rows, xp.stack(states[first:steps]).reshape(h * n, -1), rules.clip)
-        bk.batch_update(hidden[SY], sel_y, t_y, states[-1], rules.clip)
+        for h, (sel, t, a) in zip(hidden, updates):  # one call per matrix: summed in int32, clipped once
+            bk.batch_update(h, sel, t, a, rules.clip)
     with nvtx_range("reinforcement"):
         active = counts[1:2]
         for i in (XS, SS, SY):
