@@ -74,6 +74,41 @@ class Backend(ABC):
         h: int16 (K, J); sel, t: (N, n_words(K)) selection and target bits; x: (N, n_words(J)) input bits.
         """
 
+    def update_delta(self, sel, t, x, k: int, j: int, out=None):
+        """int32 (K, J) = sum_n (sel[n] * t[n]) outer x[n]: batch_update's sum, NOT doubled and NOT clipped.
+
+        Shapes as in batch_update (K, J are the true widths; the words carry padding). |entry| <= N, so the sum
+        over disjoint row sets (data-parallel ranks) adds up exactly in int32 to the sum over their union.
+        out: an int32 (K, J) array (e.g. a view of the step's all-reduce buffer) written and returned; else a new
+        one. N = 0 gives zeros. This generic version (exact, any xp) unpacks bits; backends may do better.
+        """
+        xp = self.xp
+        d = self._unpack01(sel, k)
+        d *= 2 * self._unpack01(t, k) - 1
+        delta = d.T @ (2 * self._unpack01(x, j) - 1)
+        if out is None:
+            return delta
+        out[...] = delta
+        return out
+
+    def apply_delta(self, h, delta, clip: int) -> None:
+        """In place: h = clip(h + 2 * delta, -clip, clip), computed in int32 and stored back as int16.
+
+        apply_delta(h, update_delta(sel, t, x, K, J), clip) equals batch_update(h, sel, t, x, clip).
+        """
+        xp = self.xp
+        new = 2 * xp.asarray(delta, dtype=xp.int32)
+        new += h
+        xp.clip(new, -clip, clip, out=new)
+        h[...] = new
+
+    def _unpack01(self, words, n: int):
+        """int32 0/1 (N, n) of bits (N, n_words(n)), with the backend's array module."""
+        xp = self.xp
+        col = xp.arange(n)
+        shift = (col % 64).astype(xp.uint64)
+        return ((xp.asarray(words, dtype=xp.uint64)[:, col // 64] >> shift) & xp.uint64(1)).astype(xp.int32)
+
     @abstractmethod
     def reinforce(self, h, threshold: int, seed: int, stream: int, step: int, layer: int, clip: int,
                   active=None) -> None:

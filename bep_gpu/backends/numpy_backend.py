@@ -89,6 +89,17 @@ class NumpyBackend(Backend):
         np.clip(new, -clip, clip, out=new)
         h[...] = new
 
+    def update_delta(self, sel, t, x, k, j, out=None):
+        d = unpack_pm1(t, k)
+        d *= unpack01(sel, k)
+        delta = d.T @ unpack_pm1(x, j)  # exact while the batch has < 2^24 rows
+        if out is None:
+            return delta.astype(np.int32)
+        out[...] = delta
+        return out
+
+    # apply_delta: Backend's (NumPy int32 arithmetic, already exact)
+
     def reinforce(self, h, threshold, seed, stream, step, layer, clip, active=None):
         if threshold <= 0 or (active is not None and not active[0]):
             return
