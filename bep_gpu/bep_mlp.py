@@ -9,6 +9,7 @@ import math
 from dataclasses import dataclass
 
 from .backends.base import Backend
+from .distributed import StepReduction
 from .profiling import nvtx_range
 
 REINFORCE_STREAM = 1
@@ -73,12 +74,9 @@ def predict(bk: Backend, weights, sizes, prototypes, x):
     return bk.xp.argmax(bk.xnor_matmul(acts[-1], prototypes, sizes[-1]), axis=1)
 
 
-def train_step(bk: Backend, hidden, sizes, prototypes, x, labels, gammas, rules: StepRules,
-               thresholds, seed: int, step: int):
-    """One BEP step on a mini-batch, in place on `hidden`. Returns a device int64 array [misclassified, triggered].
-
-    prototypes: packed (C, n_words(K_L)); x: packed inputs; labels: int array on the backend.
-    """
+def select_updates(bk: Backend, hidden, sizes, prototypes, x, labels, gammas, rules: StepRules):
+    """Steps 1-4 of BEP_SPEC.md section 4 on a mini-batch: the device int64 counts [misclassified, triggered]
+    and, per layer, the update operands (sel, t, a_in) of batch_update/update_delta. Changes nothing."""
     xp = bk.xp
     n_layers = len(hidden)
     with nvtx_range("forward"):
@@ -97,18 +95,44 @@ def train_step(bk: Backend, hidden, sizes, prototypes, x, labels, gammas, rules:
             gate = bk.gate_pack(zs[i], rules.gates[i])
             wt = bk.transpose_bits(weights[i], sizes[i + 1], sizes[i])
             targets[i - 1] = bk.gated_transposed_product(targets[i], gate, wt)
-    for i in range(n_layers):
-        with nvtx_range("masks"):
+    updates = []
+    with nvtx_range("masks"):
+        for i in range(n_layers):
             cand = (acts[i + 1] ^ targets[i]) & row_mask
             if rules.stability == "hidden":
                 score = xp.abs(bk.int_matmul(acts[i], hidden[i]))
             else:
                 score = xp.abs(zs[i])
-            sel = bk.group_select(score, cand, gammas[i])
+            updates.append((bk.group_select(score, cand, gammas[i]), targets[i], acts[i]))
+    return counts, updates
+
+
+def train_step(bk: Backend, hidden, sizes, prototypes, x, labels, gammas, rules: StepRules,
+               thresholds, seed: int, step: int, comm=None):
+    """One BEP step on a mini-batch, in place on `hidden`. Returns a device int64 array [misclassified, triggered].
+
+    prototypes: packed (C, n_words(K_L)); x: packed inputs; labels: int array on the backend.
+    comm: a bep_gpu.distributed.Communicator; with more than one process, x and labels are this process's rows
+    of the global mini-batch (maybe none), and the update sums and counts are summed over all processes before
+    the clip, so each applies the whole batch's update and reinforcement and returns the whole batch's counts.
+    """
+    if comm is None or comm.size == 1:
+        counts, updates = select_updates(bk, hidden, sizes, prototypes, x, labels, gammas, rules)
         with nvtx_range("update"):
-            bk.batch_update(hidden[i], sel, targets[i], acts[i], rules.clip)
+            for h, (sel, t, a) in zip(hidden, updates):
+                bk.batch_update(h, sel, t, a, rules.clip)
+    else:
+        red = StepReduction(bk, [h.shape for h in hidden])
+        if x.shape[0]:  # a process without rows this step adds zeros
+            local, updates = select_updates(bk, hidden, sizes, prototypes, x, labels, gammas, rules)
+            with nvtx_range("update"):
+                for d, (sel, t, a) in zip(red.deltas, updates):
+                    bk.update_delta(sel, t, a, d.shape[0], d.shape[1], out=d)
+                red.counts[...] = local
+        with nvtx_range("allreduce"):
+            counts = red.reduce_apply(comm, hidden, rules.clip)
     with nvtx_range("reinforcement"):
         active = counts[1:2]
-        for i in range(n_layers):
+        for i in range(len(hidden)):
             bk.reinforce(hidden[i], thresholds[i], seed, REINFORCE_STREAM, step, i, rules.clip, active=active)
     return counts

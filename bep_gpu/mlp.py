@@ -15,6 +15,7 @@ def init_hidden(shapes, init_std: float, seed: int) -> list[np.ndarray]:
 
 class MLPTask:
     kind = "mlp"
+    comm = None  # a data-parallel Communicator (set by the trainer when several processes train)
 
     def __init__(self, bk: Backend, sizes, hidden, prototypes, cfg):
         self.bk = bk
@@ -37,7 +38,7 @@ class MLPTask:
 
     def step(self, x, labels, gammas, thresholds, step: int):
         return bep_mlp.train_step(self.bk, self.hidden, self.sizes, self.prototypes, x, labels, gammas,
-                                  self.rules, thresholds, self.seed, step)
+                                  self.rules, thresholds, self.seed, step, comm=self.comm)
 
     def predict(self, x):
         weights = bep_mlp.visible_weights(self.bk, self.hidden)
