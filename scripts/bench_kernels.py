@@ -36,10 +36,12 @@ def time_ms(cupy, fn, repeat: int, warmup: int = 3) -> float:
 
 
 def torch_bf16_ms(cupy, a_pm1, b_pm1, repeat: int):
-    """bf16 cuBLAS through torch (CuPy has no bfloat16); None when torch is missing."""
+    """bf16 cuBLAS through torch (CuPy has no bfloat16); None when torch or its CUDA build is missing."""
     try:
         import torch
     except ImportError:
+        return None
+    if not torch.cuda.is_available():
         return None
     ta = torch.from_dlpack(a_pm1).to(torch.bfloat16)
     tb = torch.from_dlpack(b_pm1).to(torch.bfloat16)
@@ -108,7 +110,7 @@ def bench_primitives(cupy, bk, repeat, batch=1024, k_out=525, k_in=784):
         ("transpose_bits W", lambda: bk.transpose_bits(w, k_out, k_in)),
         ("gated_transposed_product", lambda: bk.gated_transposed_product(t, g, wt)),
         ("group_select gamma=5", lambda: bk.group_select(score, t, 5)),
-        ("group_select gamma=525", lambda: bk.group_select(score, t, 525)),
+        ("group_select gamma=K_l", lambda: bk.group_select(score, t, k_out)),
         ("batch_update (3 transposes + kernel)", lambda: bk.batch_update(h, sel, t, x, 32767)),
         ("reinforce", lambda: bk.reinforce(h, 2**28, 1, 1, 0, 0, 32767)),
         ("int_matmul", lambda: bk.int_matmul(x, h)),
