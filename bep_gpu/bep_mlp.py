@@ -9,7 +9,7 @@ import math
 from dataclasses import dataclass
 
 from .backends.base import Backend
-from .distributed import StepReduction
+from .distributed import apply_updates
 from .profiling import nvtx_range
 
 REINFORCE_STREAM = 1
@@ -116,21 +116,8 @@ def train_step(bk: Backend, hidden, sizes, prototypes, x, labels, gammas, rules:
     of the global mini-batch (maybe none), and the update sums and counts are summed over all processes before
     the clip, so each applies the whole batch's update and reinforcement and returns the whole batch's counts.
     """
-    if comm is None or comm.size == 1:
-        counts, updates = select_updates(bk, hidden, sizes, prototypes, x, labels, gammas, rules)
-        with nvtx_range("update"):
-            for h, (sel, t, a) in zip(hidden, updates):
-                bk.batch_update(h, sel, t, a, rules.clip)
-    else:
-        red = StepReduction(bk, [h.shape for h in hidden])
-        if x.shape[0]:  # a process without rows this step adds zeros
-            local, updates = select_updates(bk, hidden, sizes, prototypes, x, labels, gammas, rules)
-            with nvtx_range("update"):
-                for d, (sel, t, a) in zip(red.deltas, updates):
-                    bk.update_delta(sel, t, a, d.shape[0], d.shape[1], out=d)
-                red.counts[...] = local
-        with nvtx_range("allreduce"):
-            counts = red.reduce_apply(comm, hidden, rules.clip)
+    counts = apply_updates(bk, comm, hidden, x.shape[0], rules.clip,
+                           lambda: select_updates(bk, hidden, sizes, prototypes, x, labels, gammas, rules))
     with nvtx_range("reinforcement"):
         active = counts[1:2]
         for i in range(len(hidden)):

@@ -26,6 +26,7 @@ import zlib
 import numpy as np
 
 from .errors import UserError
+from .profiling import nvtx_range
 
 MODES = ("auto", "none", "mpi", "nccl")
 # Set by Open MPI's mpirun and by PMI launchers (MPICH hydra, Slurm srun --mpi=pmi2): the job's process count.
@@ -275,6 +276,30 @@ def fingerprint(settings: dict, arrays) -> int:
     for a in arrays:
         crc = zlib.crc32(np.ascontiguousarray(a).view(np.uint8).ravel(), crc)
     return crc & 0x7FFFFFFF
+
+
+def apply_updates(bk, comm: Communicator | None, hidden, n_rows: int, clip: int, select):
+    """The update phase of a BEP step (MLP and RNN), in place on `hidden`; returns the step's int64 counts.
+
+    select() -> (counts, [(sel, t, a_in) per matrix]) computes steps 1-4 on this process's n_rows rows. One
+    process: the fused batch_update per matrix. Several: update_delta into one StepReduction buffer, one
+    all-reduce, apply_delta; a process without rows this step (n_rows = 0) adds zeros and selects nothing.
+    """
+    if comm is None or comm.size == 1:
+        counts, updates = select()
+        with nvtx_range("update"):
+            for h, (sel, t, a) in zip(hidden, updates):
+                bk.batch_update(h, sel, t, a, clip)
+        return counts
+    red = StepReduction(bk, [h.shape for h in hidden])
+    if n_rows:
+        counts, updates = select()
+        with nvtx_range("update"):
+            for d, (sel, t, a) in zip(red.deltas, updates):
+                bk.update_delta(sel, t, a, d.shape[0], d.shape[1], out=d)
+            red.counts[...] = counts
+    with nvtx_range("allreduce"):
+        return red.reduce_apply(comm, hidden, clip)
 
 
 class StepReduction:
