@@ -102,20 +102,20 @@ def main(argv=None) -> int:
     w, b = best["window"], best["bits"]
 
     runs = []
-    for i, path in enumerate(splits):
-        for seed in range(args.runs):
+    for seed in range(args.runs):  # seed-major: a partial result already covers every fold
+        for i, path in enumerate(splits):
             res = train(path, os.path.join(args.out, "cv", f"split{i}_seed{seed}"), seed, args.epochs, w, b, extra)
             runs.append({"split": i, "seed": seed, "test_accuracy": res["test_accuracy"],
                          "epoch_time_s": res["epoch_time_s"], "backend": res["backend"]})
             print(f"split {i} seed {seed}: test {res['test_accuracy']:.4f} ({res['epoch_time_s']:.2f} s/epoch)",
                   flush=True)
-    acc = np.array([r["test_accuracy"] for r in runs])
-    summary = {"dataset": args.dataset, "window": w, "bits": b, "mean": float(acc.mean()), "std": float(acc.std()),
-               "n_runs": len(runs), "epochs": args.epochs, "epoch_time_s": float(np.mean([r["epoch_time_s"]
-                                                                                           for r in runs])),
-               "settings": PAPER_SETTINGS + extra, "tuning": tuning, "runs": runs}
-    with open(os.path.join(args.out, "summary.json"), "w") as f:
-        json.dump(summary, f, indent=2)
+            acc = np.array([r["test_accuracy"] for r in runs])
+            summary = {"dataset": args.dataset, "window": w, "bits": b, "mean": float(acc.mean()),
+                       "std": float(acc.std()), "n_runs": len(runs), "complete": len(runs) == args.folds * args.runs,
+                       "epochs": args.epochs, "epoch_time_s": float(np.mean([r["epoch_time_s"] for r in runs])),
+                       "settings": PAPER_SETTINGS + extra, "tuning": tuning, "runs": runs}
+            with open(os.path.join(args.out, "summary.json"), "w") as f:  # after every run: usable if stopped
+                json.dump(summary, f, indent=2)
     print(f"{args.dataset}: {100 * acc.mean():.2f} +- {100 * acc.std():.2f} % over {len(runs)} runs "
           f"(window {w}, thermometer:{b})")
     return 0
