@@ -41,13 +41,13 @@ class TrainConfig:
     proto_alpha: float = 1.0
     proto_sweeps: int = 20
     eval_batch: int = 8192
+    # Data-parallel processes (bep_gpu.distributed): none, mpi, nccl, or auto (mpi under an MPI launcher)
+    distributed: str = "auto"
+    dist_timeout: float = 300.0  # seconds a process waits for the others before the whole job stops
     # RNN only
     horizon: int = 0  # 0 = the whole sequence
     rnn_mask: str = "step"
     window: int = 0  # keep only the last `window` steps of each series (0 = all)
-    # Data-parallel processes (bep_gpu.distributed): none, mpi, nccl, or auto (mpi under an MPI launcher)
-    distributed: str = "auto"
-    dist_timeout: float = 300.0  # seconds a process waits for the others before the whole job stops
     expand: int = 0  # fixed random +-1 expansion of the encoded inputs to this many bits (0 = off)
 
     def to_dict(self) -> dict:

@@ -13,6 +13,7 @@ from .backends import get_backend
 from .bep_mlp import reinforcement_thresholds
 from .config import TrainConfig, next_divisor
 from .data import Encoder, load_dataset, make_encoder, validate_dataset
+from .distributed import bind_gpu, fingerprint, make_communicator, shard
 from .errors import UserError
 from .mlp import MLPTask, init_hidden
 from .profiling import nvtx_range
@@ -110,10 +111,16 @@ class Trainer:
             cfg = self._resume_config(cfg)
         cfg.check()
         self.cfg = cfg
+        self.comm = make_communicator(cfg.distributed, cfg.dist_timeout)
+        if self.comm.rank:  # rank 0 alone logs and writes files (docs/DISTRIBUTED.md)
+            cfg.quiet = True
+        if backend is None and cfg.backend != "numpy":
+            bind_gpu(self.comm)  # before the backend allocates on the default device
         self.bk = backend if backend is not None else get_backend(cfg.backend)
-        os.makedirs(cfg.out, exist_ok=True)
-        if not os.access(cfg.out, os.W_OK):
-            raise UserError(f"output directory {cfg.out} is not writable; choose another --out")
+        if self.comm.rank == 0:
+            os.makedirs(cfg.out, exist_ok=True)
+            if not os.access(cfg.out, os.W_OK):
+                raise UserError(f"output directory {cfg.out} is not writable; choose another --out")
         init_data = ckpt.load_checkpoint(cfg.init, kind=cfg.kind) if cfg.init else None
         encoder = None
         if self.resume_data is not None:
@@ -137,6 +144,10 @@ class Trainer:
             width = Task.shapes(self.data.n_in, cfg)[-1][0]
             prototypes = make_prototypes(self.data.n_classes, width, cfg.seed, cfg.proto_alpha, cfg.proto_sweeps)
         self.task = Task(self.bk, self._sizes(Task, hidden), hidden, prototypes, cfg)
+        if self.comm.size > 1:
+            if not hasattr(self.task, "comm"):  # a task declares `comm` when its step can be data-parallel
+                raise UserError(f"--distributed: {cfg.kind} training has no data-parallel step; run one process")
+            self.task.comm = self.comm
         cfg.check()  # widths may come from a checkpoint
         self.state = {"epoch": 0, "step": 0, "error_rate": 1.0, "best_val": -1.0, "bad_epochs": 0,
                       "gammas": [cfg.gamma0] * len(cfg.group_widths())}
@@ -156,6 +167,7 @@ class Trainer:
         saved.resume, saved.out, saved.quiet = cfg.resume, cfg.resume, cfg.quiet
         saved.backend = cfg.backend if cfg.backend != "auto" else saved.backend
         saved.init = None
+        saved.distributed, saved.dist_timeout = cfg.distributed, cfg.dist_timeout  # this launch's, not the saved
         self.resume_data = data
         return saved
 
@@ -171,6 +183,8 @@ class Trainer:
         return os.path.join(self.cfg.out, name)
 
     def _write_json(self, name, obj):
+        if self.comm.rank:
+            return
         text = json.dumps(obj, indent=2, sort_keys=True) + "\n"
         ckpt.atomic_write(self._path(name), lambda f: f.write(text.encode()))
 
@@ -179,9 +193,12 @@ class Trainer:
         d.update(backend_used=self.bk.name, device=self.bk.device, n_inputs=self.data.n_in,
                  n_classes=self.data.n_classes, n_train=self.data.n_train,
                  sizes=list(self.task.sizes))
+        d["processes"] = self.comm.size
         return d
 
     def save(self, name: str) -> None:
+        if self.comm.rank:
+            return
         extra = {"encoder.spec": np.array(self.data.encoder.spec),
                  "train.state": np.array(json.dumps(self.state))}
         extra.update({f"encoder.{k}": v for k, v in self.data.encoder.state().items()})
@@ -197,8 +214,13 @@ class Trainer:
 
     # --- the loop --------------------------------------------------------------------------------------------
     def run(self) -> dict:
-        cfg, bk, task, st = self.cfg, self.bk, self.task, self.state
+        cfg, bk, task, st, comm = self.cfg, self.bk, self.task, self.state, self.comm
         xp = bk.xp
+        if comm.size > 1:  # replicas must start equal to stay equal
+            settings = {k: v for k, v in cfg.to_dict().items() if k != "quiet"}
+            arrays = [bk.to_numpy(a) for a in self.data.train] + list(task.hidden_arrays().values())
+            comm.check_identical(fingerprint([settings, st], arrays + [task.prototypes_pm]),
+                                 "settings, training data or starting weights")
         self._write_json("config.json", self._config_dict())
         rows = self._metrics_rows()
         x_all, y_all = self.data.train
@@ -220,11 +242,13 @@ class Trainer:
             for b0 in range(0, n, cfg.batch_size):
                 with nvtx_range("data"):
                     idx = order[b0:b0 + cfg.batch_size]
-                    xb, yb = x_all[idx], y_all[idx]
-                counts += task.step(xb, yb, st["gammas"], thresholds, st["step"])
+                    lo, hi = shard(len(idx), comm.rank, comm.size)  # this process's rows of the batch
+                    xb, yb = x_all[idx[lo:hi]], y_all[idx[lo:hi]]
+                counts += task.step(xb, yb, st["gammas"], thresholds, st["step"])  # whole-batch counts
                 st["step"] += 1
-                bar.advance(len(yb))
+                bar.advance(len(idx))
             bar.close()
+            comm.barrier()  # bounded wait for the step sums still queued (NCCL), before the unbounded sync
             bk.synchronize()
             epoch_time = time.perf_counter() - t0
             train_time += epoch_time
@@ -252,9 +276,10 @@ class Trainer:
                    "test_accuracy_at_best_val": st.get("test_at_best"),
                    "epochs": st["epoch"], "steps": st["step"], "wall_time_s": time.perf_counter() - t_start,
                    "train_time_s": train_time, "samples_per_s": (n * len(rows) / train_time) if train_time else None,
-                   "backend": bk.name, "device": bk.device, "kind": cfg.kind, "sizes": list(task.sizes)}
+                   "backend": bk.name, "device": bk.device, "kind": cfg.kind, "sizes": list(task.sizes),
+                   "processes": comm.size}
         self._write_json("results.json", results)
-        if cfg.plot:
+        if cfg.plot and comm.rank == 0:
             from .plots import plot_metrics
 
             plot_metrics(self._path("metrics.csv"), self._path("learning_curve.png"))
@@ -273,6 +298,8 @@ class Trainer:
             st["bad_epochs"] = 0
 
     def _write_metrics(self, rows) -> None:
+        if self.comm.rank:
+            return
         def write(f):
             import io
 
