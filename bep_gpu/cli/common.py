@@ -1,9 +1,16 @@
 """What every command shares: user errors as one line on stderr and a non-zero exit, never a traceback."""
 from __future__ import annotations
 
+import argparse
+import os
 import sys
 
 from ..errors import UserError
+
+
+class StrictParser(argparse.ArgumentParser):
+    def error(self, message):  # one line and exit 2, like every other user error
+        raise UserError(message)
 
 
 def run_cli(fn, argv=None) -> int:
@@ -14,10 +21,14 @@ def run_cli(fn, argv=None) -> int:
     except UserError as e:
         print(f"{prog}: error: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(f"{prog}: interrupted; finished epochs are in the run's checkpoint.npz (continue with --resume DIR)",
-              file=sys.stderr)
+    except KeyboardInterrupt as e:
+        # a command may say what survives the interruption as the exception's message
+        print(f"{prog}: interrupted" + (f"; {e}" if str(e) else ""), file=sys.stderr)
         return 130
+    except BrokenPipeError:  # output piped into a reader that stopped early (| head): not an error
+        # Python flushes stdout again at exit; point it at /dev/null so that flush cannot fail too.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except MemoryError:
         print(f"{prog}: error: out of memory; lower --batch-size or --eval-batch", file=sys.stderr)
         return 2

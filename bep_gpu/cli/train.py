@@ -2,25 +2,20 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from ..config import TrainConfig
-from ..errors import UserError
-from .common import parse_widths, run_cli
+from .common import StrictParser, parse_widths, run_cli
 
 DEFAULTS = TrainConfig()
 RNN_DEFAULTS = {"hidden": "1035", "r": 0.5, "nu": 0.05, "gamma0": 15, "p_r": 0.5, "dataset": "ucr:ItalyPowerDemand",
                 "encode": "thermometer:8", "batch_size": 0}
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):  # one line and exit 2, like every other user error
-        raise UserError(message)
-
-
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="bep-train", description=__doc__)
-    sub = p.add_subparsers(dest="kind", required=True, parser_class=_Parser)
+    p = StrictParser(prog="bep-train", description=__doc__)
+    sub = p.add_subparsers(dest="kind", required=True, parser_class=StrictParser)
     for kind in ("mlp", "rnn"):
         s = sub.add_parser(kind, help=f"train a binary {kind.upper()}")
         d = RNN_DEFAULTS if kind == "rnn" else {}
@@ -86,9 +81,16 @@ def config_from_args(args) -> TrainConfig:
 def _main(argv) -> None:
     args = build_parser().parse_args(argv)
     cfg = config_from_args(args)
-    from ..trainer import train
+    from ..trainer import CHECKPOINT_NAME, train
 
-    train(cfg)
+    try:
+        train(cfg)
+    except KeyboardInterrupt:
+        run_dir = cfg.resume or cfg.out
+        if os.path.exists(os.path.join(run_dir, CHECKPOINT_NAME)):
+            raise KeyboardInterrupt(f"finished epochs are in {os.path.join(run_dir, CHECKPOINT_NAME)}; "
+                                    f"continue with --resume {run_dir}") from None
+        raise KeyboardInterrupt("no epoch finished, nothing to resume") from None
 
 
 _main.prog = "bep-train"
