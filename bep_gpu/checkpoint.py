@@ -16,14 +16,29 @@ KINDS = ("mlp", "rnn")
 RNN_KEYS = ("hidden.xs", "hidden.ss", "hidden.sy")
 
 
+TEMP_PREFIX = ".tmp-"
+
+
+def _read_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+# Read once, at import: os.umask can only be read by setting it, which would race with threads creating files.
+_UMASK = _read_umask()
+
+
 def atomic_write(path: str, write) -> None:
     """Call write(file) on a temporary file beside path, then rename it over path: never a partial file."""
     directory = os.path.dirname(os.path.abspath(path))
     try:
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=os.path.splitext(path)[1], dir=directory)
+        fd, tmp = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix=os.path.splitext(path)[1], dir=directory)
     except OSError as e:
         raise UserError(f"cannot write {path}: {e.strerror}; choose a writable --out directory") from None
     try:
+        # mkstemp makes the file 0600; give it the mode open() would (0666 less the umask).
+        os.fchmod(fd, 0o666 & ~_UMASK)
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
@@ -33,6 +48,16 @@ def atomic_write(path: str, write) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def remove_stale_temps(directory: str) -> None:
+    """Delete temporary files a killed writer left in directory (a kill skips atomic_write's cleanup)."""
+    for name in os.listdir(directory):
+        if name.startswith(TEMP_PREFIX):
+            try:
+                os.unlink(os.path.join(directory, name))
+            except OSError:
+                pass  # gone already, or not ours to remove: harmless either way
 
 
 def save_checkpoint(path: str, kind: str, config: dict, prototypes, hidden: dict, extra: dict | None = None) -> None:

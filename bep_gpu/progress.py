@@ -5,22 +5,36 @@ import sys
 
 
 class EpochProgress:
+    """One epoch's bar. The step loop only calls advance() (host-side counting, never a device sync); the
+    epoch's statistics, known once the epoch ends, go to finish()."""
+
     def __init__(self, total_samples: int, epoch: int, epochs: int, quiet: bool):
         self.bar = None
+        self.quiet = quiet
         if not quiet and sys.stderr.isatty():
             try:
                 from tqdm import tqdm
             except ImportError:  # tqdm is optional (extra [progress])
                 tqdm = None
             if tqdm is not None:
+                # leave=True: each finished epoch stays on screen with its statistics as the postfix.
                 self.bar = tqdm(total=total_samples, desc=f"epoch {epoch + 1}/{epochs}", unit="sample",
-                                leave=False, dynamic_ncols=True)
+                                unit_scale=True, leave=True, dynamic_ncols=True, file=sys.stderr)
 
     def advance(self, n: int) -> None:
         if self.bar is not None:
             self.bar.update(n)
 
+    def finish(self, line: str, stats: dict) -> None:
+        """End the epoch: the bar shows stats (name -> formatted value) and stays; without a bar, log line."""
+        if self.bar is not None:
+            self.bar.set_postfix(stats, refresh=False)
+            self.bar.close()
+        else:
+            log(line, self.quiet)
+
     def close(self) -> None:
+        """Drop the bar without statistics (the epoch was interrupted)."""
         if self.bar is not None:
             self.bar.close()
 

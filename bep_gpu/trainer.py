@@ -118,9 +118,17 @@ class Trainer:
             bind_gpu(self.comm)  # before the backend allocates on the default device
         self.bk = backend if backend is not None else get_backend(cfg.backend)
         if self.comm.rank == 0:
-            os.makedirs(cfg.out, exist_ok=True)
+            try:
+                os.makedirs(cfg.out, exist_ok=True)
+            except OSError as e:
+                raise UserError(f"cannot create output directory {cfg.out} ({e.strerror}); choose another --out") from None
             if not os.access(cfg.out, os.W_OK):
                 raise UserError(f"output directory {cfg.out} is not writable; choose another --out")
+            ckpt.remove_stale_temps(cfg.out)
+        if cfg.plot:
+            from .plots import require_matplotlib
+
+            require_matplotlib()  # before training, not after it
         init_data = ckpt.load_checkpoint(cfg.init, kind=cfg.kind) if cfg.init else None
         encoder = None
         if self.resume_data is not None:
@@ -163,8 +171,11 @@ class Trainer:
         if not os.path.exists(path):
             raise UserError(f"--resume {cfg.resume}: no {CHECKPOINT_NAME} there (the run wrote none yet)")
         data = ckpt.load_checkpoint(path)
+        if "train.state" not in data or "encoder.spec" not in data:
+            raise UserError(f"--resume {cfg.resume}: {path} holds no training state (a weights-only checkpoint?); "
+                            "start from it with --init instead")
         saved = TrainConfig.from_dict(data["config"])
-        saved.resume, saved.out, saved.quiet = cfg.resume, cfg.resume, cfg.quiet
+        saved.resume, saved.out, saved.quiet, saved.plot = cfg.resume, cfg.resume, cfg.quiet, cfg.plot or saved.plot
         saved.backend = cfg.backend if cfg.backend != "auto" else saved.backend
         saved.init = None
         saved.distributed, saved.dist_timeout = cfg.distributed, cfg.dist_timeout  # this launch's, not the saved
@@ -192,7 +203,7 @@ class Trainer:
         d = self.cfg.to_dict()
         d.update(backend_used=self.bk.name, device=self.bk.device, n_inputs=self.data.n_in,
                  n_classes=self.data.n_classes, n_train=self.data.n_train,
-                 sizes=list(self.task.sizes))
+                 sizes=list(self.task.sizes), n_steps=self.data.n_steps)
         d["processes"] = self.comm.size
         return d
 
@@ -226,7 +237,7 @@ class Trainer:
         x_all, y_all = self.data.train
         n = self.data.n_train
         t_start = time.perf_counter()
-        train_time = 0.0
+        train_time, epochs_run = 0.0, 0  # this process's share (a resumed run did earlier epochs elsewhere)
         log(f"training {cfg.kind} {task.sizes} on {cfg.dataset} ({n} train samples, encoder {cfg.encode}) "
             f"with backend {bk.name} ({bk.device})", cfg.quiet)
         while st["epoch"] < cfg.epochs:
@@ -239,19 +250,23 @@ class Trainer:
             thresholds = reinforcement_thresholds(task.fan_ins, cfg.p_r, st["error_rate"])
             counts = xp.zeros(2, dtype=xp.int64)
             bar = EpochProgress(n, epoch, cfg.epochs, cfg.quiet)
-            for b0 in range(0, n, cfg.batch_size):
-                with nvtx_range("data"):
-                    idx = order[b0:b0 + cfg.batch_size]
-                    lo, hi = shard(len(idx), comm.rank, comm.size)  # this process's rows of the batch
-                    xb, yb = x_all[idx[lo:hi]], y_all[idx[lo:hi]]
-                counts += task.step(xb, yb, st["gammas"], thresholds, st["step"])  # whole-batch counts
-                st["step"] += 1
-                bar.advance(len(idx))
-            bar.close()
+            try:
+                for b0 in range(0, n, cfg.batch_size):
+                    with nvtx_range("data"):
+                        idx = order[b0:b0 + cfg.batch_size]
+                        lo, hi = shard(len(idx), comm.rank, comm.size)  # this process's rows of the batch
+                        xb, yb = x_all[idx[lo:hi]], y_all[idx[lo:hi]]
+                    counts += task.step(xb, yb, st["gammas"], thresholds, st["step"])  # whole-batch counts
+                    st["step"] += 1
+                    bar.advance(len(idx))
+            except BaseException:
+                bar.close()  # so that the interruption message starts on its own line
+                raise
             comm.barrier()  # bounded wait for the step sums still queued (NCCL), before the unbounded sync
             bk.synchronize()
             epoch_time = time.perf_counter() - t0
             train_time += epoch_time
+            epochs_run += 1
             wrong, triggered = (int(v) for v in bk.to_numpy(counts))
             val_acc = accuracy(task, self.data.val, cfg.eval_batch)
             test_acc = accuracy(task, self.data.test, cfg.eval_batch)
@@ -265,9 +280,11 @@ class Trainer:
             st["epoch"] = epoch + 1
             self._write_metrics(rows)
             self.save(CHECKPOINT_NAME)
-            log(f"epoch {epoch + 1}/{cfg.epochs}: train {1 - wrong / n:.4f} triggered {triggered / n:.3f} "
-                f"val {val_acc:.4f} test {test_acc:.4f} gammas {st['gammas']} ({epoch_time:.2f} s, "
-                f"{n / epoch_time:.0f} samples/s)", cfg.quiet)
+            bar.finish(f"epoch {epoch + 1}/{cfg.epochs}: train {1 - wrong / n:.4f} triggered {triggered / n:.3f} "
+                       f"val {val_acc:.4f} test {test_acc:.4f} gammas {st['gammas']} ({epoch_time:.2f} s, "
+                       f"{n / epoch_time:.0f} samples/s)",
+                       {"train": f"{1 - wrong / n:.4f}", "trig": f"{triggered / n:.3f}", "val": f"{val_acc:.4f}",
+                        "test": f"{test_acc:.4f}", "samples/s": f"{n / epoch_time:.0f}"})
         self.save("model.npz")
         test_acc = accuracy(task, self.data.test, cfg.eval_batch)
         results = {"test_accuracy": test_acc,
@@ -275,7 +292,7 @@ class Trainer:
                    "best_val_accuracy": st["best_val"] if st["best_val"] >= 0 else None,
                    "test_accuracy_at_best_val": st.get("test_at_best"),
                    "epochs": st["epoch"], "steps": st["step"], "wall_time_s": time.perf_counter() - t_start,
-                   "train_time_s": train_time, "samples_per_s": (n * len(rows) / train_time) if train_time else None,
+                   "train_time_s": train_time, "samples_per_s": (n * epochs_run / train_time) if train_time else None,
                    "backend": bk.name, "device": bk.device, "kind": cfg.kind, "sizes": list(task.sizes),
                    "processes": comm.size}
         self._write_json("results.json", results)
