@@ -2,7 +2,8 @@
 from .backends import get_backend
 from .bits import pack_bits, transpose_bits, unpack_bits
 from .errors import UserError
+from .model import Model, load
 
 __version__ = "0.1.0"
 
-__all__ = ["get_backend", "pack_bits", "unpack_bits", "transpose_bits", "UserError", "__version__"]
+__all__ = ["get_backend", "pack_bits", "unpack_bits", "transpose_bits", "load", "Model", "UserError", "__version__"]
