@@ -1,0 +1,164 @@
+"""--resume: a run killed (SIGKILL) or interrupted (Ctrl-C) and resumed ends bit for bit where an uninterrupted
+run with the same seed ends; checkpoints are never half-written."""
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from bep_gpu import checkpoint as ckpt
+from bep_gpu.cli.train import main as train_main
+from bep_gpu.progress import EpochProgress
+
+# Small enough to be quick, long enough (6 epochs) to be killed in the middle; patience 1 makes the group-size
+# schedule move, so the resumed run must carry the gammas and the schedule counters too.
+ARGS = ["--hidden", "35,35", "--gamma0", "7", "--epochs", "6", "--patience", "1", "--backend", "numpy", "--quiet"]
+# hidden weights, prototypes, encoder and the training state (step counter, E, gammas, best_val, ...)
+COMPARED = ("hidden.0", "hidden.1", "prototypes", "encoder.spec", "train.state")
+
+
+@pytest.fixture(scope="module")
+def args(tmp_path_factory):
+    """ARGS on a Random-Prototypes-like npz (2000 train samples): quicker to load than generating the real one."""
+    path = tmp_path_factory.mktemp("data") / "protos.npz"
+    rng = np.random.default_rng(0)
+    protos = rng.choice(np.array([-1, 1], dtype=np.int8), size=(10, 1000))
+    y = rng.integers(0, 10, 2500)
+    x = protos[y] * np.where(rng.random((2500, 1000)) < 0.4, -1, 1).astype(np.int8)
+    np.savez(path, x_train=x[:2000], y_train=y[:2000], x_test=x[2000:], y_test=y[2000:])
+    return ["--dataset", f"npz:{path}"] + ARGS
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory, args):
+    out = tmp_path_factory.mktemp("full")
+    assert train_main(["mlp", "--out", str(out)] + args) == 0
+    return out
+
+
+def _same_model(a_dir, b_dir):
+    a, b = np.load(a_dir / "model.npz"), np.load(b_dir / "model.npz")
+    for key in COMPARED:
+        assert np.array_equal(a[key], b[key]), key
+    assert json.loads(str(b["train.state"]))["epoch"] == 6
+
+
+def _metrics(run_dir):
+    with open(run_dir / "metrics.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    # timings differ between runs; everything else must not
+    return [{k: v for k, v in r.items() if k not in ("epoch_time_s", "samples_per_s")} for r in rows]
+
+
+def _epoch_done(path):
+    try:
+        with np.load(path) as z:
+            return json.loads(str(z["train.state"]))["epoch"]
+    except (OSError, ValueError, KeyError):
+        return 0  # not written yet
+
+
+def test_sigkilled_run_resumes_bit_for_bit(uninterrupted, args, tmp_path):
+    out = tmp_path / "killed"
+    proc = subprocess.Popen([sys.executable, "-m", "bep_gpu", "train", "mlp", "--out", str(out)] + args,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while _epoch_done(out / "checkpoint.npz") < 1:
+        assert proc.poll() is None, proc.stderr.read().decode()
+        assert time.monotonic() < deadline, "no checkpoint after 120 s"
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    killed_at = _epoch_done(out / "checkpoint.npz")
+    assert not (out / "model.npz").exists() and killed_at < 6, "the run finished before the kill"
+    assert train_main(["mlp", "--resume", str(out), "--quiet"]) == 0
+    _same_model(uninterrupted, out)
+    assert _metrics(out) == _metrics(uninterrupted)  # metrics.csv continues: one row per epoch, no duplicates
+    assert not [p for p in os.listdir(out) if p.startswith(ckpt.TEMP_PREFIX)]
+    results = json.loads((out / "results.json").read_text())
+    assert results["epochs"] == 6 and results["test_accuracy"] == json.loads(
+        (uninterrupted / "results.json").read_text())["test_accuracy"]
+
+
+def test_ctrl_c_prints_one_line_and_resumes(uninterrupted, args, tmp_path, capsys, monkeypatch):
+    out = tmp_path / "interrupted"
+    advance = EpochProgress.advance
+    calls = []
+
+    def interrupt_in_epoch_3(self, n):  # Ctrl-C in the middle of the third epoch
+        calls.append(n)
+        if len(calls) == 2 * 90 + 40:
+            raise KeyboardInterrupt
+        advance(self, n)
+
+    monkeypatch.setattr(EpochProgress, "advance", interrupt_in_epoch_3)
+    assert train_main(["mlp", "--out", str(out)] + args) == 130
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"bep-train: interrupted; finished epochs are in {out / 'checkpoint.npz'}; "
+                   f"continue with --resume {out}"]
+    assert _epoch_done(out / "checkpoint.npz") == 2 and not (out / "model.npz").exists()
+    monkeypatch.setattr(EpochProgress, "advance", advance)
+    assert train_main(["mlp", "--resume", str(out), "--quiet"]) == 0
+    _same_model(uninterrupted, out)
+    assert _metrics(out) == _metrics(uninterrupted)
+
+
+def test_ctrl_c_before_the_first_epoch(args, tmp_path, capsys, monkeypatch):
+    def interrupt(self, n):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(EpochProgress, "advance", interrupt)
+    assert train_main(["mlp", "--out", str(tmp_path / "o")] + args) == 130
+    assert capsys.readouterr().err.strip().splitlines() == ["bep-train: interrupted; no epoch finished, nothing to "
+                                                            "resume"]
+
+
+# Writes a checkpoint, then starts overwriting it and is SIGKILLed half-way through the new file's bytes.
+KILL_MID_WRITE = """
+import os, signal, sys
+import numpy as np
+from bep_gpu import checkpoint as ckpt
+path = sys.argv[1]
+ckpt.save_checkpoint(path, "mlp", {"round": 1}, np.ones((2, 3), np.int8), {"0": np.zeros((3, 4), np.int16)})
+real_savez = np.savez
+def savez_and_die(f, **arrays):
+    real_savez(f, **arrays)
+    f.truncate(f.tell() // 2)
+    f.flush()
+    os.kill(os.getpid(), signal.SIGKILL)
+np.savez = savez_and_die
+ckpt.save_checkpoint(path, "mlp", {"round": 2}, np.ones((2, 3), np.int8), {"0": np.ones((3, 4), np.int16)})
+"""
+
+
+def test_kill_mid_write_leaves_the_previous_checkpoint(tmp_path):
+    path = tmp_path / "checkpoint.npz"
+    proc = subprocess.run([sys.executable, "-c", KILL_MID_WRITE, str(path)], capture_output=True)
+    assert proc.returncode == -signal.SIGKILL
+    data = ckpt.load_checkpoint(str(path))  # intact: the half-written file never replaced it
+    assert data["config"] == {"round": 1} and not data["hidden.0"].any()
+    stale = [p for p in os.listdir(tmp_path) if p.startswith(ckpt.TEMP_PREFIX)]
+    assert len(stale) == 1  # the killed writer's temporary file...
+    ckpt.remove_stale_temps(str(tmp_path))  # ...which the next run in this directory removes
+    assert os.listdir(tmp_path) == ["checkpoint.npz"]
+
+
+def test_resume_refuses_what_it_cannot_continue(uninterrupted, tmp_path, capsys):
+    weights_only = tmp_path / "w"
+    weights_only.mkdir()
+    full = np.load(uninterrupted / "model.npz")
+    np.savez(weights_only / "checkpoint.npz", format="bep-gpu", version=1, kind="mlp", config="{}",
+             prototypes=full["prototypes"], **{k: full[k] for k in ("hidden.0", "hidden.1")})
+    truncated = tmp_path / "t"
+    truncated.mkdir()
+    (truncated / "checkpoint.npz").write_bytes((uninterrupted / "checkpoint.npz").read_bytes()[:1000])
+    for run_dir, message in [(weights_only, "no training state"), (truncated, "truncated"),
+                             (tmp_path / "none", "no checkpoint.npz")]:
+        assert train_main(["mlp", "--resume", str(run_dir), "--quiet"]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and message in err[0], err
