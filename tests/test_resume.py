@@ -162,3 +162,31 @@ def test_resume_refuses_what_it_cannot_continue(uninterrupted, tmp_path, capsys)
         assert train_main(["mlp", "--resume", str(run_dir), "--quiet"]) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and message in err[0], err
+
+
+def test_rnn_interrupted_and_resumed_bit_for_bit(tmp_path, capsys, monkeypatch):
+    pytest.importorskip("bep_gpu.rnn")
+    rng = np.random.default_rng(4)
+    y = rng.integers(0, 3, 200)
+    x = rng.normal(size=(200, 6, 2)) + 0.5 * y[:, None, None]
+    np.savez(tmp_path / "s.npz", x_train=x[:160], y_train=y[:160], x_test=x[160:], y_test=y[160:])
+    args = ["rnn", "--dataset", f"npz:{tmp_path / 's.npz'}", "--hidden", "20,10", "--gamma0", "5", "--epochs", "4",
+            "--batch-size", "16", "--patience", "1", "--expand", "12", "--backend", "numpy", "--quiet"]
+    assert train_main(args + ["--out", str(tmp_path / "full")]) == 0
+    advance, calls = EpochProgress.advance, []
+
+    def interrupt_in_epoch_2(self, n):
+        calls.append(n)
+        if len(calls) == 9 + 4:  # 144 training samples: 9 batches per epoch
+            raise KeyboardInterrupt
+        advance(self, n)
+
+    monkeypatch.setattr(EpochProgress, "advance", interrupt_in_epoch_2)
+    assert train_main(args + ["--out", str(tmp_path / "cut")]) == 130
+    capsys.readouterr()
+    monkeypatch.setattr(EpochProgress, "advance", advance)
+    assert train_main(["rnn", "--resume", str(tmp_path / "cut"), "--quiet"]) == 0
+    a, b = np.load(tmp_path / "full" / "model.npz"), np.load(tmp_path / "cut" / "model.npz")
+    for key in ("hidden.xs", "hidden.ss", "hidden.sy", "prototypes", "encoder.expand", "train.state"):
+        assert np.array_equal(a[key], b[key]), key
+    assert _metrics(tmp_path / "cut") == _metrics(tmp_path / "full")
