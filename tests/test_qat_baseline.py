@@ -102,5 +102,5 @@ def test_time_qat_step_reports_times_and_state():
     assert r["n_binary_weights"] == 16 * 32 + 32 * 32 + 32 * 24
     assert r["training_state_bytes"] == 16 * r["n_binary_weights"]
     assert r["peak_memory_bytes"] is None
-    r = qat.time_qat_step("mlp", 20, [16, 16], batch_size=10, n_samples=30)
-    assert r["n_binary_weights"] == 20 * 16 + 16 * 16
+    r = qat.time_qat_step("mlp", 20, [16, 16], batch_size=10, n_samples=30, readout="linear")
+    assert r["n_binary_weights"] == 20 * 16 + 16 * 16 + 16 * 10  # the linear readout is binary too
