@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from .backends.base import Backend
 from .bits import n_words
+from .distributed import apply_updates
 from .bep_mlp import REINFORCE_STREAM, StepRules, classify, visible_weights
 from .errors import UserError
 from .profiling import nvtx_range
@@ -129,13 +130,13 @@ def select_updates(bk: Backend, hidden, sizes, prototypes, x, labels, gammas, ru
 
 
 def train_step(bk: Backend, hidden, sizes, prototypes, x, labels, gammas, rules: StepRules, horizon: int,
-               shared_mask: bool, thresholds, seed: int, step: int):
+               shared_mask: bool, thresholds, seed: int, step: int, comm=None):
     """One BEP-TT step on a mini-batch, in place on hidden = [H_xs, H_ss, H_sy] (arguments as select_updates).
-    Returns a device int64 array [misclassified, triggered]."""
-    counts, updates = select_updates(bk, hidden, sizes, prototypes, x, labels, gammas, rules, horizon, shared_mask)
-    with nvtx_range("update"):
-        for h, (sel, t, a) in zip(hidden, updates):  # one call per matrix: summed in int32, clipped once
-            bk.batch_update(h, sel, t, a, rules.clip)
+    Returns a device int64 array [misclassified, triggered]. comm: as in bep_mlp.train_step (data-parallel:
+    this process's rows of the batch; update sums and counts are summed over processes before the one clip)."""
+    counts = apply_updates(bk, comm, hidden, x.shape[0], rules.clip,
+                           lambda: select_updates(bk, hidden, sizes, prototypes, x, labels, gammas, rules, horizon,
+                                                  shared_mask))
     with nvtx_range("reinforcement"):
         active = counts[1:2]
         for i in (XS, SS, SY):

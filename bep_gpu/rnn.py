@@ -38,12 +38,8 @@ class RNNTask(MLPTask):
         return [self.sizes[0], self.sizes[1], self.sizes[1]]
 
     def step(self, x, labels, gammas, thresholds, step: int):
-        # MLPTask may carry a data-parallel communicator; this step has no cross-process reduction yet, so
-        # several processes would silently train apart.
-        if getattr(self, "comm", None) is not None and self.comm.size > 1:
-            raise UserError("bep-train rnn runs in one process only; start it without mpirun/--distributed")
         return bep_rnn.train_step(self.bk, self.hidden, self.sizes, self.prototypes, x, labels, gammas, self.rules,
-                                  self.horizon, self.shared_mask, thresholds, self.seed, step)
+                                  self.horizon, self.shared_mask, thresholds, self.seed, step, comm=self.comm)
 
     def predict(self, x):
         """Predictions for packed inputs (N, T, n_words(Kx)), in chunks of about _PREDICT_ROWS step-rows."""

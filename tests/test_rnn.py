@@ -1,6 +1,7 @@
 """BEP-TT (BEP_SPEC.md section 9): backend parity of the step, learning through `bep-train rnn`, its flags."""
 import json
 import shutil
+import threading
 
 import numpy as np
 import pytest
@@ -11,6 +12,7 @@ from bep_gpu.bep_mlp import reinforcement_thresholds
 from bep_gpu.checkpoint import load_checkpoint
 from bep_gpu.cli.train import main
 from bep_gpu.config import TrainConfig
+from bep_gpu.distributed import shard
 from bep_gpu.mlp import init_hidden
 from bep_gpu.rnn import RNNTask
 from bep_gpu.trainer import Trainer
@@ -20,19 +22,23 @@ NB = NumpyBackend()
 KX, KS, KY, T, B, C = 70, 90, 75, 6, 13, 3
 
 
-def run_steps(bk, rnn_mask, horizon, n_steps=3):
-    """n_steps BEP-TT steps from a seeded state on backend bk: final hidden matrices and per-step counts."""
+def run_steps(bk, rnn_mask, horizon, n_steps=3, comm=None):
+    """n_steps BEP-TT steps from a seeded state on backend bk: final hidden matrices, per-step counts and the
+    predictions on the last batch. comm: a data-parallel communicator; its rank then steps on its rows only."""
     gen = np.random.default_rng(5)
     cfg = TrainConfig(kind="rnn", hidden=[KS, KY], r=0.75, nu=0.3, rnn_mask=rnn_mask, horizon=horizon, seed=3)
     hidden = init_hidden(RNNTask.shapes(KX, cfg), 6.0, 1)
     protos = np.where(gen.random((C, KY)) < 0.5, 1, -1).astype(np.int8)
     task = RNNTask(bk, [KX, KS, KY], hidden, protos, cfg)
+    task.comm = comm
     thresholds = reinforcement_thresholds(task.fan_ins, 4.0, 1.0)  # large p: reinforcement fires visibly
     counts = []
     for step in range(n_steps):
         x = bits.pack_bits(np.where(gen.random((B, T, KX)) < 0.5, 1, -1))
         y = gen.integers(0, C, size=B)
-        counts.append(bk.to_numpy(task.step(bk.asarray(x), bk.asarray(y), [15, 15], thresholds, step)))
+        lo, hi = shard(B, comm.rank, comm.size) if comm is not None else (0, B)
+        counts.append(bk.to_numpy(task.step(bk.asarray(x[lo:hi]), bk.asarray(y[lo:hi]), [15, 15], thresholds,
+                                            step)).tolist())
     return task.hidden_arrays(), counts, task.predict(bk.asarray(x))
 
 
@@ -48,6 +54,28 @@ def test_step_same_on_numpy_and_emulated_cuda(rnn_mask, horizon):
     np.testing.assert_array_equal(np.array(c_np), np.array(c_cu))
     np.testing.assert_array_equal(np.asarray(p_np), cb.to_numpy(p_cu))
     assert any(c[1] for c in c_np)  # some samples triggered, so the update paths ran
+
+
+@pytest.mark.parametrize("size", [2, 5])  # 13 rows over 5 ranks: uneven shards
+@pytest.mark.parametrize("rnn_mask", ["step", "shared"])
+def test_data_parallel_step_equals_one_process(size, rnn_mask):
+    from test_distributed import ThreadComm  # size ranks as threads, summing in rank order
+
+    expect = run_steps(NB, rnn_mask, 0)
+    slots, barrier, out = [None] * size, threading.Barrier(size), [None] * size
+
+    def rank_main(r):
+        out[r] = run_steps(NB, rnn_mask, 0, comm=ThreadComm(slots, barrier, r))
+
+    threads = [threading.Thread(target=rank_main, args=(r,)) for r in range(size)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(60)
+    for hidden, counts, _ in out:
+        assert counts == expect[1]
+        for name in ("xs", "ss", "sy"):
+            np.testing.assert_array_equal(hidden[name], expect[0][name])
 
 
 def test_step_changes_all_three_matrices():
