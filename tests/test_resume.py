@@ -113,6 +113,10 @@ def test_ctrl_c_before_the_first_epoch(args, tmp_path, capsys, monkeypatch):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(EpochProgress, "advance", interrupt)
+    old = tmp_path / "o" / "checkpoint.npz"  # an earlier run's, in the same --out: not this run's progress
+    old.parent.mkdir()
+    old.write_bytes(b"")
+    os.utime(old, (time.time() - 60, time.time() - 60))
     assert train_main(["mlp", "--out", str(tmp_path / "o")] + args) == 130
     assert capsys.readouterr().err.strip().splitlines() == ["bep-train: interrupted; no epoch finished, nothing to "
                                                             "resume"]

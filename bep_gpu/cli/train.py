@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
 
 from ..config import TrainConfig
 from .common import StrictParser, parse_widths, run_cli
@@ -83,12 +84,15 @@ def _main(argv) -> None:
     cfg = config_from_args(args)
     from ..trainer import CHECKPOINT_NAME, train
 
+    started = time.time()
     try:
         train(cfg)
     except KeyboardInterrupt:
         run_dir = cfg.resume or cfg.out
-        if os.path.exists(os.path.join(run_dir, CHECKPOINT_NAME)):
-            raise KeyboardInterrupt(f"finished epochs are in {os.path.join(run_dir, CHECKPOINT_NAME)}; "
+        path = os.path.join(run_dir, CHECKPOINT_NAME)
+        # a fresh run may share --out with an older run's checkpoint: only one written since the start counts
+        if os.path.exists(path) and (cfg.resume or os.path.getmtime(path) >= started):
+            raise KeyboardInterrupt(f"finished epochs are in {path}; "
                                     f"continue with --resume {run_dir}") from None
         raise KeyboardInterrupt("no epoch finished, nothing to resume") from None
 
