@@ -30,15 +30,12 @@ from .profiling import nvtx_range
 
 MODES = ("auto", "none", "mpi", "nccl")
 # Set by Open MPI's mpirun and by PMI launchers (MPICH hydra, Slurm srun --mpi=pmi2): the job's process count.
+# Other launchers: pass --distributed mpi or nccl explicitly.
 LAUNCHER_SIZE_VARS = ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE")
 # Test hook: "RANK:CALL:exit" or "RANK:CALL:hang" makes process RANK exit (status 3) or hang at its CALL-th
 # all-reduce (0-based), standing in for a crashed or stuck worker (tests/test_distributed.py).
 FAULT_ENV = "BEP_DIST_FAULT"
 ABORT_CODE = 2  # the exit status of every user-facing error (cli.common.run_cli)
-
-
-class DistributedError(UserError):
-    """The process group cannot go on (a peer stopped answering, or the processes disagree)."""
 
 
 def shard(n: int, rank: int, size: int) -> tuple[int, int]:
