@@ -13,21 +13,11 @@ extern "C" __global__ void __launch_bounds__(BEP_TILE_THREADS)
     const int nwj = gridDim.x;
     u32 acc[4][4], gcnt[4];
     popc_tile<true>(t, g, wt, N, J, kw, m0, n0, ~0ull, acc, gcnt);
-    // Warp w holds rows 2w + 16 i (lanes 0-15) and 2w + 1 + 16 i (lanes 16-31); lane bit tx of a ballot is
-    // column tx + 16 j, so four ballots assemble one 64-bit word per row.
-    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, tx = threadIdx.x & 15;
+    const int tx = threadIdx.x & 15;
+    bool bit[4][4];
 #pragma unroll
-    for (int i = 0; i < 4; ++i) {
-        u64 even = 0, odd = 0;
+    for (int i = 0; i < 4; ++i)
 #pragma unroll
-        for (int j = 0; j < 4; ++j) {
-            const bool bit = n0 + tx + 16 * j < J && (int)gcnt[i] - 2 * (int)acc[i][j] >= 0;
-            const u32 v = __ballot_sync(BEP_FULL_MASK, bit);
-            even |= (u64)(v & 0xffffu) << (16 * j);
-            odd |= (u64)(v >> 16) << (16 * j);
-        }
-        const int row = m0 + 2 * warp + 16 * i;
-        if (lane == 0 && row < N) out[(i64)row * nwj + blockIdx.x] = even;
-        if (lane == 1 && row + 1 < N) out[(i64)(row + 1) * nwj + blockIdx.x] = odd;
-    }
+        for (int j = 0; j < 4; ++j) bit[i][j] = n0 + tx + 16 * j < J && (int)gcnt[i] - 2 * (int)acc[i][j] >= 0;
+    popc_tile_store_bits(bit, out, N, nwj, m0, blockIdx.x);
 }

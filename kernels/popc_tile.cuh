@@ -87,3 +87,25 @@ __device__ __forceinline__ void popc_tile(const u64* __restrict__ A, const u64* 
 #undef BEP_FETCH
 #undef BEP_STORE
 }
+
+// Packs the bits of a 64 x 64 tile, bit[i][j] for row ty + 16 i and column tx + 16 j (the popc_tile thread
+// layout), into one 64-bit word per row: out[row * nw + word] for rows m0 .. m0 + 63 below `rows`. Warp w holds
+// rows 2w + 16 i (lanes 0-15) and 2w + 1 + 16 i (lanes 16-31); lane bit tx of a ballot is column tx + 16 j, so
+// four ballots assemble a row's word.
+__device__ __forceinline__ void popc_tile_store_bits(const bool (&bit)[4][4], u64* __restrict__ out, int rows,
+                                                     int nw, int m0, int word) {
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+        u64 even = 0, odd = 0;
+#pragma unroll
+        for (int j = 0; j < 4; ++j) {
+            const u32 v = __ballot_sync(BEP_FULL_MASK, bit[i][j]);
+            even |= (u64)(v & 0xffffu) << (16 * j);
+            odd |= (u64)(v >> 16) << (16 * j);
+        }
+        const int row = m0 + 2 * warp + 16 * i;
+        if (lane == 0 && row < rows) out[(i64)row * nw + word] = even;
+        if (lane == 1 && row + 1 < rows) out[(i64)(row + 1) * nw + word] = odd;
+    }
+}

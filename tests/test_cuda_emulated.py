@@ -125,6 +125,85 @@ def test_xnor_matmul_property(cb, m, n, k, seed):
     same(cb.xnor_matmul(a, b, k), NB.xnor_matmul(a, b, k))
 
 
+# --- tensor-core xnor_matmul (b1 mma emulated with the PTX fragment layout) and the fused sign epilogue ---------
+# Shapes: K = 1, K off the 64- and 256-bit boundaries, a last slab with one all-padding k-step (kw % 8 <= 4),
+# several slabs, and M, N edge tiles of the 64 x 64 block tile and of the 16 x 8 mma tiles.
+TC_SHAPES = [(1, 1, 1), (3, 2, 63), (17, 9, 200), (65, 63, 257), (64, 64, 512), (2, 129, 513), (70, 5, 1100),
+             (33, 70, 320)]
+
+
+@pytest.mark.parametrize("m,n,k", TC_SHAPES + [(0, 4, 10), (4, 0, 10), (3, 2, 0)])
+def test_xnor_matmul_tc(cb, m, n, k):
+    gen = np.random.default_rng(m * 7919 + n * 31 + k + 1)
+    a, b = rand_bits(gen, m, k), rand_bits(gen, n, k)
+    same(cb.xnor_matmul(a, b, k, impl="tensor_core"), NB.xnor_matmul(a, b, k))
+
+
+@pytest.mark.parametrize("k", [1, 65, 600])
+def test_xnor_matmul_tc_ignores_padding_bits_and_extremes(cb, k):
+    gen = np.random.default_rng(k)
+    a, b = rand_bits(gen, 5, k), rand_bits(gen, 70, k)
+    a[0], b[1] = bits.pack_bits(np.ones((1, k))), bits.pack_bits(-np.ones((1, k)))  # z = -k and popc(a) = k
+    want = NB.xnor_matmul(a, b, k)
+    if k % 64:
+        a[:, -1] |= ~np.uint64((1 << (k % 64)) - 1)
+        b[::2, -1] |= np.uint64(1) << np.uint64(63)
+    same(cb.xnor_matmul(a, b, k, impl="tensor_core"), want)
+
+
+@settings(max_examples=6, deadline=None)
+@given(m=st.integers(1, 70), n=st.integers(1, 70), k=st.integers(1, 700), seed=st.integers(0, 2**32 - 1))
+def test_xnor_matmul_tc_property(cb, m, n, k, seed):
+    gen = np.random.default_rng(seed)
+    a, b = rand_bits(gen, m, k), rand_bits(gen, n, k)
+    same(cb.xnor_matmul(a, b, k, impl="tensor_core"), NB.xnor_matmul(a, b, k))
+
+
+@pytest.mark.parametrize("impl", ["cuda_core", "tensor_core"])
+@pytest.mark.parametrize("m,n,k", [(1, 1, 1), (65, 63, 130), (2, 129, 513), (0, 3, 5), (3, 0, 5), (4, 70, 0)])
+def test_xnor_matmul_sign(cb, impl, m, n, k):
+    """The fused epilogue equals the generic composition (xnor_matmul, then pack) of Backend, z included."""
+    gen = np.random.default_rng(m * 31 + n * 7 + k)
+    a, b = rand_bits(gen, m, k), rand_bits(gen, n, k)
+    z, packed = cb.xnor_matmul_sign(a, b, k, impl=impl)
+    z_np, packed_np = NB.xnor_matmul_sign(a, b, k)
+    same(z, z_np)
+    same(packed, packed_np)
+
+
+def test_xnor_matmul_impl_selection(cb):
+    from bep_gpu.backends.cuda_backend import CudaBackend
+    from emu import emulated_module
+
+    with pytest.raises(ValueError, match="impl"):
+        cb.xnor_matmul(np.zeros((1, 1), np.uint64), np.zeros((1, 1), np.uint64), 1, impl="tensor")
+    tc = CudaBackend(module=emulated_module(), xp=np, matmul="tensor_core")
+    a = rand_bits(np.random.default_rng(0), 3, 100)
+    same(tc.xnor_matmul(a, a, 100), NB.xnor_matmul(a, a, 100))
+    assert tc._tensor_core_ok  # the first-use probe ran and agreed
+
+
+def test_tensor_core_probe_rejects_a_wrong_layout(monkeypatch):
+    """A device whose mma fragments differ from mma_b1.cuh must fail loudly, not return wrong products."""
+    from bep_gpu.backends.cuda_backend import CudaBackend
+    from emu import emulated_module
+
+    tc = CudaBackend(module=emulated_module(), xp=np, matmul="tensor_core")
+    real = tc._xnor_matmul
+
+    def wrong(a, b, k, tensor_core, sign):
+        z, p = real(a, b, k, tensor_core, sign)
+        if tensor_core:
+            z = z.copy()
+            z[[0, 1]] = z[[1, 0]]  # e.g. rows g and g + 8 swapped
+        return z, p
+
+    monkeypatch.setattr(tc, "_xnor_matmul", wrong)
+    with pytest.raises(RuntimeError, match="fragment layout"):
+        tc.xnor_matmul(np.zeros((1, 1), np.uint64), np.zeros((1, 1), np.uint64), 1)
+    assert not tc._tensor_core_ok
+
+
 # --- gated_transposed_product ---------------------------------------------------------------------------------
 @pytest.mark.parametrize("n,k,j", [(1, 1, 1), (3, 63, 64), (65, 65, 63), (64, 600, 130), (2, 5, 200), (0, 10, 10),
                                    (4, 10, 0)])

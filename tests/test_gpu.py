@@ -74,6 +74,37 @@ def test_xnor_matmul(gb, m, n, k):
     same(gb, gb.xnor_matmul(a, b, k), NB.xnor_matmul(a, b, k))  # host inputs are accepted too
 
 
+# The b1 tensor-core kernel: its mma fragment layout (kernels/mma_b1.cuh) is checked here on real hardware for the
+# first time (the emulator implements the same reading of the PTX ISA, so only a device can refute it).
+TC_SHAPES = SHAPES + [(3, 2, 63), (17, 9, 200), (65, 63, 257), (64, 64, 512), (130, 129, 1100), (2048, 1024, 4352)]
+
+
+@pytest.fixture(scope="module")
+def gb_tc():
+    _cupy()
+    from bep_gpu.backends.cuda_backend import CudaBackend
+
+    return CudaBackend(matmul="tensor_core")
+
+
+@pytest.mark.parametrize("m,n,k", TC_SHAPES)
+def test_xnor_matmul_tensor_core(gb_tc, m, n, k):
+    gen = np.random.default_rng(m + n + k + 1)
+    a, b = rand_bits(gen, m, k), rand_bits(gen, n, k)
+    same(gb_tc, gb_tc.xnor_matmul(gb_tc.asarray(a), gb_tc.asarray(b), k), NB.xnor_matmul(a, b, k))
+
+
+@pytest.mark.parametrize("impl", ["cuda_core", "tensor_core"])
+@pytest.mark.parametrize("m,n,k", [(1, 1, 1), (65, 63, 130), (1024, 525, 784), (300, 2048, 4097)])
+def test_xnor_matmul_sign(gb, impl, m, n, k):
+    gen = np.random.default_rng(m + n + k + 2)
+    a, b = rand_bits(gen, m, k), rand_bits(gen, n, k)
+    z, packed = gb.xnor_matmul_sign(gb.asarray(a), gb.asarray(b), k, impl=impl)
+    z_np, packed_np = NB.xnor_matmul_sign(a, b, k)
+    same(gb, z, z_np)
+    same(gb, packed, packed_np)
+
+
 @pytest.mark.parametrize("dtype", [np.bool_, np.int8, np.int16, np.int32, np.int64, np.uint16, np.float16,
                                    np.float32, np.float64])
 def test_pack(gb, dtype):
@@ -166,10 +197,13 @@ def test_int_matmul(gb, n, k, j):
     same(gb, gb.int_matmul(gb.asarray(x), gb.asarray(h)), NB.int_matmul(x, h))
 
 
-def test_bep_train_steps_match_numpy(gb):
+@pytest.mark.parametrize("impl", ["cuda_core", "tensor_core"])
+def test_bep_train_steps_match_numpy(impl):
     from bep_gpu import bep_mlp
+    from bep_gpu.backends.cuda_backend import CudaBackend
 
     cu = _cupy()
+    gb = CudaBackend(matmul=impl)
     gen = np.random.default_rng(3)
     sizes = [784, 525, 525]
     n_classes, batch = 10, 256

@@ -47,6 +47,14 @@ class Backend(ABC):
     def xnor_matmul(self, a, b, k: int):
         """int32 (M, N) = unpack(a, k) @ unpack(b, k).T for a (M, kw), b (N, kw): k - 2 popcount(a ^ b)."""
 
+    def xnor_matmul_sign(self, a, b, k: int):
+        """(z, pack(z)) with z = xnor_matmul(a, b, k): a layer's pre-activations and its packed output signs.
+
+        Backends may fuse the two (the CUDA one packs in the product's epilogue); this default composes them.
+        """
+        z = self.xnor_matmul(a, b, k)
+        return z, self.pack(z)
+
     @abstractmethod
     def gate_pack(self, z, threshold: int):
         """Bits of |z| <= threshold for an int32 (N, K) array, packed along K."""

@@ -9,6 +9,7 @@ xp = numpy. Arrays stay on the device: no primitive copies to the host or synchr
 from __future__ import annotations
 
 import importlib.resources
+import os
 import re
 import threading
 from pathlib import Path
@@ -19,7 +20,11 @@ from .. import bits as _bits
 from .. import rng as _rng
 from .base import Backend
 
-THREADS = 256  # every kernel runs 256-thread blocks (the tiled ones assume exactly that)
+THREADS = 256  # every kernel but the tensor-core ones runs 256-thread blocks (the tiled ones assume exactly that)
+TC_THREADS = 128  # xnor_matmul_tc.cu: 4 warps per 64 x 64 tile
+# xnor_matmul implementations. "auto" means cuda_core until the tensor-core kernel is measured faster on a GPU
+# (scripts/device_check.sh); BEP_XNOR_MATMUL in the environment picks the default of new backends.
+MATMUL_IMPLS = ("auto", "cuda_core", "tensor_core")
 TILE = 64  # output tile edge of the tiled kernels (popc_tile.cuh, int_matmul.cu)
 TRANSPOSE_WORDS = 4  # input words per transpose tile row (transpose_bits.cu)
 MAX_BLOCKS = 132 * 16  # grid-stride kernels: 16 blocks per H200 SM is plenty to hide latency
@@ -97,13 +102,15 @@ def _i32(v) -> np.int32:
 class CudaBackend(Backend):
     name = "cuda"
 
-    def __init__(self, module=None, xp=None):
+    def __init__(self, module=None, xp=None, matmul: str | None = None):
         if xp is None:
             import cupy as xp
         self.xp = xp
         self._gpu = xp is not np
         self._module = cupy_module() if module is None else module
         self._functions: dict[str, object] = {}
+        self.matmul = self._matmul_impl(matmul if matmul is not None else os.environ.get("BEP_XNOR_MATMUL", "auto"))
+        self._tensor_core_ok = False
         self._active_one = xp.ones(1, dtype=xp.int64)  # `active` when the caller passes none
 
     # --- moving data -------------------------------------------------------------------------------------
@@ -126,11 +133,49 @@ class CudaBackend(Backend):
             self.xp.cuda.Device().synchronize()
 
     # --- helpers -------------------------------------------------------------------------------------------
-    def _launch(self, name: str, grid, args) -> None:
+    def _launch(self, name: str, grid, args, threads: int = THREADS) -> None:
         fn = self._functions.get(name)
         if fn is None:
             fn = self._functions[name] = self._module.get_function(name)
-        fn(tuple(grid), (THREADS,), tuple(args))
+        fn(tuple(grid), (threads,), tuple(args))
+
+    @staticmethod
+    def _matmul_impl(impl: str) -> str:
+        if impl not in MATMUL_IMPLS:
+            raise ValueError(f"xnor_matmul impl must be one of {', '.join(MATMUL_IMPLS)}, got {impl!r}")
+        return impl
+
+    def _tensor_cores(self, impl) -> bool:
+        """Whether to run the b1 tensor-core kernels ("auto" stays on CUDA cores until measured faster)."""
+        impl = self.matmul if impl is None else self._matmul_impl(impl)
+        if impl != "tensor_core":
+            return False
+        if not self._tensor_core_ok:
+            self._check_tensor_core()
+        return True
+
+    def _check_tensor_core(self) -> None:
+        """Once per backend: the tensor-core kernel equals the CUDA-core one on a probe covering every lane and
+        register of the mma fragments, two K slabs and edge tiles. The b1 fragment layout in kernels/mma_b1.cuh
+        follows the PTX ISA but no GPU checked it where it was written; a wrong layout must fail loudly here,
+        never train on wrong products. Costs one host synchronisation, on first use only."""
+        xp = self.xp
+        if self._gpu and int(xp.cuda.Device().compute_capability) < 80:
+            raise RuntimeError("xnor_matmul impl='tensor_core' needs compute capability 8.0 or newer (b1 mma)")
+        gen = np.random.default_rng(20261129)
+        m, n, k = 80, 72, 700
+        a = xp.asarray(_bits.pack_bits(gen.choice([-1, 1], size=(m, k))))
+        b = xp.asarray(_bits.pack_bits(gen.choice([-1, 1], size=(n, k))))
+        self._tensor_core_ok = True  # let the probe itself run the tensor-core kernel
+        try:
+            ok = bool((self._xnor_matmul(a, b, k, True, False)[0] == self._xnor_matmul(a, b, k, False, False)[0]).all())
+        except BaseException:
+            self._tensor_core_ok = False
+            raise
+        if not ok:
+            self._tensor_core_ok = False
+            raise RuntimeError("xnor_matmul impl='tensor_core' disagrees with the CUDA-core kernel on this device: the "
+                               "mma.m16n8k256 b1 fragment layout of kernels/mma_b1.cuh is wrong here; use cuda_core")
 
     def _words(self, a):
         return self.xp.ascontiguousarray(self.xp.asarray(a, dtype=self.xp.uint64))
@@ -206,21 +251,40 @@ class CudaBackend(Backend):
         self._launch("transpose_bits", (nwr, grid_y), (words, out, _i32(n_rows), _i32(n_cols)))
         return out
 
-    def xnor_matmul(self, a, b, k):
-        xp = self.xp
+    def xnor_matmul(self, a, b, k, impl: str | None = None):
+        """As Backend.xnor_matmul; impl: "auto", "cuda_core" or "tensor_core" (default: this backend's `matmul`)."""
+        a, b, k = self._matmul_operands(a, b, k, "xnor_matmul")
+        return self._xnor_matmul(a, b, k, self._tensor_cores(impl), False)[0]
+
+    def xnor_matmul_sign(self, a, b, k, impl: str | None = None):
+        """(z, pack(z)) from one kernel: the signs are packed in the epilogue instead of a pack launch re-reading z."""
+        a, b, k = self._matmul_operands(a, b, k, "xnor_matmul_sign")
+        return self._xnor_matmul(a, b, k, self._tensor_cores(impl), True)
+
+    def _matmul_operands(self, a, b, k, what: str):
         k = int(k)
         a, b = self._words(a), self._words(b)
         kw = _bits.n_words(k)
         if a.ndim != 2 or b.ndim != 2 or a.shape[1] != kw or b.shape[1] != kw:
-            raise ValueError(f"xnor_matmul: need (M, {kw}) and (N, {kw}) words for k={k}, got {a.shape}, {b.shape}")
-        m, n = a.shape[0], b.shape[0]
+            raise ValueError(f"{what}: need (M, {kw}) and (N, {kw}) words for k={k}, got {a.shape}, {b.shape}")
+        if _tiles(a.shape[0]) > MAX_GRID_Y:
+            raise ValueError(f"{what}: {a.shape[0]} rows exceed one launch")
+        return a, b, k
+
+    def _xnor_matmul(self, a, b, k: int, tensor_core: bool, sign: bool):
+        """(z, sign words or None) for checked operands, by the CUDA-core (popc_tile) or tensor-core kernel."""
+        xp = self.xp
+        m, n, kw = a.shape[0], b.shape[0], a.shape[1]
         if m == 0 or n == 0 or kw == 0:
-            return xp.zeros((m, n), dtype=xp.int32)
-        if _tiles(m) > MAX_GRID_Y:
-            raise ValueError(f"xnor_matmul: {m} rows exceed one launch")
+            z = xp.zeros((m, n), dtype=xp.int32)
+            return z, (self.pack(z) if sign else None)  # K = 0: every product is 0, whose sign is +1
         out = xp.empty((m, n), dtype=xp.int32)
-        self._launch("xnor_matmul", (_tiles(n), _tiles(m)), (a, b, out, _i32(m), _i32(n), _i32(kw), _i32(k)))
-        return out
+        # One block per word column of the sign bits writes every word.
+        packed = xp.empty((m, _bits.n_words(n)), dtype=xp.uint64) if sign else None
+        name = ("xnor_matmul_sign" if sign else "xnor_matmul") + ("_tc" if tensor_core else "")
+        args = (a, b, out) + ((packed,) if sign else ()) + (_i32(m), _i32(n), _i32(kw), _i32(k))
+        self._launch(name, (_tiles(n), _tiles(m)), args, TC_THREADS if tensor_core else THREADS)
+        return out, packed
 
     def gate_pack(self, z, threshold):
         z = self.xp.asarray(z)

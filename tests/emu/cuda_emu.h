@@ -34,6 +34,8 @@
 #define __noinline__
 #define __launch_bounds__(...)
 #define __shared__ static
+// Kernel headers pick their C++ stand-in for inline PTX with this (kernels/mma_b1.cuh).
+#define BEP_EMULATION 1
 #ifndef EMU_DEADLOCK_SECONDS
 #define EMU_DEADLOCK_SECONDS 120
 #endif
@@ -90,6 +92,7 @@ struct Warp {
     unsigned full;  // lanes that exist in this warp
     Barrier bar;
     unsigned long long slot[32];
+    unsigned frag[32][8];  // warp_gather: every lane's published registers
 };
 
 struct Launch {
@@ -213,6 +216,18 @@ T exchange(unsigned mask, T v, F src_of) {
     T r;
     std::memcpy(&r, &bits, sizeof(T));
     return r;
+}
+// Every lane publishes N 32-bit registers and receives all lanes' (all[lane][i]) in one rendezvous: the building
+// block of warp-wide matrix instructions (mma), which read operand fragments from every lane.
+template <int N>
+void warp_gather(const unsigned (&mine)[N], unsigned (&all)[32][N]) {
+    static_assert(N <= 8, "warp_gather: at most 8 registers per lane");
+    Warp& w = my_warp(0xffffffffu);
+    if (w.lanes != 32) fail("warp_gather needs a full warp of 32 threads");
+    std::memcpy(w.frag[lane_id()], mine, sizeof(mine));
+    w.bar.wait();
+    for (int l = 0; l < 32; ++l) std::memcpy(all[l], w.frag[l], sizeof(mine));
+    w.bar.wait();  // nobody republishes before every lane has read
 }
 }  // namespace emu
 
