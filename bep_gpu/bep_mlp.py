@@ -52,9 +52,9 @@ def forward(bk: Backend, weights, sizes, x):
     """z_i (int32) and packed activations a_0..a_L for packed inputs x (N, n_words(K_0))."""
     acts, zs = [x], []
     for i, w in enumerate(weights):
-        z = bk.xnor_matmul(acts[-1], w, sizes[i])
+        z, a = bk.xnor_matmul_sign(acts[-1], w, sizes[i])
         zs.append(z)
-        acts.append(bk.pack(z))
+        acts.append(a)
     return zs, acts
 
 
