@@ -65,12 +65,13 @@ def test_rnn_without_bn_learns_a_sequence_task(tmp_path):
     path = tmp_path / "seq.npz"
     np.savez(path, x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
     out = tmp_path / "run"
-    assert _run(["rnn", "--dataset", f"npz:{path}", "--hidden", "64,32", "--encode", "thermometer:4", "--no-bn",
+    assert _run(["rnn", "--dataset", f"npz:{path}", "--hidden", "64,32", "--encode", "thermometer:4", "--expand", "48",
+                 "--no-bn",
                  "--epochs", "3", "--batch-size", "20", "--lr", "1e-2", "--out", str(out)]) == 0
     results = json.loads((out / "results.json").read_text())
     assert results["test_accuracy"] > 0.7
     config = json.loads((out / "config.json").read_text())
-    assert config["seq_len"] == 6 and config["k_in"] == 4 and config["hidden"] == [64, 32]
+    assert config["seq_len"] == 6 and config["k_in"] == 48 and config["hidden"] == [64, 32]
 
 
 @pytest.mark.parametrize("args, words", [

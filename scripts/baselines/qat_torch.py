@@ -19,6 +19,8 @@ Choices, and why:
   in how it trains. Cross-entropy on logits * `logit_scale`, default 1/sqrt(K_L): P a_L is in [-K_L, K_L] and a
   random a_L gives logits of size ~sqrt(K_L), so the scale keeps the softmax out of saturation at every width.
   Readout `linear`: a trainable binary (sign of latent) K_L -> C layer, same scale, still fully binary at inference.
+- Data: bep_gpu's loaders and encoders, the default encoding of bep-train, and its fixed +-1 input expansion
+  (`--expand`, the paper's RNN inputs). The validation split is default_rng(seed).permutation of the training set.
 - BN (on by default): the stronger baseline, and how binary networks are trained in practice; at inference it
   amounts to a per-unit threshold, which BEP's networks do not have.
 """
@@ -282,6 +284,8 @@ def _split(n_total, val_fraction, max_train, seed):
 def prepare_data(args):
     """Load, split and encode. Returns a dict of int8 +-1 arrays (x_*) and int64 labels (y_*) plus metadata."""
     from bep_gpu.data import load_dataset, make_encoder
+    from bep_gpu.rnn import ExpandedEncoder  # the same fixed +-1 input expansion as BEP's --expand
+    from bep_gpu.trainer import default_encoding  # the same default encoding as bep-train
 
     sequence = args.kind == "rnn"
     ds = load_dataset(args.dataset, data_dir=args.data_dir, data_seed=args.data_seed, sequence=sequence,
@@ -295,8 +299,10 @@ def prepare_data(args):
     else:
         x_all, x_test = x_all.reshape(len(x_all), -1), x_test.reshape(len(x_test), -1)
     train_idx, val_idx = _split(len(x_all), args.val_fraction, args.max_train, args.seed)
-    encode = args.encode or ("sign" if args.dataset == "prototypes" else "median")
+    encode = args.encode or default_encoding(ds)
     encoder = make_encoder(encode, ds.image)
+    if args.expand:
+        encoder = ExpandedEncoder(encoder, args.expand, args.seed)
     n_feat = x_all.shape[-1]
 
     def flat(a):  # the encoder works per feature over rows; time steps are rows too
@@ -350,8 +356,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="BatchNorm1d before each sign (default on)")
     p.add_argument("--readout", choices=["prototypes", "linear"], default="prototypes")
     p.add_argument("--logit-scale", type=float, default=None, help="default 1/sqrt(K_L)")
-    p.add_argument("--encode", default=None, help="sign|median|thermometer:B (default sign for prototypes, "
-                                                  "else median)")
+    p.add_argument("--encode", default=None, help="sign|median|thermometer:B (default as bep-train: "
+                                                  "thermometer:8 for sequences, sign for +-1 data, else median)")
+    p.add_argument("--expand", type=int, default=0, help="inputs sign(E b) through a fixed seeded +-1 matrix E to "
+                                                         "this many bits, as bep-train --expand (0 = off)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True)
     p.add_argument("--val-fraction", type=float, default=0.1)
@@ -382,6 +390,8 @@ def _check(args) -> None:
         raise UsageError("--val-fraction must be in [0, 1)")
     if args.max_train is not None and args.max_train < 1:
         raise UsageError("--max-train must be at least 1")
+    if args.expand < 0:
+        raise UsageError("--expand must be >= 0")
     if args.threads < 0:
         raise UsageError("--threads must be >= 0")
     if args.device == "cuda" and not torch.cuda.is_available():
