@@ -1,5 +1,6 @@
-"""Kernel benchmark on one GPU: xnor_matmul bit-MACs/s against cuBLAS (cupy.matmul fp32/fp16, torch bf16) on the
-same +-1 matrices, plus the other BEP primitives at a training shape. Prints Markdown, writes CSV.
+"""Kernel benchmark on one GPU: xnor_matmul bit-MACs/s on CUDA cores and on the b1 tensor cores (xnor_matmul_tc,
+with its fraction of the ~4.2 P bit-MAC/s H200 b1 ceiling) against cuBLAS (cupy.matmul fp32/fp16, torch bf16) on
+the same +-1 matrices, plus the other BEP primitives at a training shape. Prints Markdown, writes CSV.
 
     PYTHONPATH=. python scripts/bench_kernels.py [--out DIR] [--quick]
 
@@ -18,6 +19,8 @@ from pathlib import Path
 GEMM_SHAPES = [(1024, 1024, 1024), (2048, 2048, 2048), (4096, 4096, 4096), (8192, 8192, 8192),
                (1024, 525, 784), (1024, 525, 525), (10000, 525, 784)]
 QUICK_SHAPES = [(1024, 1024, 1024), (1024, 525, 784)]
+# b1 tensor-core ceiling of an H200 (KERNEL_NOTES.md: ~16,384 bit-MACs per SM per clock, 132 SMs, ~1.98 GHz).
+TC_PEAK_TMACS = 4200.0
 
 
 def time_ms(cupy, fn, repeat: int, warmup: int = 3) -> float:
@@ -74,12 +77,17 @@ def bench_gemm(cupy, bk, shapes, repeat):
         a_bits, b_bits = bk.pack(a32), bk.pack(b32)
         macs = m * n * k
         row = {"m": m, "n": n, "k": k}
-        row["xnor_ms"] = time_ms(cupy, lambda: bk.xnor_matmul(a_bits, b_bits, k), repeat)
+        row["xnor_ms"] = time_ms(cupy, lambda: bk.xnor_matmul(a_bits, b_bits, k, impl="cuda_core"), repeat)
+        try:  # the first call runs the backend's layout probe; a failure is reported, not fatal to the benchmark
+            row["tc_ms"] = time_ms(cupy, lambda: bk.xnor_matmul(a_bits, b_bits, k, impl="tensor_core"), repeat)
+        except RuntimeError as e:
+            print(f"tensor-core xnor_matmul unavailable: {e}", file=sys.stderr)
+            row["tc_ms"] = None
         row["fp32_ms"] = time_ms(cupy, lambda: cupy.matmul(a32, b32.T), repeat)
         a16, b16 = a32.astype(cupy.float16), b32.astype(cupy.float16)
         row["fp16_ms"] = time_ms(cupy, lambda: cupy.matmul(a16, b16.T), repeat)
         row["bf16_ms"] = torch_bf16_ms(cupy, a32, b32, repeat)
-        for key in ("xnor", "fp32", "fp16", "bf16"):
+        for key in ("xnor", "tc", "fp32", "fp16", "bf16"):
             ms = row[f"{key}_ms"]
             row[f"{key}_tmacs"] = None if ms is None else macs / (ms * 1e-3) / 1e12
         rows.append(row)
@@ -104,6 +112,8 @@ def bench_primitives(cupy, bk, repeat, batch=1024, k_out=525, k_in=784):
     score = cupy.abs(z)
     sel = bk.group_select(score, t, 5)
     cases = [
+        ("xnor_matmul + pack (unfused forward layer)", lambda: bk.pack(bk.xnor_matmul(x, w, k_in, impl="cuda_core"))),
+        ("xnor_matmul_sign (fused forward layer)", lambda: bk.xnor_matmul_sign(x, w, k_in, impl="cuda_core")),
         ("pack int32 z", lambda: bk.pack(z)),
         ("pack int16 H", lambda: bk.pack(h)),
         ("gate_pack", lambda: bk.gate_pack(z, k_in // 4)),
@@ -141,12 +151,16 @@ def main(argv=None) -> int:
     out.mkdir(parents=True, exist_ok=True)
 
     rows = bench_gemm(cupy, bk, QUICK_SHAPES if args.quick else GEMM_SHAPES, args.repeat)
-    print("| M x N x K | xnor ms | xnor T bit-MAC/s | fp32 T MAC/s | fp16 T MAC/s | bf16 T MAC/s | xnor / bf16 |")
-    print("|---|---|---|---|---|---|---|")
+    print("| M x N x K | xnor ms | xnor T bit-MAC/s | tc ms | tc T bit-MAC/s | tc / b1 peak | fp32 T MAC/s "
+          "| fp16 T MAC/s | bf16 T MAC/s | xnor / bf16 | tc / bf16 |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         ratio = None if r["bf16_ms"] is None else r["bf16_ms"] / r["xnor_ms"]
-        print(f"| {r['m']}x{r['n']}x{r['k']} | {r['xnor_ms']:.3f} | {r['xnor_tmacs']:.1f} | {fmt(r['fp32_tmacs'])} "
-              f"| {fmt(r['fp16_tmacs'])} | {fmt(r['bf16_tmacs'])} | {fmt(ratio, '.2f')} |")
+        tc_ratio = None if r["bf16_ms"] is None or r["tc_ms"] is None else r["bf16_ms"] / r["tc_ms"]
+        tc_frac = None if r["tc_tmacs"] is None else r["tc_tmacs"] / TC_PEAK_TMACS
+        print(f"| {r['m']}x{r['n']}x{r['k']} | {r['xnor_ms']:.3f} | {r['xnor_tmacs']:.1f} | {fmt(r['tc_ms'], '.3f')} "
+              f"| {fmt(r['tc_tmacs'])} | {fmt(tc_frac, '.1%')} | {fmt(r['fp32_tmacs'])} | {fmt(r['fp16_tmacs'])} "
+              f"| {fmt(r['bf16_tmacs'])} | {fmt(ratio, '.2f')} | {fmt(tc_ratio, '.2f')} |")
     with open(out / "bench_xnor_matmul.csv", "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(rows[0]))
         w.writeheader()

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # GPU check of the cuda backend, for a machine with one CUDA device, CuPy and no network (under 5 minutes):
-# the bit-exactness tests against the NumPy backend, then the kernel benchmark. Run from the repository root:
+# the bit-exactness tests against the NumPy backend (the b1 tensor-core kernel's mma fragment layout is checked
+# there for the first time on hardware), then the kernel benchmark (CUDA-core and tensor-core xnor_matmul against
+# cuBLAS, the fused forward epilogue against matmul + pack). Run from the repository root:
 #     OUT=/some/dir bash scripts/device_check.sh        (results and logs go to $OUT, default ./out)
 set -u
 cd "$(dirname "$0")/.."
@@ -14,7 +16,7 @@ mkdir -p "$OUT"
 timeout 200 python -m pytest -m gpu -q -s -rs tests/test_gpu.py 2>&1 | tee "$OUT/test_gpu.txt"
 tests_rc=${PIPESTATUS[0]}
 
-timeout 90 python scripts/bench_kernels.py --out "$OUT" 2>&1 | tee "$OUT/bench.md"
+timeout 120 python scripts/bench_kernels.py --out "$OUT" 2>&1 | tee "$OUT/bench.md"
 bench_rc=${PIPESTATUS[0]}
 
 echo "device_check: tests rc=$tests_rc, bench rc=$bench_rc" | tee "$OUT/summary.txt"
