@@ -1,11 +1,13 @@
 """BEP-TT (BEP_SPEC.md section 9): backend parity of the step, learning through `bep-train rnn`, its flags."""
 import json
+import math
 import shutil
 import threading
 
 import numpy as np
 import pytest
 
+import dense_reference as ref
 from bep_gpu import bits
 from bep_gpu.backends.numpy_backend import NumpyBackend
 from bep_gpu.bep_mlp import reinforcement_thresholds
@@ -54,6 +56,76 @@ def test_step_same_on_numpy_and_emulated_cuda(rnn_mask, horizon):
     np.testing.assert_array_equal(np.array(c_np), np.array(c_cu))
     np.testing.assert_array_equal(np.asarray(p_np), cb.to_numpy(p_cu))
     assert any(c[1] for c in c_np)  # some samples triggered, so the update paths ran
+
+
+def dense_step(hidden, protos, x, y, gammas, cfg, thresholds, step):
+    """BEP_SPEC.md section 9 read literally, one sample at a time on +-1 integers (1-based time as in the spec)."""
+    hxs, hss, hsy = (h.astype(np.int64) for h in hidden)
+    wxs, wss, wsy = (ref.sgn(h) for h in hidden)
+    n, steps, kx = x.shape
+    ks, ky = hss.shape[0], hsy.shape[0]
+    h = cfg.horizon or steps
+    deltas = [np.zeros_like(m) for m in (hxs, hss, hsy)]
+    wrong = triggered = 0
+    for mu in range(n):
+        s, z = {0: np.ones(ks, dtype=np.int64)}, {}
+        for t in range(1, steps + 1):
+            z[t] = wxs @ x[mu, t - 1] + wss @ s[t - 1]
+            s[t] = ref.sgn(z[t])
+        z_y = wsy @ s[steps]
+        s_y = ref.sgn(z_y)
+        logits = protos.astype(np.int64) @ s_y
+        c = y[mu]
+        wrong += int(np.argmax(logits) != c)
+        if logits[c] - np.delete(logits, c).max() >= math.ceil(cfg.r * ky):
+            continue
+        triggered += 1
+        tgt = {steps: ref.sgn(wsy.T @ ((np.abs(z_y) <= math.floor(cfg.nu * ks)) * protos[c]))}
+        for t in range(steps, steps - h + 1, -1):
+            tgt[t - 1] = ref.sgn(wss.T @ ((np.abs(z[t]) <= math.floor(cfg.nu * (kx + ks))) * tgt[t]))
+        span = range(steps - h + 1, steps + 1)
+        if cfg.rnn_mask == "shared":
+            count = sum((s[t] != tgt[t]).astype(np.int64) for t in span)
+            total = sum(np.abs(z[t]) for t in span)
+            m = np.zeros(ks, dtype=np.int64)
+            for g0 in range(0, ks, gammas[0]):
+                cands = [j for j in range(g0, g0 + gammas[0]) if count[j] > 0]
+                if cands:
+                    m[min(cands, key=lambda j: (-count[j], total[j], j))] = 1
+            masks = {t: m for t in span}
+        else:
+            masks = {t: ref.group_select(np.abs(z[t])[None], (s[t] != tgt[t])[None], gammas[0])[0] for t in span}
+        for t in span:
+            d = masks[t] * tgt[t]
+            deltas[0] += np.outer(d, x[mu, t - 1])
+            deltas[1] += np.outer(d, s[t - 1])
+        m_y = ref.group_select(np.abs(z_y)[None], (s_y != protos[c])[None], gammas[1])[0]
+        deltas[2] += np.outer(m_y * protos[c], s[steps])
+    new = [np.clip(m + 2 * d, -cfg.hidden_clip, cfg.hidden_clip).astype(np.int16)
+           for m, d in zip((hxs, hss, hsy), deltas)]
+    if triggered:
+        new = [ref.reinforce(m, thresholds[i], cfg.seed, 1, step, i, cfg.hidden_clip) for i, m in enumerate(new)]
+    return new, [wrong, triggered]
+
+
+@pytest.mark.parametrize("rnn_mask, horizon", [("step", 0), ("step", 3), ("shared", 0), ("shared", 2)])
+def test_step_equals_dense_reading_of_the_spec(rnn_mask, horizon):
+    gen = np.random.default_rng(9)
+    cfg = TrainConfig(kind="rnn", hidden=[KS, KY], r=0.75, nu=0.3, rnn_mask=rnn_mask, horizon=horizon, seed=4,
+                      hidden_clip=60)  # small clip: the single clip after the int32 sum matters
+    hidden = init_hidden(RNNTask.shapes(KX, cfg), 6.0, 2)
+    protos = np.where(gen.random((C, KY)) < 0.5, 1, -1).astype(np.int8)
+    task = RNNTask(NB, [KX, KS, KY], hidden, protos, cfg)
+    thresholds = reinforcement_thresholds(task.fan_ins, 0.5, 1.0)
+    expect = [h.copy() for h in hidden]
+    for step in range(2):
+        x = np.where(gen.random((B, T, KX)) < 0.5, 1, -1).astype(np.int64)
+        y = gen.integers(0, C, size=B)
+        expect, counts = dense_step(expect, protos, x, y, [15, 15], cfg, thresholds, step)
+        assert task.step(bits.pack_bits(x), y, [15, 15], thresholds, step).tolist() == counts
+        assert counts[1]  # the update paths ran
+    for got, want in zip(task.hidden_arrays().values(), expect):
+        np.testing.assert_array_equal(got, want)
 
 
 @pytest.mark.parametrize("size", [2, 5])  # 13 rows over 5 ranks: uneven shards
