@@ -1,0 +1,69 @@
+"""A short, fixed GPU workload for Nsight Compute: every BEP primitive at one training-layer shape, both
+xnor_matmul implementations and the fused forward epilogue, each launched --repeat times inside the NVTX range
+bep@kernels (warm-up, NVRTC compilation and the tensor-core layout probe happen before it, outside the range).
+
+    PYTHONPATH=. python profiling/kernel_workload.py [--batch 1024] [--fan-in 784] [--width 525] [--repeat 1]
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--batch", type=int, default=1024)
+    ap.add_argument("--fan-in", type=int, default=784)
+    ap.add_argument("--width", type=int, default=525)
+    ap.add_argument("--repeat", type=int, default=1)
+    args = ap.parse_args(argv)
+
+    import numpy as np
+
+    from bep_gpu import bits
+    from bep_gpu.backends.cuda_backend import CudaBackend
+    from bep_gpu.profiling import nvtx_range
+
+    bk = CudaBackend()
+    gen = np.random.default_rng(0)
+    n, j, k = args.batch, args.fan_in, args.width
+    rb = lambda r, c: bk.asarray(bits.pack_bits(gen.choice([-1, 1], size=(r, c)).astype(np.int8)))  # noqa: E731
+    x, w, t = rb(n, j), rb(k, j), rb(n, k)
+    h = bk.asarray(gen.integers(-100, 100, size=(k, j)).astype(np.int16))
+    z = bk.xnor_matmul(x, w, j)
+    g = bk.gate_pack(z, j // 4)
+    wt = bk.transpose_bits(w, k, j)
+    score = bk.xp.abs(z)
+    sel = bk.group_select(score, t, 5)
+    calls = {
+        "xnor_matmul": lambda: bk.xnor_matmul(x, w, j, impl="cuda_core"),
+        "xnor_matmul_tc": lambda: bk.xnor_matmul(x, w, j, impl="tensor_core"),
+        "xnor_matmul_sign": lambda: bk.xnor_matmul_sign(x, w, j, impl="cuda_core"),
+        "xnor_matmul_sign_tc": lambda: bk.xnor_matmul_sign(x, w, j, impl="tensor_core"),
+        "pack": lambda: bk.pack(z),
+        "gate_pack": lambda: bk.gate_pack(z, j // 4),
+        "transpose_bits": lambda: bk.transpose_bits(w, k, j),
+        "gated_transposed_product": lambda: bk.gated_transposed_product(t, g, wt),
+        "group_select": lambda: bk.group_select(score, t, 5),
+        "batch_update": lambda: bk.batch_update(h, sel, t, x, 32767),
+        "reinforce": lambda: bk.reinforce(h, 2**28, 1, 1, 0, 0, 32767),
+        "int_matmul": lambda: bk.int_matmul(x, h),
+    }
+    for fn in calls.values():  # warm-up: compile, load every function, run the tensor-core probe
+        fn()
+    bk.synchronize()
+    with nvtx_range("kernels"):
+        for name, fn in calls.items():
+            for _ in range(args.repeat):
+                with nvtx_range(name):
+                    fn()
+        bk.synchronize()
+    print(f"kernel_workload: {len(calls)} primitives x {args.repeat} at batch {n}, {j} -> {k} on {bk.device}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
