@@ -171,6 +171,19 @@ def test_xnor_matmul_sign(cb, impl, m, n, k):
     same(packed, packed_np)
 
 
+def test_emulated_mma_matches_the_documented_layout():
+    """The emulator's m16n8k256 b1 mma, fed by the layout of kernels/mma_b1.cuh, is A AND-popc B^T plus C."""
+    from emu import EmuModule
+    from mma_probe import PROBE_CU, probe_case
+
+    probe = EmuModule([PROBE_CU]).get_function("mma_layout_probe")
+    for seed in range(3):
+        a, b, want = probe_case(seed)
+        d = np.zeros((16, 8), np.int32)
+        probe((1,), (32,), (a, b, d))
+        same(d, want)
+
+
 def test_xnor_matmul_impl_selection(cb):
     from bep_gpu.backends.cuda_backend import CudaBackend
     from emu import emulated_module

@@ -87,6 +87,25 @@ def gb_tc():
     return CudaBackend(matmul="tensor_core")
 
 
+def test_mma_b1_fragment_layout():
+    """One mma.m16n8k256 b1 on the device with operands placed as kernels/mma_b1.cuh documents: checks the PTX
+    fragment layout itself (the emulator implements the same reading of the PTX ISA)."""
+    from mma_probe import PROBE_CU, probe_case
+
+    cu = _cupy()
+    if int(cu.cuda.Device().compute_capability) < 80:
+        pytest.skip("b1 mma needs compute capability 8.0")
+    kernels = PROBE_CU.parent.parent / "kernels"
+    kernel = cu.RawModule(code=PROBE_CU.read_text(), options=(f"-I{kernels}",)).get_function("mma_layout_probe")
+    for seed in range(3):
+        a, b, want = probe_case(seed)
+        d = cu.zeros((16, 8), cu.int32)
+        kernel((1,), (32,), (cu.asarray(a), cu.asarray(b), d))
+        got = cu.asnumpy(d)
+        bad = np.argwhere(got != want)
+        assert not bad.size, f"mma fragment layout differs at (row, col) {bad[:8].tolist()}:\n{got}\nwant\n{want}"
+
+
 @pytest.mark.parametrize("m,n,k", TC_SHAPES)
 def test_xnor_matmul_tensor_core(gb_tc, m, n, k):
     gen = np.random.default_rng(m + n + k + 1)
