@@ -3,7 +3,9 @@
 // Model: a launch runs blocks one after another; the threads of a block are real std::threads (so barriers,
 // warp intrinsics and atomics really synchronise), and __shared__ variables are function-local statics, which is
 // sound because only one block is live at a time. Warp intrinsics rendezvous the 32 lanes of a warp through
-// slots and a barrier; they require the whole warp to take part (full mask), as every kernel here does.
+// slots and a barrier; they require the whole warp to take part (full mask), as every kernel here does. Warp-wide
+// matrix instructions (the b1 mma of kernels/mma_b1.cuh) are C++ stand-ins selected by BEP_EMULATION: each lane
+// publishes its fragment registers with warp_gather, then computes its own outputs from the PTX fragment layout.
 // A barrier that waits longer than EMU_DEADLOCK_SECONDS aborts with a message instead of hanging CI.
 #pragma once
 
