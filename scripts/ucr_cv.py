@@ -13,8 +13,8 @@ the best mean validation accuracy over its last 5 epochs wins. Then every split 
 epochs with that setting, runs differing in --seed. Reported: the final-epoch test accuracy of each, its mean
 and standard deviation (population, over folds x runs).
 
-Defaults are the paper's: r 0.5, p_r 0.5, gamma0 15, nu 0.05, Ks = Ky = 1035, 50 epochs, batch N/10,
-thermometer inputs expanded to 1035 by a fixed random +-1 matrix (--expand). A finished run (its
+Defaults are the paper's: r 0.5, p_r 0.5, gamma0 15 (fixed: --patience 0), nu 0.05, Ks = Ky = 1035, 50 epochs,
+batch N/10, thermometer inputs expanded to 1035 by a fixed random +-1 matrix (--expand). A finished run (its
 results.json exists) is not redone, so the script continues where an interrupted call stopped.
 
     python scripts/ucr_cv.py --dataset ucr:ItalyPowerDemand --out results/rnn/ItalyPowerDemand
@@ -34,7 +34,7 @@ from bep_gpu.cli.train import main as bep_train  # noqa: E402
 from bep_gpu.data import load_dataset  # noqa: E402
 
 PAPER_SETTINGS = ["--hidden", "1035", "--r", "0.5", "--p-r", "0.5", "--gamma0", "15", "--nu", "0.05",
-                  "--batch-size", "0", "--expand", "1035"]
+                  "--batch-size", "0", "--expand", "1035", "--patience", "0"]
 
 
 def stratified_folds(y: np.ndarray, k: int, seed: int) -> np.ndarray:
