@@ -187,6 +187,7 @@ def _main(argv):
     p.add_argument("--sections", default="gemm,step,memory")
     p.add_argument("--quick", action="store_true", help="small shapes only (CI smoke run)")
     p.add_argument("--min-time", type=float, default=0.5, help="seconds of repetitions per measurement")
+    p.add_argument("--gemm-sizes", default=None, help="GEMM shapes to time instead of the defaults, e.g. 1024x1024x4096")
     p.add_argument("--peers", default="dense,qat", help="baselines to time beside ours (dense, qat; '' for none)")
     p.add_argument("--out", default="bench")
     args = p.parse_args(argv)
@@ -205,6 +206,13 @@ def _main(argv):
         cases = [("paper MLP L=2", [784, 525, 525], 100, 105, 50000),
                  ("paper MLP L=3", [784, 525, 525, 525], 100, 105, 50000),
                  ("large MLP", [4096] * 5, 1024, 128, 50000)]
+    if args.gemm_sizes:
+        try:
+            gemm = [tuple(int(v) for v in s.split("x")) for s in args.gemm_sizes.split(",")]
+        except ValueError:
+            gemm = []
+        if not gemm or any(len(s) != 3 or min(s) <= 0 for s in gemm):
+            raise UserError(f"--gemm-sizes takes MxNxK[,MxNxK...] with positive sizes, got {args.gemm_sizes!r}")
     dense, qat = _peers() if sections & {"step", "memory"} else (None, None)
     peers = set(filter(None, args.peers.split(",")))
     dense, qat = (dense if "dense" in peers else None), (qat if "qat" in peers else None)
