@@ -69,6 +69,15 @@ def classify(bk: Backend, logits, labels, margin: int):
     return pred, (own.astype(xp.int64) - others.max(axis=1)) < margin
 
 
+def trigger(bk: Backend, logits, labels, margin: int):
+    """Device counts [misclassified, triggered] and per-row words: all ones for triggering samples, else zero
+    (AND-ed into the wrong-unit candidates, so a sample that does not trigger selects no unit)."""
+    xp = bk.xp
+    pred, trig = classify(bk, logits, labels, margin)
+    counts = xp.stack([(pred != labels).sum(), trig.sum()]).astype(xp.int64)
+    return counts, (xp.uint64(0) - trig.astype(xp.uint64))[:, None]
+
+
 def predict(bk: Backend, weights, sizes, prototypes, x):
     zs, acts = forward(bk, weights, sizes, x)
     return bk.xp.argmax(bk.xnor_matmul(acts[-1], prototypes, sizes[-1]), axis=1)
@@ -84,10 +93,7 @@ def select_updates(bk: Backend, hidden, sizes, prototypes, x, labels, gammas, ru
         zs, acts = forward(bk, weights, sizes, x)
         logits = bk.xnor_matmul(acts[-1], prototypes, sizes[-1])
     with nvtx_range("trigger"):
-        pred, trig = classify(bk, logits, labels, rules.trigger_margin)
-        counts = xp.stack([(pred != labels).sum(), trig.sum()]).astype(xp.int64)
-        # All-ones words for triggering rows: non-triggering samples select no unit, so they add nothing.
-        row_mask = (xp.uint64(0) - trig.astype(xp.uint64))[:, None]
+        counts, row_mask = trigger(bk, logits, labels, rules.trigger_margin)
     with nvtx_range("targets"):
         targets = [None] * n_layers
         targets[-1] = prototypes[labels]

@@ -12,7 +12,7 @@ from __future__ import annotations
 from .backends.base import Backend
 from .bits import n_words
 from .distributed import apply_updates
-from .bep_mlp import REINFORCE_STREAM, StepRules, classify, visible_weights
+from .bep_mlp import REINFORCE_STREAM, StepRules, trigger, visible_weights
 from .errors import UserError
 from .profiling import nvtx_range
 
@@ -101,10 +101,7 @@ def select_updates(bk: Backend, hidden, sizes, prototypes, x, labels, gammas, ru
         s_y = bk.pack(z_y)
         logits = bk.xnor_matmul(s_y, prototypes, ky)
     with nvtx_range("trigger"):
-        pred, trig = classify(bk, logits, labels, rules.trigger_margin)
-        counts = xp.stack([(pred != labels).sum(), trig.sum()]).astype(xp.int64)
-        # All-ones words for triggering rows: non-triggering samples select no unit, so they add nothing.
-        row_mask = (xp.uint64(0) - trig.astype(xp.uint64))[:, None]
+        counts, row_mask = trigger(bk, logits, labels, rules.trigger_margin)
     with nvtx_range("targets"):
         t_y = prototypes[labels]
         targets = [bk.gated_transposed_product(t_y, bk.gate_pack(z_y, rules.gates[1]),

@@ -90,7 +90,6 @@ class Backend(ABC):
         out: an int32 (K, J) array (e.g. a view of the step's all-reduce buffer) written and returned; else a new
         one. N = 0 gives zeros. This generic version (exact, any xp) unpacks bits; backends may do better.
         """
-        xp = self.xp
         d = self._unpack01(sel, k)
         d *= 2 * self._unpack01(t, k) - 1
         delta = d.T @ (2 * self._unpack01(x, j) - 1)
