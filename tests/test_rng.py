@@ -29,3 +29,13 @@ def test_probability_threshold():
     assert probability_threshold(0.0) == 0
     assert probability_threshold(1.0) == 2**32
     assert probability_threshold(0.5) == 2**31
+
+
+def test_firing_indices_equal_the_threshold_test():
+    from bep_gpu.rng import firing_indices
+
+    n = (1 << 16) * 2 + 123  # crosses chunk boundaries
+    for thr in (0, 1, 12345678, 2**31, 2**32 - 1, 2**32):
+        expect = np.flatnonzero(counter_uniform(7, 1, 3, 2, n).astype(np.int64) < thr)
+        assert np.array_equal(firing_indices(7, 1, 3, 2, n, thr), expect)
+    assert firing_indices(7, 1, 3, 2, 0, 2**31).size == 0

@@ -103,9 +103,8 @@ class NumpyBackend(Backend):
     def reinforce(self, h, threshold, seed, stream, step, layer, clip, active=None):
         if threshold <= 0 or (active is not None and not active[0]):
             return
-        u = self.counter_uniform(seed, stream, step, layer, h.size)
         flat = h.reshape(-1)  # a view: h is updated in place
-        fire = np.flatnonzero(u < np.uint64(min(threshold, 2**32)))  # entries drawn: few, so touch only them
+        fire = _rng.firing_indices(seed, stream, step, layer, h.size, threshold)  # few: touch only them
         v = flat[fire].astype(np.int32)
         v += np.where(v >= 0, 2, -2).astype(np.int32)
         flat[fire] = np.clip(v, -clip, clip)
