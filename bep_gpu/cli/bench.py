@@ -32,6 +32,7 @@ from .common import run_cli
 POPC_CEILING = 134e12  # H200 CUDA-core XOR+POPC bit-MAC/s (KERNEL_NOTES.md)
 QAT_STATE_BYTES = 16.0  # fp32 latent weight + gradient + Adam m and v
 OURS_STATE_BYTES = 2.0 + 1 / 8  # int16 hidden weight + its packed visible bit
+DENSE_CPU_MAX_WEIGHTS = 5_000_000
 
 
 def _peers():
@@ -94,6 +95,7 @@ def bench_gemm(bk, table, sizes, min_time):
     rng = np.random.default_rng(0)
     on_gpu = bk.name == "cuda"
     for m, n, k in sizes:
+        print(f"bep-bench: gemm {m}x{n}x{k}", file=sys.stderr, flush=True)
         a_pm = rng.choice(np.array([-1, 1], np.int8), size=(m, k))
         b_pm = rng.choice(np.array([-1, 1], np.int8), size=(n, k))
         a, b = bk.asarray(pack_bits(a_pm)), bk.asarray(pack_bits(b_pm))
@@ -136,6 +138,7 @@ def _step_case(bk, sizes, batch, gamma):
 
 def bench_steps(bk, table, cases, min_time, dense, qat):
     for name, sizes, batch, gamma, epoch_samples in cases:
+        print(f"bep-bench: step {name} {sizes} batch {batch}", file=sys.stderr, flush=True)
         hidden_np, protos, x_pm, y, rules, thresholds, gammas = _step_case(bk, sizes, batch, gamma)
         hidden = [bk.asarray(h) for h in hidden_np]
         p, x, yy = bk.pack(bk.asarray(protos)), bk.pack(bk.asarray(x_pm)), bk.asarray(y)
@@ -150,7 +153,11 @@ def bench_steps(bk, table, cases, min_time, dense, qat):
         case = f"{name} {'-'.join(map(str, sizes))} batch {batch}"
         table.add("step", case, f"BEP packed ({bk.name})", t_ours * 1e3, "ms/step")
         table.add("epoch", case, f"BEP packed ({bk.name})", t_ours * steps, f"s/epoch ({epoch_samples} samples)")
-        if dense is not None:
+        n_weights = sum(a * b for a, b in zip(sizes[1:], sizes[:-1]))
+        if dense is not None and bk.name != "cuda" and n_weights > DENSE_CPU_MAX_WEIGHTS:
+            table.add("step", case, "dense integer BEP", float("nan"), "ms/step", None,
+                      "skipped on the CPU: NumPy integer matmul has no BLAS (minutes per step)")
+        elif dense is not None:
             xp = bk.xp
             dh = [xp.asarray(h) for h in hidden_np]
             dp, dx, dy = xp.asarray(protos), xp.asarray(x_pm), xp.asarray(y)
@@ -174,7 +181,6 @@ def bench_steps(bk, table, cases, min_time, dense, qat):
 
             pool = cupy.get_default_memory_pool()
             table.add("memory", case, "BEP packed peak (pool)", pool.total_bytes() / 2**20, "MiB")
-        n_weights = sum(a * b for a, b in zip(sizes[1:], sizes[:-1]))
         table.add("memory", case, "BEP training state", n_weights * OURS_STATE_BYTES / 2**20, "MiB",
                   QAT_STATE_BYTES / OURS_STATE_BYTES, f"{OURS_STATE_BYTES} B/weight; ratio = QAT/ours")
         table.add("memory", case, "QAT training state", n_weights * QAT_STATE_BYTES / 2**20, "MiB", None,
