@@ -14,4 +14,4 @@ pip install --no-deps sktime scikit-learn || echo "test.sh: sktime/scikit-learn 
 if command -v mpicc >/dev/null 2>&1; then
   pip install mpi4py || echo "test.sh: mpi4py not installed; multi-process tests will be skipped"
 fi
-exec .venv/bin/python -m pytest -q "$@"
+exec .venv/bin/python -m pytest -q -rs "$@"
