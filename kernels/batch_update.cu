@@ -12,20 +12,11 @@ extern "C" __global__ void __launch_bounds__(BEP_TILE_THREADS)
     const int m0 = blockIdx.y * BEP_TILE, n0 = blockIdx.x * BEP_TILE;
     u32 acc[4][4], gcnt[4];
     popc_tile<true>(tT, selT, xT, K, J, nwn, m0, n0, ~0ull, acc, gcnt);
-    const int tx = threadIdx.x & 15, ty = threadIdx.x >> 4;
-#pragma unroll
-    for (int i = 0; i < 4; ++i) {
-        const int k = m0 + ty + 16 * i;
-#pragma unroll
-        for (int j = 0; j < 4; ++j) {
-            const int c = n0 + tx + 16 * j;
-            if (k < K && c < J) {
-                const i64 f = (i64)k * J + c;
-                const int v = (int)h[f] + 2 * ((int)gcnt[i] - 2 * (int)acc[i][j]);
-                h[f] = (short)min(max(v, -clip), clip);  // np.clip order: minimum(maximum(v, lo), hi)
-            }
-        }
-    }
+    tile_outputs(K, J, m0, n0, [&](int i, int j, int k, int c) {
+        const i64 f = (i64)k * J + c;
+        const int v = (int)h[f] + 2 * ((int)gcnt[i] - 2 * (int)acc[i][j]);
+        h[f] = (short)min(max(v, -clip), clip);  // np.clip order: minimum(maximum(v, lo), hi)
+    });
 }
 
 // NumPy mirror: NumpyBackend.update_delta in bep_gpu/backends/numpy_backend.py
@@ -37,14 +28,6 @@ extern "C" __global__ void __launch_bounds__(BEP_TILE_THREADS)
     const int m0 = blockIdx.y * BEP_TILE, n0 = blockIdx.x * BEP_TILE;
     u32 acc[4][4], gcnt[4];
     popc_tile<true>(tT, selT, xT, K, J, nwn, m0, n0, ~0ull, acc, gcnt);
-    const int tx = threadIdx.x & 15, ty = threadIdx.x >> 4;
-#pragma unroll
-    for (int i = 0; i < 4; ++i) {
-        const int k = m0 + ty + 16 * i;
-#pragma unroll
-        for (int j = 0; j < 4; ++j) {
-            const int c = n0 + tx + 16 * j;
-            if (k < K && c < J) out[(i64)k * J + c] = (int)gcnt[i] - 2 * (int)acc[i][j];
-        }
-    }
+    tile_outputs(K, J, m0, n0,
+                 [&](int i, int j, int k, int c) { out[(i64)k * J + c] = (int)gcnt[i] - 2 * (int)acc[i][j]; });
 }

@@ -109,3 +109,18 @@ __device__ __forceinline__ void popc_tile_store_bits(const bool (&bit)[4][4], u6
         if (lane == 1 && row + 1 < rows) out[(i64)(row + 1) * nw + word] = odd;
     }
 }
+
+// Calls f(i, j, row, col) for each in-range output of this thread's 4 x 4 register block of the tile at (m0, n0)
+// of an M x N result: rows m0 + ty + 16 i, columns n0 + tx + 16 j, the layout every 64 x 64 tile kernel uses.
+template <class F>
+__device__ __forceinline__ void tile_outputs(int M, int N, int m0, int n0, F f) {
+    const int tx = threadIdx.x & 15, ty = threadIdx.x >> 4;
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+#pragma unroll
+        for (int j = 0; j < 4; ++j) {
+            const int r = m0 + ty + 16 * i, c = n0 + tx + 16 * j;
+            if (r < M && c < N) f(i, j, r, c);
+        }
+    }
+}

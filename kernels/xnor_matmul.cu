@@ -12,16 +12,7 @@ extern "C" __global__ void __launch_bounds__(BEP_TILE_THREADS, 4)
     u32 acc[4][4], gcnt[4];
     const u64 last_mask = (k & 63) ? (1ull << (k & 63)) - 1 : ~0ull;
     popc_tile<false>(a, a, b, M, N, kw, m0, n0, last_mask, acc, gcnt);
-    const int tx = threadIdx.x & 15, ty = threadIdx.x >> 4;
-#pragma unroll
-    for (int i = 0; i < 4; ++i) {
-        const int m = m0 + ty + 16 * i;
-#pragma unroll
-        for (int j = 0; j < 4; ++j) {
-            const int n = n0 + tx + 16 * j;
-            if (m < M && n < N) out[(i64)m * N + n] = k - 2 * (int)acc[i][j];
-        }
-    }
+    tile_outputs(M, N, m0, n0, [&](int i, int j, int m, int n) { out[(i64)m * N + n] = k - 2 * (int)acc[i][j]; });
 }
 
 // NumPy mirror: Backend.xnor_matmul_sign in bep_gpu/backends/base.py (xnor_matmul, then pack)
