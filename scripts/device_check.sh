@@ -13,10 +13,10 @@ mkdir -p "$OUT"
 { nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv 2>&1 || true; } | tee "$OUT/gpu.txt"
 
 # -m gpu overrides the default "-m 'not slow and not gpu'" of pyproject.toml; -s keeps the register report.
-timeout 200 python -m pytest -m gpu -q -s -rs tests/test_gpu.py 2>&1 | tee "$OUT/test_gpu.txt"
+timeout 170 python -m pytest -m gpu -q -s -rs tests/test_gpu.py 2>&1 | tee "$OUT/test_gpu.txt"
 tests_rc=${PIPESTATUS[0]}
 
-timeout 120 python scripts/bench_kernels.py --out "$OUT" 2>&1 | tee "$OUT/bench.md"
+timeout 110 python scripts/bench_kernels.py --out "$OUT" 2>&1 | tee "$OUT/bench.md"
 bench_rc=${PIPESTATUS[0]}
 
 echo "device_check: tests rc=$tests_rc, bench rc=$bench_rc" | tee "$OUT/summary.txt"
