@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 pip() { .venv/bin/python -m pip -q --disable-pip-version-check "$@"; }
-pip install '.[test,progress]'
+pip install '.[test,progress,plot]'
 # Optional extras the tests exercise when present. torch is pinned: a CPU build of 2.13.0 is what CI's pip
 # serves without a multi-GB CUDA download. sktime and scikit-learn are read only for their data files.
 pip install 'torch==2.13.0' || echo "test.sh: torch not installed; QAT baseline tests will be skipped"
