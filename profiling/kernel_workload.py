@@ -10,7 +10,8 @@ import argparse
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT), str(ROOT / "scripts")]  # bep_gpu from the checkout; bench_kernels' operand set
 
 
 def main(argv=None) -> int:
@@ -21,23 +22,14 @@ def main(argv=None) -> int:
     ap.add_argument("--repeat", type=int, default=1)
     args = ap.parse_args(argv)
 
-    import numpy as np
-
-    from bep_gpu import bits
+    from bench_kernels import primitive_operands
     from bep_gpu.backends.cuda_backend import CudaBackend
     from bep_gpu.profiling import nvtx_range
 
     bk = CudaBackend()
-    gen = np.random.default_rng(0)
     n, j, k = args.batch, args.fan_in, args.width
-    rb = lambda r, c: bk.asarray(bits.pack_bits(gen.choice([-1, 1], size=(r, c)).astype(np.int8)))  # noqa: E731
-    x, w, t = rb(n, j), rb(k, j), rb(n, k)
-    h = bk.asarray(gen.integers(-100, 100, size=(k, j)).astype(np.int16))
-    z = bk.xnor_matmul(x, w, j)
-    g = bk.gate_pack(z, j // 4)
-    wt = bk.transpose_bits(w, k, j)
-    score = bk.xp.abs(z)
-    sel = bk.group_select(score, t, 5)
+    o = primitive_operands(bk, n, k, j)
+    x, w, t, h, z, g, wt, score, sel = (o[key] for key in ("x", "w", "t", "h", "z", "g", "wt", "score", "sel"))
     calls = {
         "xnor_matmul": lambda: bk.xnor_matmul(x, w, j, impl="cuda_core"),
         "xnor_matmul_tc": lambda: bk.xnor_matmul(x, w, j, impl="tensor_core"),

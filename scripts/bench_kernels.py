@@ -96,21 +96,32 @@ def bench_gemm(cupy, bk, shapes, repeat):
     return rows
 
 
-def bench_primitives(cupy, bk, repeat, batch=1024, k_out=525, k_in=784):
-    """Each BEP primitive once at a training-layer shape (batch x K_l x K_{l-1})."""
+def primitive_operands(bk, batch, k_out, k_in):
+    """Random operands of every BEP primitive at one training-layer shape (batch x K_l x K_{l-1}), on bk's device
+    (shared with profiling/kernel_workload.py)."""
     import numpy as np
 
     from bep_gpu import bits
 
     gen = np.random.default_rng(0)
-    rb = lambda r, n: bk.asarray(bits.pack_bits(gen.choice([-1, 1], size=(r, n)).astype(np.int8)))  # noqa: E731
-    x, w, t = rb(batch, k_in), rb(k_out, k_in), rb(batch, k_out)
-    h = bk.asarray(gen.integers(-100, 100, size=(k_out, k_in)).astype(np.int16))
-    z = bk.xnor_matmul(x, w, k_in)
-    g = bk.gate_pack(z, k_in // 4)
-    wt = bk.transpose_bits(w, k_out, k_in)
-    score = cupy.abs(z)
-    sel = bk.group_select(score, t, 5)
+
+    def rb(r, n):
+        return bk.asarray(bits.pack_bits(gen.choice([-1, 1], size=(r, n)).astype(np.int8)))
+
+    o = {"x": rb(batch, k_in), "w": rb(k_out, k_in), "t": rb(batch, k_out),
+         "h": bk.asarray(gen.integers(-100, 100, size=(k_out, k_in)).astype(np.int16))}
+    o["z"] = bk.xnor_matmul(o["x"], o["w"], k_in)
+    o["g"] = bk.gate_pack(o["z"], k_in // 4)
+    o["wt"] = bk.transpose_bits(o["w"], k_out, k_in)
+    o["score"] = bk.xp.abs(o["z"])
+    o["sel"] = bk.group_select(o["score"], o["t"], 5)
+    return o
+
+
+def bench_primitives(cupy, bk, repeat, batch=1024, k_out=525, k_in=784):
+    """Each BEP primitive once at a training-layer shape (batch x K_l x K_{l-1})."""
+    o = primitive_operands(bk, batch, k_out, k_in)
+    x, w, t, h, z, g, wt, score, sel = (o[k] for k in ("x", "w", "t", "h", "z", "g", "wt", "score", "sel"))
     cases = [
         ("xnor_matmul + pack (unfused forward layer)", lambda: bk.pack(bk.xnor_matmul(x, w, k_in, impl="cuda_core"))),
         ("xnor_matmul_sign (fused forward layer)", lambda: bk.xnor_matmul_sign(x, w, k_in, impl="cuda_core")),

@@ -352,16 +352,18 @@ class CudaBackend(Backend):
             xp.clip(new, -int(clip), int(clip), out=new)
             hc[...] = new
         else:
-            if _tiles(k) > MAX_GRID_Y:
-                raise ValueError(f"batch_update: {k} rows exceed one launch")
-            # Batch-packed operands turn the sum over samples into a gated popcount over words of samples.
-            sel_t = self.transpose_bits(sel, n, k)
-            t_t = self.transpose_bits(t, n, k)
-            x_t = self.transpose_bits(x, n, j)
             self._launch("batch_update", (_tiles(j), _tiles(k)),
-                         (hc, sel_t, t_t, x_t, _i32(k), _i32(j), _i32(_bits.n_words(n)), clip))
+                         (hc,) + self._batch_packed(sel, t, x, n, k, j, "batch_update") + (clip,))
         if copied:
             self._write_back(h, hc)
+
+    def _batch_packed(self, sel, t, x, n, k, j, what):
+        """Kernel arguments (selT, tT, xT, K, J, n_words(N)) of the update kernels: batch-packed operands turn the
+        sum over samples into a gated popcount over words of samples."""
+        if _tiles(k) > MAX_GRID_Y:
+            raise ValueError(f"{what}: {k} rows exceed one launch")
+        return (self.transpose_bits(sel, n, k), self.transpose_bits(t, n, k), self.transpose_bits(x, n, j),
+                _i32(k), _i32(j), _i32(_bits.n_words(n)))
 
     def update_delta(self, sel, t, x, k, j, out=None):
         """int32 (K, J) = sum_n (sel[n] * t[n]) outer x[n] (batch_update's sum, not doubled, not clipped)."""
@@ -378,13 +380,8 @@ class CudaBackend(Backend):
         if n == 0 or k == 0 or j == 0:
             delta[...] = 0
         else:
-            if _tiles(k) > MAX_GRID_Y:
-                raise ValueError(f"update_delta: {k} rows exceed one launch")
-            sel_t = self.transpose_bits(sel, n, k)
-            t_t = self.transpose_bits(t, n, k)
-            x_t = self.transpose_bits(x, n, j)
             self._launch("update_delta", (_tiles(j), _tiles(k)),
-                         (delta, sel_t, t_t, x_t, _i32(k), _i32(j), _i32(_bits.n_words(n))))
+                         (delta,) + self._batch_packed(sel, t, x, n, k, j, "update_delta"))
         if out is None or direct:
             return delta
         self._write_back(out, delta)
