@@ -1,17 +1,17 @@
-"""The bit-packed MLP step and an independent dense integer implementation of BEP_SPEC agree bit for bit."""
+"""The bit-packed MLP and RNN steps and an independent dense integer implementation of BEP_SPEC agree bit for bit."""
 import os
 import sys
 
 import numpy as np
 import pytest
 
-from bep_gpu import get_backend, pack_bits
+from bep_gpu import bep_rnn, get_backend, pack_bits
 from bep_gpu.bep_mlp import StepRules, reinforcement_thresholds, train_step
 from bep_gpu.mlp import init_hidden
 from bep_gpu.prototypes import make_prototypes
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "scripts"))
-from baselines.dense_bep import dense_step  # noqa: E402
+from baselines.dense_bep import dense_rnn_step, dense_step  # noqa: E402
 
 
 @pytest.mark.parametrize("sizes, gammas, batch", [([70, 35, 35], [7, 35], 13), ([130, 45, 45, 45], [15, 9, 45], 40),
@@ -37,3 +37,36 @@ def test_packed_step_equals_dense_step(sizes, gammas, batch):
         for a, b in zip(hidden, dense):
             assert np.array_equal(a, b)
     assert all(not np.array_equal(a, b) for a, b in zip(hidden, start)), "the steps must change every layer"
+
+
+# Kx, Ks, Ky (none a multiple of 64 except one edge case), T, batch, [cell, readout] group sizes, horizon, mask.
+RNN_CASES = [((70, 90, 75), 6, 13, [15, 15], 0, "step"), ((70, 90, 75), 6, 13, [15, 25], 3, "step"),
+             ((70, 90, 75), 6, 13, [9, 15], 0, "shared"), ((130, 65, 35), 5, 40, [13, 5], 2, "shared"),
+             ((64, 64, 10), 3, 1, [8, 5], 1, "step"), ((33, 129, 129), 4, 7, [43, 3], 3, "shared")]
+
+
+@pytest.mark.parametrize("sizes, steps, batch, gammas, horizon, rnn_mask", RNN_CASES)
+def test_packed_rnn_step_equals_dense_rnn_step(sizes, steps, batch, gammas, horizon, rnn_mask):
+    rng = np.random.default_rng(sum(sizes) + horizon)
+    bk = get_backend("numpy")
+    kx, ks, ky = sizes
+    hidden = init_hidden([(ks, kx), (ks, ks), (ky, ks)], 6.0, seed=3)
+    dense = [h.copy() for h in hidden]
+    start = [h.copy() for h in hidden]
+    protos = make_prototypes(4, ky, seed=1, sweeps=2)
+    rules = bep_rnn.step_rules(sizes, r=0.75, nu=0.3, clip=60)  # small clip: the single clip after the sum matters
+    thresholds = reinforcement_thresholds([kx, ks, ks], 4.0, 0.8)  # large p: reinforcement fires often
+    triggered = 0
+    for step in range(5):
+        x = rng.choice(np.array([-1, 1], np.int8), size=(batch, steps, kx))
+        y = rng.integers(0, 4, size=batch)
+        counts = bep_rnn.train_step(bk, hidden, sizes, pack_bits(protos), pack_bits(x), y, gammas, rules, horizon,
+                                    rnn_mask == "shared", thresholds, seed=9, step=step)
+        ref = dense_rnn_step(np, dense, protos, x, y, gammas, rules.trigger_margin, rules.gates, thresholds,
+                             rules.clip, seed=9, step=step, horizon=horizon, shared_mask=rnn_mask == "shared")
+        assert tuple(int(c) for c in counts) == ref
+        triggered += ref[1]
+        for a, b in zip(hidden, dense):
+            assert np.array_equal(a, b)
+    assert triggered, "some samples must trigger, so the target and update paths run"
+    assert all(not np.array_equal(a, b) for a, b in zip(hidden, start)), "the steps must change every matrix"

@@ -2,9 +2,10 @@
 
 The authors' predecessor code stores +-1 values as dense integer arrays and multiplies them as integers; this
 module does the same with NumPy or CuPy (int8 values, int32 products), written directly from BEP_SPEC.md
-sections 3-4 without any of bep_gpu's primitives. Two uses: the performance benchmarks time it beside the
-packed step, and tests/test_dense_baseline.py checks that both give identical integers (an independent
-implementation of the spec agreeing bit for bit).
+sections 3-4 (dense_step, the MLP) and section 9 (dense_rnn_step, BEP-TT) without any of bep_gpu's primitives
+(only its counter RNG, which the spec fixes). Two uses: the performance benchmarks time it beside the packed
+step, and tests/test_dense_baseline.py checks that both give identical integers (an independent implementation
+of the spec agreeing bit for bit).
 """
 from __future__ import annotations
 
@@ -55,4 +56,70 @@ def dense_step(xp, hidden, prototypes, x, labels, gammas, margin, gates, thresho
             u = counter_uniform(seed, 1, step, i, h.size, xp=xp).reshape(h.shape)
             moved = xp.clip(h.astype(xp.int32) + xp.where(h >= 0, 2, -2), -clip, clip).astype(xp.int16)
             h[...] = xp.where(u.astype(xp.int64) < thresholds[i], moved, h)
+    return int((xp.argmax(logits, axis=1) != labels).sum()), int(trig.sum())
+
+
+def dense_rnn_step(xp, hidden, prototypes, x, labels, gammas, margin, gates, thresholds, clip, seed, step,
+                   horizon=0, shared_mask=False):
+    """One BEP-TT step (BEP_SPEC.md section 9) in place on the int16 [H_xs, H_ss, H_sy]; dense, batched over samples.
+
+    x: int8 +-1 (B, T, Kx); prototypes: int8 +-1 (C, Ky); gammas: [cell, readout] group sizes; margin: the trigger
+    margin ceil(r Ky); gates: (cell gate floor(nu (Kx + Ks)), readout gate floor(nu Ks)); thresholds: reinforcement
+    thresholds of xs, ss, sy; horizon: target steps counted from the end (0 = all); shared_mask: rnn_mask="shared".
+    Returns (misclassified, triggered).
+    """
+    i32 = xp.int32
+    w_xs, w_ss, w_sy = (sgn(xp, h).astype(i32) for h in hidden)
+    n, steps, kx = x.shape
+    ks = hidden[1].shape[0]
+    h = min(horizon, steps) if horizon else steps
+    first = steps - h  # targets exist for the 1-based steps first+1..T
+    # Forward. Lists below are indexed by the spec's 1-based time: s[0] = s_0 = +1, z[t] = z_t, a[t] = a_t.
+    # W_xs a_t does not depend on the state: the input products of all steps in one matmul.
+    zx = (x.reshape(n * steps, kx).astype(i32) @ w_xs.T).reshape(n, steps, ks)
+    a = [None] + [x[:, t] for t in range(steps)]
+    s, z = [xp.ones((n, ks), dtype=xp.int8)], [None]
+    for t in range(1, steps + 1):
+        z.append(zx[:, t - 1] + s[t - 1].astype(i32) @ w_ss.T)
+        s.append(sgn(xp, z[t]))
+    z_y = s[steps].astype(i32) @ w_sy.T
+    s_y = sgn(xp, z_y)
+    logits = s_y.astype(i32) @ prototypes.T.astype(i32)
+    # Trigger (section 4.2 with K_L = Ky).
+    rows = xp.arange(n)
+    own = logits[rows, labels].astype(xp.int64)
+    others = logits.astype(xp.int64)
+    others[rows, labels] = xp.iinfo(xp.int64).min
+    trig = (own - others.max(axis=1)) < margin
+    # Targets: t_T through the gated readout, then t_{t-1} = sign(W_ss^T (g_t * t_t)) down to the first target step.
+    t_y = prototypes[labels]
+    tgt = {steps: sgn(xp, (t_y.astype(i32) * (xp.abs(z_y) <= gates[1])) @ w_sy)}
+    for t in range(steps, first + 1, -1):
+        tgt[t - 1] = sgn(xp, (tgt[t].astype(i32) * (xp.abs(z[t]) <= gates[0])) @ w_ss)
+    span = range(first + 1, steps + 1)
+    # Masks of the cell: per step (default), or one per sample (shared): the unit wrong at the most steps, then
+    # the smallest summed |z_t|, then the lowest index, among units wrong at least once.
+    wrong = {t: (s[t] != tgt[t]) & trig[:, None] for t in span}
+    if shared_mask:
+        count = sum(wrong[t].astype(i32) for t in span)
+        total = sum(xp.abs(z[t]).astype(xp.int64) for t in span)
+        group_max = count.reshape(n, ks // gammas[0], gammas[0]).max(axis=2).repeat(gammas[0], axis=1)
+        m = group_mask(xp, (count > 0) & (count == group_max), total, gammas[0])
+        mask = {t: m for t in span}
+    else:
+        mask = {t: group_mask(xp, wrong[t], xp.abs(z[t]), gammas[0]) for t in span}
+    m_y = group_mask(xp, (s_y != t_y) & trig[:, None], xp.abs(z_y), gammas[1])
+    # Updates: each summed over samples and steps in int32 (one matmul over the stacked rows), clipped once.
+    d = xp.concatenate([mask[t].astype(i32) * tgt[t] for t in span]).T
+    d_xs = d @ xp.concatenate([a[t] for t in span]).astype(i32)
+    d_ss = d @ xp.concatenate([s[t - 1] for t in span]).astype(i32)
+    d_sy = (m_y.astype(i32) * t_y).T @ s[steps].astype(i32)
+    for hm, d in zip(hidden, (d_xs, d_ss, d_sy)):
+        hm[...] = xp.clip(hm.astype(i32) + 2 * d, -clip, clip).astype(xp.int16)
+    # Reinforcement: layers 0 = xs, 1 = ss, 2 = sy, only if a sample triggered.
+    if int(trig.sum()) > 0:
+        for i, hm in enumerate(hidden):
+            u = counter_uniform(seed, 1, step, i, hm.size, xp=xp).reshape(hm.shape)
+            moved = xp.clip(hm.astype(i32) + xp.where(hm >= 0, 2, -2), -clip, clip).astype(xp.int16)
+            hm[...] = xp.where(u.astype(xp.int64) < thresholds[i], moved, hm)
     return int((xp.argmax(logits, axis=1) != labels).sum()), int(trig.sum())
