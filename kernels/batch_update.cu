@@ -31,3 +31,51 @@ extern "C" __global__ void __launch_bounds__(BEP_TILE_THREADS)
     tile_outputs(K, J, m0, n0,
                  [&](int i, int j, int k, int c) { out[(i64)k * J + c] = (int)gcnt[i] - 2 * (int)acc[i][j]; });
 }
+
+// Sparse form of the same sum (the backend's update="sparse"). A sample selects at most one unit per group of
+// gamma, so row k of selT has few bits (about N / gamma): each output row visits only the samples that selected
+// it (find-first-set over its words), instead of popcounting all N. x stays packed along J (row n of x is read
+// for each of its selections); no atomics, so the sum is in a fixed order, and the clip is fused as above.
+// Every thread of a block walks the same row, so the loop is uniform and the selT/tT loads are broadcasts.
+__device__ __forceinline__ int sparse_row_sum(const u64* __restrict__ selT, const u64* __restrict__ tT,
+                                              const u64* __restrict__ x, int k, int c, int nwn, int jw) {
+    const u64* srow = selT + (i64)k * nwn;
+    const u64* trow = tT + (i64)k * nwn;
+    const int cw = c >> 6, cb = c & 63;
+    int acc = 0;
+    for (int w = 0; w < nwn; ++w) {
+        u64 s = srow[w];
+        const u64 tw = trow[w];
+        while (s) {
+            const int b = __ffsll((long long)s) - 1;
+            s &= s - 1;
+            const u64 xb = x[((i64)w * 64 + b) * jw + cw] >> cb;
+            acc += (((xb ^ (tw >> b)) & 1ull) ? -1 : 1);  // +1 where the target bit equals the input bit
+        }
+    }
+    return acc;
+}
+
+// NumPy mirror: NumpyBackend.batch_update in bep_gpu/backends/numpy_backend.py (update="sparse": _sparse_delta)
+// Grid (ceil(J / 256), min(K, 65535)) striding over rows, block 256: one thread per column c of row k.
+extern "C" __global__ void __launch_bounds__(256)
+    batch_update_sparse(short* __restrict__ h, const u64* __restrict__ selT, const u64* __restrict__ tT,
+                        const u64* __restrict__ x, int K, int J, int nwn, int jw, int clip) {
+    const int c = blockIdx.x * blockDim.x + threadIdx.x;
+    if (c >= J) return;
+    for (int k = blockIdx.y; k < K; k += gridDim.y) {
+        const i64 f = (i64)k * J + c;
+        const int v = (int)h[f] + 2 * sparse_row_sum(selT, tT, x, k, c, nwn, jw);
+        h[f] = (short)min(max(v, -clip), clip);
+    }
+}
+
+// NumPy mirror: NumpyBackend.update_delta in bep_gpu/backends/numpy_backend.py (update="sparse": _sparse_delta)
+// update_delta's int32 sum in the sparse form; same grid and operands as batch_update_sparse.
+extern "C" __global__ void __launch_bounds__(256)
+    update_delta_sparse(int* __restrict__ out, const u64* __restrict__ selT, const u64* __restrict__ tT,
+                        const u64* __restrict__ x, int K, int J, int nwn, int jw) {
+    const int c = blockIdx.x * blockDim.x + threadIdx.x;
+    if (c >= J) return;
+    for (int k = blockIdx.y; k < K; k += gridDim.y) out[(i64)k * J + c] = sparse_row_sum(selT, tT, x, k, c, nwn, jw);
+}

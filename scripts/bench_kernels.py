@@ -121,6 +121,7 @@ def primitive_operands(bk, batch, k_out, k_in):
 def bench_primitives(cupy, bk, repeat, batch=1024, k_out=525, k_in=784):
     """Each BEP primitive once at a training-layer shape (batch x K_l x K_{l-1})."""
     o = primitive_operands(bk, batch, k_out, k_in)
+    sparse = type(bk)(update="sparse")
     x, w, t, h, z, g, wt, score, sel = (o[k] for k in ("x", "w", "t", "h", "z", "g", "wt", "score", "sel"))
     cases = [
         ("xnor_matmul + pack (unfused forward layer)", lambda: bk.pack(bk.xnor_matmul(x, w, k_in, impl="cuda_core"))),
@@ -132,7 +133,8 @@ def bench_primitives(cupy, bk, repeat, batch=1024, k_out=525, k_in=784):
         ("gated_transposed_product", lambda: bk.gated_transposed_product(t, g, wt)),
         ("group_select gamma=5", lambda: bk.group_select(score, t, 5)),
         ("group_select gamma=K_l", lambda: bk.group_select(score, t, k_out)),
-        ("batch_update (3 transposes + kernel)", lambda: bk.batch_update(h, sel, t, x, 32767)),
+        ("batch_update popcount (3 transposes + kernel)", lambda: bk.batch_update(h, sel, t, x, 32767)),
+        ("batch_update sparse (2 transposes + kernel)", lambda: sparse.batch_update(h, sel, t, x, 32767)),
         ("reinforce", lambda: bk.reinforce(h, 2**28, 1, 1, 0, 0, 32767)),
         ("int_matmul", lambda: bk.int_matmul(x, h)),
     ]
@@ -156,7 +158,7 @@ def main(argv=None) -> int:
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     from bep_gpu.backends.cuda_backend import CudaBackend
 
-    bk = CudaBackend()
+    bk = CudaBackend(update="popcount")
     print(f"# bench_kernels on {bk.device}\n")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -273,9 +273,19 @@ def _hidden(gen, k, j):
     return h
 
 
-@pytest.mark.parametrize("n,k,j", [(0, 5, 7), (1, 1, 1), (3, 63, 65), (65, 64, 64), (130, 70, 129), (700, 9, 3)])
+@pytest.fixture(scope="module", params=["popcount", "sparse"])
+def ub(request):
+    """The emulated CUDA backend with each form of the update kernels (batch_update.cu)."""
+    from bep_gpu.backends.cuda_backend import CudaBackend
+    from emu import emulated_module
+
+    return CudaBackend(module=emulated_module(), xp=np, update=request.param)
+
+
+@pytest.mark.parametrize("n,k,j", [(0, 5, 7), (1, 1, 1), (3, 63, 65), (65, 64, 64), (130, 70, 129), (700, 9, 3),
+                                   (40, 3, 300)])
 @pytest.mark.parametrize("clip", [32767, 5])
-def test_batch_update(cb, n, k, j, clip):
+def test_batch_update(ub, n, k, j, clip):
     gen = np.random.default_rng(n * 100003 + k * 101 + j + clip)
     h = _hidden(gen, k, j)
     h[0, 0] = 0
@@ -283,11 +293,11 @@ def test_batch_update(cb, n, k, j, clip):
     t, x = rand_bits(gen, n, k), rand_bits(gen, n, j)
     h_ref = h.copy()
     NB.batch_update(h_ref, sel, t, x, clip)
-    cb.batch_update(h, sel, t, x, clip)
+    ub.batch_update(h, sel, t, x, clip)
     same(h, h_ref)
 
 
-def test_batch_update_large_delta_single_clip(cb):
+def test_batch_update_large_delta_single_clip(ub):
     """Every sample pushes the same way: the int32 sum exceeds int16 before the one clip."""
     n, k, j = 500, 3, 5
     h = np.full((k, j), 32000, np.int16)
@@ -296,24 +306,24 @@ def test_batch_update_large_delta_single_clip(cb):
     x = bits.pack_bits(np.ones((n, j)))  # every sample adds +2: 32000 + 1000 only fits the int32 sum
     h_ref = h.copy()
     NB.batch_update(h_ref, sel, t, x, 32767)
-    cb.batch_update(h, sel, t, x, 32767)
+    ub.batch_update(h, sel, t, x, 32767)
     same(h, h_ref)
     assert (h == 32767).all()
 
 
-def test_batch_update_non_contiguous_h(cb):
+def test_batch_update_non_contiguous_h(ub):
     gen = np.random.default_rng(11)
     base = _hidden(gen, 40, 30)
     h = base.T  # a view: updated in place through a copy and a write-back
     h_ref = h.copy()
     sel, t, x = (bits.pack_bits(gen.random((9, 30)) < 0.5), rand_bits(gen, 9, 30), rand_bits(gen, 9, 40))
     NB.batch_update(h_ref, sel, t, x, 32767)
-    cb.batch_update(h, sel, t, x, 32767)
+    ub.batch_update(h, sel, t, x, 32767)
     same(base.T, h_ref)
 
 
 @pytest.mark.parametrize("n,k,j", [(0, 5, 7), (1, 1, 1), (65, 63, 130), (130, 70, 64)])
-def test_update_delta(cb, n, k, j):
+def test_update_delta(ub, n, k, j):
     """batch_update's int32 sum alone (for data-parallel all-reduce), into a new array or a given `out`."""
     from bep_gpu.backends.numpy_backend import unpack01, unpack_pm1
 
@@ -321,14 +331,44 @@ def test_update_delta(cb, n, k, j):
     sel = bits.pack_bits(gen.random((n, k)) < 0.5)
     t, x = rand_bits(gen, n, k), rand_bits(gen, n, j)
     want = ((unpack_pm1(t, k) * unpack01(sel, k)).T @ unpack_pm1(x, j)).astype(np.int32)
-    same(cb.update_delta(sel, t, x, k, j), want)
+    same(ub.update_delta(sel, t, x, k, j), want)
     buf = np.full(2 * k * j + 3, 7, np.int32)
     view = buf[3:3 + k * j].reshape(k, j)
-    assert cb.update_delta(sel, t, x, k, j, out=view) is view
+    assert ub.update_delta(sel, t, x, k, j, out=view) is view
     same(view, want)
     strided = np.zeros((k, 2 * j), np.int32)[:, ::2]
-    cb.update_delta(sel, t, x, k, j, out=strided)
+    ub.update_delta(sel, t, x, k, j, out=strided)
     same(strided, want)
+
+
+def test_sparse_update_strides_over_rows_beyond_the_grid(monkeypatch):
+    """More rows than grid rows: each block of the sparse kernels walks several rows (k += gridDim.y)."""
+    from bep_gpu.backends import cuda_backend
+    from emu import emulated_module
+
+    monkeypatch.setattr(cuda_backend, "MAX_GRID_Y", 3)
+    sb = cuda_backend.CudaBackend(module=emulated_module(), xp=np, update="sparse")
+    gen = np.random.default_rng(5)
+    n, k, j = 70, 11, 300
+    h = _hidden(gen, k, j)
+    sel = bits.pack_bits(gen.random((n, k)) < 0.3)
+    t, x = rand_bits(gen, n, k), rand_bits(gen, n, j)
+    same(sb.update_delta(sel, t, x, k, j), NB.update_delta(sel, t, x, k, j))
+    h_ref = h.copy()
+    NB.batch_update(h_ref, sel, t, x, 100)
+    sb.batch_update(h, sel, t, x, 100)
+    same(h, h_ref)
+
+
+def test_update_impl_selection(monkeypatch):
+    from bep_gpu.backends.cuda_backend import CudaBackend
+    from emu import emulated_module
+
+    with pytest.raises(ValueError, match="update impl must be one of"):
+        CudaBackend(module=emulated_module(), xp=np, update="scatter")
+    monkeypatch.setenv("BEP_UPDATE", "sparse")
+    assert CudaBackend(module=emulated_module(), xp=np).update == "sparse"
+    assert CudaBackend(module=emulated_module(), xp=np, update="popcount").update == "popcount"
 
 
 # --- reinforce / counter_uniform -------------------------------------------------------------------------------

@@ -162,8 +162,19 @@ def test_group_select(gb, k, gamma):
     same(gb, gb.group_select(gb.asarray(score), gb.asarray(cand), gamma), NB.group_select(score, cand, gamma))
 
 
-@pytest.mark.parametrize("n,k,j", [(0, 5, 7), (1, 1, 1), (1024, 525, 784), (1024, 10, 525), (5000, 65, 63)])
-def test_batch_update(gb, n, k, j):
+@pytest.fixture(scope="module", params=["popcount", "sparse"])
+def gb_update(request):
+    """The CUDA backend with each form of the update kernels (batch_update.cu)."""
+    _cupy()
+    from bep_gpu.backends.cuda_backend import CudaBackend
+
+    return CudaBackend(update=request.param)
+
+
+@pytest.mark.parametrize("n,k,j", [(0, 5, 7), (1, 1, 1), (1024, 525, 784), (1024, 10, 525), (5000, 65, 63),
+                                   (300, 70000, 3)])
+def test_batch_update(gb_update, n, k, j):
+    gb = gb_update
     gen = np.random.default_rng(n + k + j)
     h = gen.integers(-32768, 32768, size=(k, j)).astype(np.int16)
     h.reshape(-1)[::3] = 32767
@@ -177,7 +188,8 @@ def test_batch_update(gb, n, k, j):
 
 
 @pytest.mark.parametrize("n,k,j", [(0, 5, 7), (1024, 525, 784), (5000, 65, 63)])
-def test_update_delta(gb, n, k, j):
+def test_update_delta(gb_update, n, k, j):
+    gb = gb_update
     from bep_gpu.backends.numpy_backend import unpack01, unpack_pm1
 
     gen = np.random.default_rng(n + k + j)
@@ -216,13 +228,13 @@ def test_int_matmul(gb, n, k, j):
     same(gb, gb.int_matmul(gb.asarray(x), gb.asarray(h)), NB.int_matmul(x, h))
 
 
-@pytest.mark.parametrize("impl", ["cuda_core", "tensor_core"])
-def test_bep_train_steps_match_numpy(impl):
+@pytest.mark.parametrize("impl,update", [("cuda_core", "popcount"), ("tensor_core", "popcount"), ("cuda_core", "sparse")])
+def test_bep_train_steps_match_numpy(impl, update):
     from bep_gpu import bep_mlp
     from bep_gpu.backends.cuda_backend import CudaBackend
 
     cu = _cupy()
-    gb = CudaBackend(matmul=impl)
+    gb = CudaBackend(matmul=impl, update=update)
     gen = np.random.default_rng(3)
     sizes = [784, 525, 525]
     n_classes, batch = 10, 256

@@ -6,6 +6,7 @@ from hypothesis import strategies as st
 
 import dense_reference as ref
 from bep_gpu import get_backend, pack_bits, unpack_bits
+from bep_gpu.backends.numpy_backend import NumpyBackend
 from bep_gpu.bits import n_words
 
 B = get_backend("numpy")
@@ -78,14 +79,18 @@ def test_group_select_rejects_non_divisor():
         B.group_select(np.zeros((1, 10), np.int32), np.zeros((1, 1), np.uint64), 3)
 
 
-@given(st.integers(0, 30), dims, dims, st.integers(0, 2**32 - 1))
+@pytest.mark.parametrize("update", ["popcount", "sparse"])
+@given(n=st.integers(0, 80), k=dims, j=dims, p=st.sampled_from([0.0, 0.05, 0.2, 1.0]), seed=st.integers(0, 2**32 - 1))
 @settings(max_examples=60, deadline=None)
-def test_batch_update(n, k, j, seed):
+def test_batch_update(update, n, k, j, p, seed):
+    bk = NumpyBackend(update=update)
     rng = np.random.default_rng(seed)
     h = rng.integers(-100, 101, size=(k, j)).astype(np.int16)
-    sel, t, x = rng.random((n, k)) < 0.2, pm1(rng, n, k), pm1(rng, n, j)
+    sel, t, x = rng.random((n, k)) < p, pm1(rng, n, k), pm1(rng, n, j)
     expect = ref.batch_update(h, sel, t, x, 90)  # small clip: the clip is exercised
-    B.batch_update(h, pack_bits(sel), pack_bits(t), pack_bits(x), 90)
+    delta = bk.update_delta(pack_bits(sel), pack_bits(t), pack_bits(x), k, j)
+    assert delta.dtype == np.int32 and np.array_equal(2 * delta + h, ref.batch_update(h, sel, t, x, 2**20))
+    bk.batch_update(h, pack_bits(sel), pack_bits(t), pack_bits(x), 90)
     assert h.dtype == np.int16 and np.array_equal(h, expect)
 
 

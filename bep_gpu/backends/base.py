@@ -6,9 +6,24 @@ two backends given the same inputs return the same integers.
 """
 from __future__ import annotations
 
+import os
 from abc import ABC, abstractmethod
 
 import numpy as np
+
+# How batch_update / update_delta compute their sum over samples (the same integers either way):
+# "popcount": over every sample, as a dense product; "sparse": each output row visits only the samples that
+# selected its unit (at most one unit per group per sample, so about N / gamma of them). "auto" is the one
+# measured faster on the backend's hardware; BEP_UPDATE in the environment picks the default of new backends.
+UPDATE_IMPLS = ("auto", "popcount", "sparse")
+
+
+def update_impl(impl: str | None) -> str:
+    """A validated update implementation name (None: the BEP_UPDATE environment variable, else "auto")."""
+    impl = os.environ.get("BEP_UPDATE", "auto") if impl is None else impl
+    if impl not in UPDATE_IMPLS:
+        raise ValueError(f"update impl must be one of {', '.join(UPDATE_IMPLS)}, got {impl!r}")
+    return impl
 
 
 class Backend(ABC):

@@ -18,7 +18,7 @@ import numpy as np
 
 from .. import bits as _bits
 from .. import rng as _rng
-from .base import Backend
+from .base import Backend, update_impl
 
 THREADS = 256  # every kernel but the tensor-core ones runs 256-thread blocks (the tiled ones assume exactly that)
 TC_THREADS = 128  # xnor_matmul_tc.cu: 4 warps per 64 x 64 tile
@@ -102,7 +102,7 @@ def _i32(v) -> np.int32:
 class CudaBackend(Backend):
     name = "cuda"
 
-    def __init__(self, module=None, xp=None, matmul: str | None = None):
+    def __init__(self, module=None, xp=None, matmul: str | None = None, update: str | None = None):
         if xp is None:
             import cupy as xp
         self.xp = xp
@@ -111,6 +111,8 @@ class CudaBackend(Backend):
         self._functions: dict[str, object] = {}
         self.matmul = self._matmul_impl(matmul if matmul is not None else os.environ.get("BEP_XNOR_MATMUL", "auto"))
         self._tensor_core_ok = False
+        # "auto" is the popcount kernel until the sparse one is measured faster on a GPU (bep-bench --sections update).
+        self.update = update_impl(update)
         self._active_one = xp.ones(1, dtype=xp.int64)  # `active` when the caller passes none
 
     # --- moving data -------------------------------------------------------------------------------------
@@ -352,18 +354,25 @@ class CudaBackend(Backend):
             xp.clip(new, -int(clip), int(clip), out=new)
             hc[...] = new
         else:
-            self._launch("batch_update", (_tiles(j), _tiles(k)),
-                         (hc,) + self._batch_packed(sel, t, x, n, k, j, "batch_update") + (clip,))
+            self._launch_update("batch_update", hc, sel, t, x, n, k, j, (clip,))
         if copied:
             self._write_back(h, hc)
 
-    def _batch_packed(self, sel, t, x, n, k, j, what):
-        """Kernel arguments (selT, tT, xT, K, J, n_words(N)) of the update kernels: batch-packed operands turn the
-        sum over samples into a gated popcount over words of samples."""
+    def _launch_update(self, kernel, out, sel, t, x, n, k, j, extra=()):
+        """One update kernel on (K, J) `out` (h or the int32 delta), in the backend's update form. Both take sel
+        and t packed along the batch (row k: the samples that selected unit k, and their target bits); the
+        popcount form takes x batch-packed too (a gated popcount over words of samples), the sparse form takes it
+        as it is (it reads the input rows of the few selecting samples)."""
+        sel_t, t_t = self.transpose_bits(sel, n, k), self.transpose_bits(t, n, k)
+        nwn = _i32(_bits.n_words(n))
+        if self.update == "sparse":
+            self._launch(kernel + "_sparse", (-(-j // THREADS), min(k, MAX_GRID_Y)),
+                         (out, sel_t, t_t, x, _i32(k), _i32(j), nwn, _i32(_bits.n_words(j))) + extra)
+            return
         if _tiles(k) > MAX_GRID_Y:
-            raise ValueError(f"{what}: {k} rows exceed one launch")
-        return (self.transpose_bits(sel, n, k), self.transpose_bits(t, n, k), self.transpose_bits(x, n, j),
-                _i32(k), _i32(j), _i32(_bits.n_words(n)))
+            raise ValueError(f"{kernel}: {k} rows exceed one launch")
+        self._launch(kernel, (_tiles(j), _tiles(k)),
+                     (out, sel_t, t_t, self.transpose_bits(x, n, j), _i32(k), _i32(j), nwn) + extra)
 
     def update_delta(self, sel, t, x, k, j, out=None):
         """int32 (K, J) = sum_n (sel[n] * t[n]) outer x[n] (batch_update's sum, not doubled, not clipped)."""
@@ -380,8 +389,7 @@ class CudaBackend(Backend):
         if n == 0 or k == 0 or j == 0:
             delta[...] = 0
         else:
-            self._launch("update_delta", (_tiles(j), _tiles(k)),
-                         (delta,) + self._batch_packed(sel, t, x, n, k, j, "update_delta"))
+            self._launch_update("update_delta", delta, sel, t, x, n, k, j)
         if out is None or direct:
             return delta
         self._write_back(out, delta)

@@ -11,7 +11,7 @@ import numpy as np
 
 from .. import bits as _bits
 from .. import rng as _rng
-from .base import Backend
+from .base import Backend, update_impl
 
 # Largest K summed in one float32 BLAS call (exact below 2^24, see module docstring).
 _EXACT_CHUNK_BITS = 1 << 23
@@ -34,9 +34,31 @@ def unpack01(words, n: int, dtype=np.float32) -> np.ndarray:
     return np.unpackbits(words.view(np.uint8), axis=-1, count=n, bitorder="little").astype(dtype)
 
 
+def _sparse_delta(sel, t, x, k: int, j: int) -> np.ndarray:
+    """update_delta's sum row by row over the samples that selected each unit (kernels/batch_update.cu's sparse
+    kernels): the input row of each selection, negated where the target bit is 0, summed per unit."""
+    units, samples = np.nonzero(unpack01(sel, k, dtype=bool).T)  # ordered by unit, then sample
+    out = np.zeros((k, j), dtype=np.int32)
+    if len(units) == 0:
+        return out
+    sel_t = np.asarray(t, dtype=np.uint64)[samples, units >> 6] >> (units & 63).astype(np.uint64)
+    rows = np.asarray(x, dtype=np.uint64)[samples]
+    rows[(sel_t & np.uint64(1)) == 0] ^= ~np.uint64(0)  # flipping every bit negates a +-1 row
+    ones = np.unpackbits(rows.view(np.uint8), axis=-1, count=j, bitorder="little")
+    starts = np.flatnonzero(np.r_[True, units[1:] != units[:-1]])
+    counts = np.diff(np.r_[starts, len(units)])
+    out[units[starts]] = 2 * np.add.reduceat(ones, starts, axis=0, dtype=np.int32) - counts[:, None]
+    return out
+
+
 class NumpyBackend(Backend):
     name = "numpy"
     xp = np
+
+    def __init__(self, update: str | None = None):
+        # "auto" is the BLAS product: on the CPU it beats the sparse form at every training shape measured
+        # (BENCHMARKS.md, `bep-bench --sections update`).
+        self.update = update_impl(update)
 
     def pack(self, x):
         return _bits.pack_bits(x)
@@ -81,20 +103,21 @@ class NumpyBackend(Backend):
         return _bits.pack_bits(sel.reshape(n_rows, k))
 
     def batch_update(self, h, sel, t, x, clip):
-        k, j = h.shape
-        d = unpack_pm1(t, k)
-        d *= unpack01(sel, k)
-        delta = d.T @ unpack_pm1(x, j)  # exact while the batch has < 2^24 rows
-        new = h.astype(np.int32) + 2 * delta.astype(np.int32)
+        new = self.update_delta(sel, t, x, *h.shape)
+        new *= 2
+        new += h
         np.clip(new, -clip, clip, out=new)
         h[...] = new
 
     def update_delta(self, sel, t, x, k, j, out=None):
-        d = unpack_pm1(t, k)
-        d *= unpack01(sel, k)
-        delta = d.T @ unpack_pm1(x, j)  # exact while the batch has < 2^24 rows
+        if self.update == "sparse":
+            delta = _sparse_delta(sel, t, x, k, j)
+        else:
+            d = unpack_pm1(t, k)
+            d *= unpack01(sel, k)
+            delta = (d.T @ unpack_pm1(x, j)).astype(np.int32)  # exact while the batch has < 2^24 rows
         if out is None:
-            return delta.astype(np.int32)
+            return delta
         out[...] = delta
         return out
 
