@@ -59,6 +59,12 @@ def dense_step(xp, hidden, prototypes, x, labels, gammas, margin, gates, thresho
     return int((xp.argmax(logits, axis=1) != labels).sum()), int(trig.sum())
 
 
+def dot_rows(xp, a, b):
+    """int32 a @ b.T: every row of a against every row of b, with both operands contiguous along the summed axis
+    (NumPy's integer matmul has no BLAS; its loop runs down the summed axis, so strided operands cost up to 6x)."""
+    return xp.ascontiguousarray(a, dtype=xp.int32) @ xp.ascontiguousarray(b, dtype=xp.int32).T
+
+
 def dense_rnn_step(xp, hidden, prototypes, x, labels, gammas, margin, gates, thresholds, clip, seed, step,
                    horizon=0, shared_mask=False):
     """One BEP-TT step (BEP_SPEC.md section 9) in place on the int16 [H_xs, H_ss, H_sy]; dense, batched over samples.
@@ -69,22 +75,22 @@ def dense_rnn_step(xp, hidden, prototypes, x, labels, gammas, margin, gates, thr
     Returns (misclassified, triggered).
     """
     i32 = xp.int32
-    w_xs, w_ss, w_sy = (sgn(xp, h).astype(i32) for h in hidden)
+    w_xs, w_ss, w_sy = (sgn(xp, h) for h in hidden)
     n, steps, kx = x.shape
     ks = hidden[1].shape[0]
     h = min(horizon, steps) if horizon else steps
     first = steps - h  # targets exist for the 1-based steps first+1..T
     # Forward. Lists below are indexed by the spec's 1-based time: s[0] = s_0 = +1, z[t] = z_t, a[t] = a_t.
     # W_xs a_t does not depend on the state: the input products of all steps in one matmul.
-    zx = (x.reshape(n * steps, kx).astype(i32) @ w_xs.T).reshape(n, steps, ks)
+    zx = dot_rows(xp, x.reshape(n * steps, kx), w_xs).reshape(n, steps, ks)
     a = [None] + [x[:, t] for t in range(steps)]
     s, z = [xp.ones((n, ks), dtype=xp.int8)], [None]
     for t in range(1, steps + 1):
-        z.append(zx[:, t - 1] + s[t - 1].astype(i32) @ w_ss.T)
+        z.append(zx[:, t - 1] + dot_rows(xp, s[t - 1], w_ss))
         s.append(sgn(xp, z[t]))
-    z_y = s[steps].astype(i32) @ w_sy.T
+    z_y = dot_rows(xp, s[steps], w_sy)
     s_y = sgn(xp, z_y)
-    logits = s_y.astype(i32) @ prototypes.T.astype(i32)
+    logits = dot_rows(xp, s_y, prototypes)
     # Trigger (section 4.2 with K_L = Ky).
     rows = xp.arange(n)
     own = logits[rows, labels].astype(xp.int64)
@@ -93,9 +99,10 @@ def dense_rnn_step(xp, hidden, prototypes, x, labels, gammas, margin, gates, thr
     trig = (own - others.max(axis=1)) < margin
     # Targets: t_T through the gated readout, then t_{t-1} = sign(W_ss^T (g_t * t_t)) down to the first target step.
     t_y = prototypes[labels]
-    tgt = {steps: sgn(xp, (t_y.astype(i32) * (xp.abs(z_y) <= gates[1])) @ w_sy)}
+    wt_sy, wt_ss = xp.ascontiguousarray(w_sy.T), xp.ascontiguousarray(w_ss.T)
+    tgt = {steps: sgn(xp, dot_rows(xp, t_y * (xp.abs(z_y) <= gates[1]), wt_sy))}
     for t in range(steps, first + 1, -1):
-        tgt[t - 1] = sgn(xp, (tgt[t].astype(i32) * (xp.abs(z[t]) <= gates[0])) @ w_ss)
+        tgt[t - 1] = sgn(xp, dot_rows(xp, tgt[t] * (xp.abs(z[t]) <= gates[0]), wt_ss))
     span = range(first + 1, steps + 1)
     # Masks of the cell: per step (default), or one per sample (shared): the unit wrong at the most steps, then
     # the smallest summed |z_t|, then the lowest index, among units wrong at least once.
@@ -110,10 +117,10 @@ def dense_rnn_step(xp, hidden, prototypes, x, labels, gammas, margin, gates, thr
         mask = {t: group_mask(xp, wrong[t], xp.abs(z[t]), gammas[0]) for t in span}
     m_y = group_mask(xp, (s_y != t_y) & trig[:, None], xp.abs(z_y), gammas[1])
     # Updates: each summed over samples and steps in int32 (one matmul over the stacked rows), clipped once.
-    d = xp.concatenate([mask[t].astype(i32) * tgt[t] for t in span]).T
-    d_xs = d @ xp.concatenate([a[t] for t in span]).astype(i32)
-    d_ss = d @ xp.concatenate([s[t - 1] for t in span]).astype(i32)
-    d_sy = (m_y.astype(i32) * t_y).T @ s[steps].astype(i32)
+    d = xp.concatenate([mask[t] * tgt[t] for t in span]).T  # (Ks, h B): summed over the stacked rows
+    d_xs = dot_rows(xp, d, xp.concatenate([a[t] for t in span]).T)
+    d_ss = dot_rows(xp, d, xp.concatenate([s[t - 1] for t in span]).T)
+    d_sy = dot_rows(xp, (m_y * t_y).T, s[steps].T)
     for hm, d in zip(hidden, (d_xs, d_ss, d_sy)):
         hm[...] = xp.clip(hm.astype(i32) + 2 * d, -clip, clip).astype(xp.int16)
     # Reinforcement: layers 0 = xs, 1 = ss, 2 = sy, only if a sample triggered.
