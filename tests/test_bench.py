@@ -1,18 +1,74 @@
 import csv
+import importlib.util
+
+import pytest
 
 from bep_gpu.cli.bench import main
+from test_data import write_fmnist
+
+HAS_TORCH = importlib.util.find_spec("torch") is not None
+
+
+def rows_of(out):
+    return list(csv.DictReader(open(out / "bench.csv")))
 
 
 def test_bench_quick_writes_csv_and_markdown(tmp_path, capsys):
     assert main(["--backend", "numpy", "--quick", "--sections", "gemm,step", "--min-time", "0.01", "--peers", "dense",
                  "--out", str(tmp_path)]) == 0
-    rows = list(csv.DictReader(open(tmp_path / "bench.csv")))
+    rows = rows_of(tmp_path)
     impls = {r["impl"] for r in rows}
     assert "xnor_matmul (numpy)" in impls and "BEP packed (numpy)" in impls and "dense integer BEP" in impls
     assert all(float(r["value"]) > 0 for r in rows)
     assert "| gemm |" in (tmp_path / "bench.md").read_text()
+    # the RNN (BEP-TT) case: ours, the implied epoch, the dense integer peer with its ratio, the memory rows
+    rnn = [r for r in rows if r["case"].startswith("small RNN T=28 100-105-105 batch 20")]
+    by_impl = {(r["section"], r["impl"]): r for r in rnn}
+    assert by_impl[("step", "BEP-TT packed (numpy)")]["unit"] == "ms/step"
+    assert by_impl[("epoch", "BEP-TT packed (numpy)")]["unit"] == "s/epoch (50000 samples)"
+    assert float(by_impl[("step", "dense integer BEP")]["ratio"]) > 0
+    assert float(by_impl[("memory", "BEP training state")]["ratio"]) == pytest.approx(16 / 2.125, rel=1e-2)
 
 
-def test_bench_rejects_unknown_section(capsys):
-    assert main(["--sections", "gpu-magic"]) == 2
-    assert "--sections" in capsys.readouterr().err
+@pytest.mark.skipif(not HAS_TORCH, reason="the QAT peer needs torch")
+def test_bench_rnn_case_has_the_qat_peer(tmp_path, capsys):
+    assert main(["--backend", "numpy", "--quick", "--sections", "step", "--cases", "rnn", "--min-time", "0.01",
+                 "--peers", "qat", "--out", str(tmp_path)]) == 0
+    rows = rows_of(tmp_path)
+    assert {r["case"] for r in rows} == {"small RNN T=28 100-105-105 batch 20"}  # --cases rnn: no MLP rows
+    qat = {r["section"]: r for r in rows if r["impl"] == "QAT torch"}
+    assert float(qat["step"]["value"]) > 0 and float(qat["step"]["ratio"]) > 0
+    assert qat["epoch"]["unit"] == "s/epoch (50000 samples)"
+    assert "dense integer BEP" not in {r["impl"] for r in rows}
+
+
+def test_bench_real_epoch_on_fashion_mnist_files(tmp_path, capsys):
+    write_fmnist(tmp_path / "data", n_train=300, n_test=40)
+    out = tmp_path / "out"
+    assert main(["--backend", "numpy", "--sections", "epoch", "--data-dir", str(tmp_path / "data"),
+                 "--epoch-samples", "250", "--peers", "qat", "--out", str(out)]) == 0
+    rows = {r["impl"]: r for r in rows_of(out)}
+    ours = rows["BEP trainer (numpy)"]
+    assert ours["section"] == "epoch" and ours["unit"] == "s/epoch (250 samples, measured)"
+    assert float(ours["value"]) > 0 and "encode median" in ours["note"]
+    if HAS_TORCH:
+        assert float(rows["QAT torch"]["value"]) > 0 and float(rows["QAT torch"]["ratio"]) > 0
+        assert rows["QAT torch"]["unit"] == ours["unit"]
+
+
+def test_bench_real_epoch_without_data_writes_a_skip_row(tmp_path, monkeypatch, capsys):
+    from bep_gpu.data import sources
+
+    monkeypatch.setattr(sources, "FASHION_MNIST_DIRS", [])
+    (tmp_path / "empty").mkdir()
+    assert main(["--backend", "numpy", "--sections", "epoch", "--data-dir", str(tmp_path / "empty"),
+                 "--out", str(tmp_path / "out")]) == 0
+    (row,) = rows_of(tmp_path / "out")
+    assert row["value"] == "nan" and row["note"].startswith("skipped: Fashion-MNIST not found")
+
+
+@pytest.mark.parametrize("args, flag", [(["--sections", "gpu-magic"], "--sections"), (["--cases", "cnn"], "--cases"),
+                                        (["--epoch-samples", "0"], "--epoch-samples")])
+def test_bench_rejects_bad_options(args, flag, capsys):
+    assert main(args) == 2
+    assert flag in capsys.readouterr().err

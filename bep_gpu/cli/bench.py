@@ -1,13 +1,19 @@
 """bep-bench: measured rates and same-run ratios for the binary GEMM, whole BEP steps, and training memory.
 
-Sections (--sections, comma-separated):
+Sections (--sections, comma-separated; default all four):
   gemm    xnor matmul in bit-MAC/s on square and training shapes, beside a dense float GEMM on the same +-1
           matrices (cuBLAS bf16/fp32 through cupy.matmul on a GPU, BLAS float32 on the CPU) and, on the CPU, the
           popcount-broadcast method the NumPy backend does not use; fraction of the H200 POPC ceiling on a GPU.
-  step    one BEP training step (and the epoch it implies) for the paper's MLPs and a large MLP: ours vs the
-          dense integer implementation (scripts/baselines/dense_bep.py) and the QAT baseline
+  step    one BEP training step (and the epoch it implies) for the paper's MLPs, a large MLP and the paper's RNN
+          (BEP-TT, sequential MNIST shape: 28 steps, Kx = Ks = Ky = 1875, batch 100) on random +-1 data: ours vs
+          the dense integer implementation (scripts/baselines/dense_bep.py) and the QAT baseline
           (scripts/baselines/qat_torch.py, if torch is installed); the peers are found from the repository root.
-  memory  training-state bytes per weight and peak memory, ours vs QAT.
+  memory  training-state bytes per weight and peak memory, ours vs QAT (same cases as step).
+  epoch   one real Fashion-MNIST epoch (L = 2, K = 525, batch 100, 50,000 training samples, bep-train's default
+          encoding), timed as the epoch loop of bep-train's Trainer and of qat_torch.train_epoch on the same
+          encoded samples in the same order (data loading, encoding, evaluation and checkpoints not timed).
+          Needs the Fashion-MNIST files (--data-dir, or Debian's dataset-fashion-mnist); without them it writes
+          one "skipped" row. --epoch-samples N trains on the first N images instead (no validation split).
 Writes OUT/bench.csv and OUT/bench.md and prints the Markdown table.
 """
 from __future__ import annotations
@@ -17,13 +23,15 @@ import csv
 import os
 import statistics
 import sys
+import tempfile
 import time
 
 import numpy as np
 
+from .. import bep_rnn
 from ..backends import get_backend
 from ..bep_mlp import StepRules, reinforcement_thresholds, train_step
-from ..bits import pack_bits
+from ..bits import pack_bits, unpack_bits
 from ..errors import UserError
 from ..mlp import init_hidden
 from ..prototypes import make_prototypes
@@ -32,7 +40,12 @@ from .common import run_cli
 POPC_CEILING = 134e12  # H200 CUDA-core XOR+POPC bit-MAC/s (KERNEL_NOTES.md)
 QAT_STATE_BYTES = 16.0  # fp32 latent weight + gradient + Adam m and v
 OURS_STATE_BYTES = 2.0 + 1 / 8  # int16 hidden weight + its packed visible bit
-DENSE_CPU_MAX_WEIGHTS = 5_000_000
+# The dense integer peer on the CPU runs NumPy's integer matmul (no BLAS, about 2 G MAC/s here): steps of more
+# multiply-accumulates than this are skipped (a minute or more per step); steps of more than DENSE_CPU_ONE_CALL
+# are timed from one call, without a warm-up call (NumPy has nothing to warm up; each call takes many seconds).
+DENSE_CPU_MAX_MACS = 1e11
+DENSE_CPU_ONE_CALL = 1e10
+FMNIST_VAL_FRACTION = 1 / 6  # 60,000 official training images -> 50,000 train + 10,000 validation (the paper's split)
 
 
 def _peers():
@@ -53,13 +66,14 @@ def _peers():
     return dense, qat
 
 
-def timed(fn, sync, min_time: float, max_reps: int = 50) -> float:
-    """Median seconds of fn() over repetitions lasting about min_time (after one warm-up call)."""
-    fn()
-    sync()
+def timed(fn, sync, min_time: float, max_reps: int = 50, min_reps: int = 1, warmup: bool = True) -> float:
+    """Median seconds of fn() over at least min_reps repetitions lasting about min_time (after one warm-up call)."""
+    if warmup:
+        fn()
+        sync()
     times = []
     start = time.perf_counter()
-    while len(times) < max_reps and (not times or time.perf_counter() - start < min_time):
+    while len(times) < max_reps and (len(times) < min_reps or time.perf_counter() - start < min_time):
         t0 = time.perf_counter()
         fn()
         sync()
@@ -136,6 +150,48 @@ def _step_case(bk, sizes, batch, gamma):
     return hidden_np, protos, x_pm, y, rules, thresholds, [gamma] * len(shapes)
 
 
+def _dense_row(bk, table, case, macs, t_ours, min_time, call):
+    """Time the dense integer peer's step (call()), or a row saying why it was skipped on the CPU."""
+    on_cpu = bk.name != "cuda"
+    if on_cpu and macs > DENSE_CPU_MAX_MACS:
+        table.add("step", case, "dense integer BEP", float("nan"), "ms/step", None,
+                  f"skipped on the CPU: {macs:.3g} integer MACs per step and NumPy integer matmul has no BLAS "
+                  "(minutes per step)")
+        return
+    one_call = on_cpu and macs > DENSE_CPU_ONE_CALL
+    t = timed(call, bk.synchronize, min_time, warmup=not one_call)
+    table.add("step", case, "dense integer BEP", t * 1e3, "ms/step", t / t_ours,
+              "ratio = this / ours" + ("; one call, no warm-up" if one_call else ""))
+
+
+def _qat_rows(bk, table, qat, case, kind, k_in, hidden, batch, epoch_samples, t_ours, seq_len=28):
+    """QAT step time on the same shapes (fp32, and bf16 autocast on CUDA), the epoch it implies, peak memory."""
+    device = "cuda" if bk.name == "cuda" else "cpu"
+    steps = -(-epoch_samples // batch)
+    for bf16 in ((False, True) if device == "cuda" else (False,)):
+        r = qat.time_qat_step(kind, k_in, hidden, seq_len=seq_len, batch_size=batch, device=device, bf16=bf16,
+                              n_samples=min(epoch_samples, max(20 * batch, 2000)))
+        label = "QAT torch" + (" bf16" if bf16 else "")
+        table.add("step", case, label, r["step_time_s"] * 1e3, "ms/step", r["step_time_s"] / t_ours,
+                  "ratio = this / ours")
+        table.add("epoch", case, label, r["step_time_s"] * steps, f"s/epoch ({epoch_samples} samples)",
+                  r["step_time_s"] / t_ours)
+        if r.get("peak_memory_bytes"):
+            table.add("memory", case, label + " peak", r["peak_memory_bytes"] / 2**20, "MiB")
+
+
+def _memory_rows(bk, table, case, n_weights):
+    if bk.name == "cuda":
+        import cupy
+
+        pool = cupy.get_default_memory_pool()
+        table.add("memory", case, "BEP packed peak (pool)", pool.total_bytes() / 2**20, "MiB")
+    table.add("memory", case, "BEP training state", n_weights * OURS_STATE_BYTES / 2**20, "MiB",
+              QAT_STATE_BYTES / OURS_STATE_BYTES, f"{OURS_STATE_BYTES} B/weight; ratio = QAT/ours")
+    table.add("memory", case, "QAT training state", n_weights * QAT_STATE_BYTES / 2**20, "MiB", None,
+              f"{QAT_STATE_BYTES:g} B/weight (fp32 latent, grad, Adam m, v)")
+
+
 def bench_steps(bk, table, cases, min_time, dense, qat):
     for name, sizes, batch, gamma, epoch_samples in cases:
         print(f"bep-bench: step {name} {sizes} batch {batch}", file=sys.stderr, flush=True)
@@ -154,57 +210,142 @@ def bench_steps(bk, table, cases, min_time, dense, qat):
         table.add("step", case, f"BEP packed ({bk.name})", t_ours * 1e3, "ms/step")
         table.add("epoch", case, f"BEP packed ({bk.name})", t_ours * steps, f"s/epoch ({epoch_samples} samples)")
         n_weights = sum(a * b for a, b in zip(sizes[1:], sizes[:-1]))
-        if dense is not None and bk.name != "cuda" and n_weights > DENSE_CPU_MAX_WEIGHTS:
-            table.add("step", case, "dense integer BEP", float("nan"), "ms/step", None,
-                      "skipped on the CPU: NumPy integer matmul has no BLAS (minutes per step)")
-        elif dense is not None:
+        if dense is not None:
             xp = bk.xp
             dh = [xp.asarray(h) for h in hidden_np]
             dp, dx, dy = xp.asarray(protos), xp.asarray(x_pm), xp.asarray(y)
-            t = timed(lambda: dense.dense_step(xp, dh, dp, dx, dy, gammas, rules.trigger_margin, rules.gates,
-                                               thresholds, rules.clip, 0, 0), bk.synchronize, min_time)
-            table.add("step", case, "dense integer BEP", t * 1e3, "ms/step", t / t_ours, "ratio = this / ours")
+            # forward, targets and update: at most three products of the batch with every weight
+            _dense_row(bk, table, case, 3 * batch * n_weights, t_ours, min_time,
+                       lambda: dense.dense_step(xp, dh, dp, dx, dy, gammas, rules.trigger_margin, rules.gates,
+                                                thresholds, rules.clip, 0, 0))
         if qat is not None:
-            device = "cuda" if bk.name == "cuda" else "cpu"
-            for bf16 in ((False, True) if device == "cuda" else (False,)):
-                r = qat.time_qat_step("mlp", sizes[0], sizes[1:], batch_size=batch, device=device, bf16=bf16,
-                                      n_samples=min(epoch_samples, max(20 * batch, 2000)))
-                label = "QAT torch" + (" bf16" if bf16 else "")
-                table.add("step", case, label, r["step_time_s"] * 1e3, "ms/step", r["step_time_s"] / t_ours,
-                          "ratio = this / ours")
-                table.add("epoch", case, label, r["step_time_s"] * steps, f"s/epoch ({epoch_samples} samples)",
-                          r["step_time_s"] / t_ours)
-                if r.get("peak_memory_bytes"):
-                    table.add("memory", case, label + " peak", r["peak_memory_bytes"] / 2**20, "MiB")
-        if bk.name == "cuda":
-            import cupy
+            _qat_rows(bk, table, qat, case, "mlp", sizes[0], sizes[1:], batch, epoch_samples, t_ours)
+        _memory_rows(bk, table, case, n_weights)
 
-            pool = cupy.get_default_memory_pool()
-            table.add("memory", case, "BEP packed peak (pool)", pool.total_bytes() / 2**20, "MiB")
-        table.add("memory", case, "BEP training state", n_weights * OURS_STATE_BYTES / 2**20, "MiB",
-                  QAT_STATE_BYTES / OURS_STATE_BYTES, f"{OURS_STATE_BYTES} B/weight; ratio = QAT/ours")
-        table.add("memory", case, "QAT training state", n_weights * QAT_STATE_BYTES / 2**20, "MiB", None,
-                  f"{QAT_STATE_BYTES:g} B/weight (fp32 latent, grad, Adam m, v)")
+
+def bench_rnn_steps(bk, table, cases, min_time, dense, qat):
+    """One BEP-TT step (bep_rnn.train_step, as bep-train rnn calls it: all target steps, step masks) with the
+    paper's sequential-MNIST settings r 0.5, nu 0.01, p_r 0.5, gamma 15, on random +-1 sequences."""
+    for name, (kx, ks, ky), n_steps, batch, gamma, epoch_samples in cases:
+        print(f"bep-bench: step {name} T={n_steps} [{kx}, {ks}, {ky}] batch {batch}", file=sys.stderr, flush=True)
+        sizes = [kx, ks, ky]
+        rng = np.random.default_rng(1)
+        hidden_np = init_hidden([(ks, kx), (ks, ks), (ky, ks)], 8.0, 0)
+        protos = make_prototypes(10, ky, 0, sweeps=2)
+        x_pm = rng.choice(np.array([-1, 1], np.int8), size=(batch, n_steps, kx))
+        y = rng.integers(0, 10, size=batch)
+        rules = bep_rnn.step_rules(sizes, 0.5, 0.01, 32767)
+        thresholds = reinforcement_thresholds([kx, ks, ks], 0.5, 0.5)
+        gammas = [gamma, gamma]
+        hidden = [bk.asarray(h) for h in hidden_np]
+        p, x, yy = bk.pack(bk.asarray(protos)), bk.pack(bk.asarray(x_pm)), bk.asarray(y)
+        step = [0]
+
+        def ours():
+            bep_rnn.train_step(bk, hidden, sizes, p, x, yy, gammas, rules, 0, False, thresholds, 0, step[0])
+            step[0] += 1
+
+        t_ours = timed(ours, bk.synchronize, min_time, min_reps=3)
+        steps = -(-epoch_samples // batch)
+        case = f"{name} T={n_steps} {kx}-{ks}-{ky} batch {batch}"
+        table.add("step", case, f"BEP-TT packed ({bk.name})", t_ours * 1e3, "ms/step")
+        table.add("epoch", case, f"BEP-TT packed ({bk.name})", t_ours * steps, f"s/epoch ({epoch_samples} samples)")
+        if dense is not None:
+            xp = bk.xp
+            dh = [xp.asarray(h) for h in hidden_np]
+            dp, dx, dy = xp.asarray(protos), xp.asarray(x_pm), xp.asarray(y)
+            # forward and update: two products per step with H_xs and H_ss; targets: one with H_ss; readout
+            macs = n_steps * batch * (2 * ks * kx + 3 * ks * ks) + 3 * batch * ky * ks
+            _dense_row(bk, table, case, macs, t_ours, min_time,
+                       lambda: dense.dense_rnn_step(xp, dh, dp, dx, dy, gammas, rules.trigger_margin, rules.gates,
+                                                    thresholds, rules.clip, 0, 0))
+        if qat is not None:
+            _qat_rows(bk, table, qat, case, "rnn", kx, [ks, ky], batch, epoch_samples, t_ours, seq_len=n_steps)
+        _memory_rows(bk, table, case, ks * kx + ks * ks + ky * ks)
+
+
+def bench_real_epoch(bk, table, qat, data_dir, max_samples):
+    """One real Fashion-MNIST epoch of bep-train's Trainer and one of the QAT baseline, on the same samples."""
+    from ..config import TrainConfig
+    from ..trainer import Trainer
+
+    case = "Fashion-MNIST (real data) L=2 784-525-525 batch 100"
+    print(f"bep-bench: epoch {case}", file=sys.stderr, flush=True)
+    with tempfile.TemporaryDirectory(prefix="bep-bench-") as out:
+        cfg = TrainConfig(kind="mlp", dataset="fashion-mnist", data_dir=data_dir, hidden=[525, 525], epochs=1,
+                          batch_size=100, seed=0, out=out, quiet=True, distributed="none",
+                          val_fraction=FMNIST_VAL_FRACTION if max_samples is None else 0.0, max_train=max_samples)
+        try:
+            trainer = Trainer(cfg, backend=bk)  # loads, encodes and packs the data: not timed
+        except UserError as e:
+            table.add("epoch", case, f"BEP trainer ({bk.name})", float("nan"), "s/epoch", None,
+                      f"skipped: {e}")
+            return
+        n = trainer.data.n_train
+        unit = f"s/epoch ({n} samples, measured)"
+        res = trainer.run()
+        t_ours = res["train_time_s"]  # the epoch loop alone (Trainer.run times it apart from evaluation and files)
+        table.add("epoch", case, f"BEP trainer ({bk.name})", t_ours, unit, None,
+                  f"bep-train's epoch loop (encode {cfg.encode}, gamma0 {cfg.gamma0}, r {cfg.r}, nu {cfg.nu}): "
+                  f"shuffle, batch gather, steps, final sync; test acc after it {res['test_accuracy']:.4f}")
+        if qat is None:
+            return
+        import torch
+
+        device = torch.device("cuda" if bk.name == "cuda" else "cpu")
+        x_tr, y_tr = trainer.data.train
+        x_te, y_te = trainer.data.test
+        n_in = trainer.data.n_in
+
+        def tensors(x, y):  # our packed, encoded samples as the QAT baseline's int8 +-1 rows
+            return (torch.as_tensor(unpack_bits(bk.to_numpy(x), n_in), device=device),
+                    torch.as_tensor(bk.to_numpy(y), device=device))
+
+        (xt, yt), (xe, ye) = tensors(x_tr, y_tr), tensors(x_te, y_te)
+        order = np.random.default_rng([int(cfg.seed), 0]).permutation(n)  # the order of our epoch 0
+        for bf16 in ((False, True) if device.type == "cuda" else (False,)):
+            model, _ = qat.build_model("mlp", n_in, [525, 525], trainer.data.n_classes, bn=True,
+                                       readout="prototypes", logit_scale=None, seed=0)
+            model.to(device)
+            opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+            _, _, t_qat, _ = qat.train_epoch(model, opt, xt, yt, cfg.batch_size, order, bf16=bf16)
+            acc = qat.evaluate(model, xe, ye, bf16=bf16)
+            threads = f", {torch.get_num_threads()} torch threads" if device.type == "cpu" else ", synced every step"
+            table.add("epoch", case, "QAT torch" + (" bf16" if bf16 else ""), t_qat, unit, t_qat / t_ours,
+                      f"qat_torch.train_epoch (BN, Adam; same samples, order, batch{threads}); ratio = this / ours; "
+                      f"test acc after it {acc:.4f}")
 
 
 def _main(argv):
     p = argparse.ArgumentParser(prog="bep-bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--backend", default="auto", choices=["auto", "numpy", "cuda"])
-    p.add_argument("--sections", default="gemm,step,memory")
+    p.add_argument("--sections", default="gemm,step,memory,epoch")
     p.add_argument("--quick", action="store_true", help="small shapes only (CI smoke run)")
     p.add_argument("--min-time", type=float, default=0.5, help="seconds of repetitions per measurement")
     p.add_argument("--gemm-sizes", default=None, help="GEMM shapes to time instead of the defaults, e.g. 1024x1024x4096")
     p.add_argument("--peers", default="dense,qat", help="baselines to time beside ours (dense, qat; '' for none)")
+    p.add_argument("--cases", default="mlp,rnn", help="step/memory cases to run: mlp, rnn or both (default)")
+    p.add_argument("--data-dir", default=None, help="directory holding the Fashion-MNIST IDX files (epoch section)")
+    p.add_argument("--epoch-samples", type=int, default=None,
+                   help="epoch section: train on the first N training images, no validation split (default: the "
+                        "50,000 of the 50k/10k split; --quick: 2000)")
     p.add_argument("--out", default="bench")
     args = p.parse_args(argv)
     sections = set(args.sections.split(","))
-    if not sections <= {"gemm", "step", "memory"}:
-        raise UserError(f"--sections takes gemm, step, memory; got {args.sections}")
+    if not sections <= {"gemm", "step", "memory", "epoch"}:
+        raise UserError(f"--sections takes gemm, step, memory, epoch; got {args.sections}")
+    kinds = set(filter(None, args.cases.split(",")))
+    if not kinds or not kinds <= {"mlp", "rnn"}:
+        raise UserError(f"--cases takes mlp, rnn or mlp,rnn; got {args.cases!r}")
+    if args.epoch_samples is not None and args.epoch_samples < 1:
+        raise UserError(f"--epoch-samples must be at least 1, got {args.epoch_samples}")
     bk = get_backend(args.backend)
     gpu = bk.name == "cuda"
     if args.quick:
         gemm = [(256, 256, 1024), (100, 525, 784)]
         cases = [("paper MLP L=2", [784, 525, 525], 100, 105, 50000)]
+        rnn_cases = [("small RNN", (100, 105, 105), 28, 20, 15, 50000)]
+        epoch_samples = args.epoch_samples or 2000
     else:
         squares = [1024, 2048, 4096, 8192, 16384] if gpu else [1024, 2048]
         gemm = [(s, s, s) for s in squares] + [(b, w, k) for b in (100, 1024, 4096) for w, k in
@@ -212,6 +353,11 @@ def _main(argv):
         cases = [("paper MLP L=2", [784, 525, 525], 100, 105, 50000),
                  ("paper MLP L=3", [784, 525, 525, 525], 100, 105, 50000),
                  ("large MLP", [4096] * 5, 1024, 128, 50000)]
+        # The paper's sequential-MNIST RNN (Ks = Ky = 1875, batch 100; inputs expanded to Kx = 1875 as our
+        # `--expand 1875`), and the CPU-sized one of RESULTS.md (`--expand 525 --hidden 525`).
+        rnn_cases = [("paper RNN seq. MNIST", (1875, 1875, 1875), 28, 100, 15, 50000),
+                     ("CPU-sized RNN", (525, 525, 525), 28, 100, 15, 50000)]
+        epoch_samples = args.epoch_samples
     if args.gemm_sizes:
         try:
             gemm = [tuple(int(v) for v in s.split("x")) for s in args.gemm_sizes.split(",")]
@@ -219,14 +365,19 @@ def _main(argv):
             gemm = []
         if not gemm or any(len(s) != 3 or min(s) <= 0 for s in gemm):
             raise UserError(f"--gemm-sizes takes MxNxK[,MxNxK...] with positive sizes, got {args.gemm_sizes!r}")
-    dense, qat = _peers() if sections & {"step", "memory"} else (None, None)
+    dense, qat = _peers() if sections & {"step", "memory", "epoch"} else (None, None)
     peers = set(filter(None, args.peers.split(",")))
     dense, qat = (dense if "dense" in peers else None), (qat if "qat" in peers else None)
     table = Table()
     if "gemm" in sections:
         bench_gemm(bk, table, gemm, args.min_time)
     if sections & {"step", "memory"}:
-        bench_steps(bk, table, cases, args.min_time, dense, qat)
+        if "mlp" in kinds:
+            bench_steps(bk, table, cases, args.min_time, dense, qat)
+        if "rnn" in kinds:
+            bench_rnn_steps(bk, table, rnn_cases, args.min_time, dense, qat)
+    if "epoch" in sections:
+        bench_real_epoch(bk, table, qat, args.data_dir, epoch_samples)
     header = f"bep-bench on {bk.name} ({bk.device}), {time.strftime('%Y-%m-%d')}, `bep-bench {' '.join(argv or [])}`"
     print(table.write(args.out, header))
 
