@@ -48,14 +48,20 @@ def visible_weights(bk: Backend, hidden):
     return [bk.pack(h) for h in hidden]
 
 
-def forward(bk: Backend, weights, sizes, x):
-    """z_i (int32) and packed activations a_0..a_L for packed inputs x (N, n_words(K_0))."""
-    acts, zs = [x], []
+def forward(bk: Backend, weights, sizes, x, gates=None):
+    """z_i (int32) and packed activations a_0..a_L for packed inputs x (N, n_words(K_0)); with gates (the
+    rules' thresholds), also the packed gate bits |z_i| <= gates[i] of every layer but the first (None there),
+    made in the same kernels as the activations, for the backward pass."""
+    acts, zs, gate_bits = [x], [], []
     for i, w in enumerate(weights):
-        z, a = bk.xnor_matmul_sign(acts[-1], w, sizes[i])
+        if gates is None or i == 0:  # layer 0's gate is never read: no target is propagated below it
+            (z, a), g = bk.xnor_matmul_sign(acts[-1], w, sizes[i]), None
+        else:
+            z, a, g = bk.xnor_matmul_sign(acts[-1], w, sizes[i], gate=gates[i])
         zs.append(z)
         acts.append(a)
-    return zs, acts
+        gate_bits.append(g)
+    return (zs, acts) if gates is None else (zs, acts, gate_bits)
 
 
 def classify(bk: Backend, logits, labels, margin: int):
@@ -90,7 +96,7 @@ def select_updates(bk: Backend, hidden, sizes, prototypes, x, labels, gammas, ru
     n_layers = len(hidden)
     with nvtx_range("forward"):
         weights = visible_weights(bk, hidden)
-        zs, acts = forward(bk, weights, sizes, x)
+        zs, acts, gate_bits = forward(bk, weights, sizes, x, rules.gates)
         logits = bk.xnor_matmul(acts[-1], prototypes, sizes[-1])
     with nvtx_range("trigger"):
         counts, row_mask = trigger(bk, logits, labels, rules.trigger_margin)
@@ -98,9 +104,8 @@ def select_updates(bk: Backend, hidden, sizes, prototypes, x, labels, gammas, ru
         targets = [None] * n_layers
         targets[-1] = prototypes[labels]
         for i in range(n_layers - 1, 0, -1):
-            gate = bk.gate_pack(zs[i], rules.gates[i])
             wt = bk.transpose_bits(weights[i], sizes[i + 1], sizes[i])
-            targets[i - 1] = bk.gated_transposed_product(targets[i], gate, wt)
+            targets[i - 1] = bk.gated_transposed_product(targets[i], gate_bits[i], wt)
     updates = []
     with nvtx_range("masks"):
         for i in range(n_layers):

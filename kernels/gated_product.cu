@@ -13,11 +13,6 @@ extern "C" __global__ void __launch_bounds__(BEP_TILE_THREADS)
     const int nwj = gridDim.x;
     u32 acc[4][4], gcnt[4];
     popc_tile<true>(t, g, wt, N, J, kw, m0, n0, ~0ull, acc, gcnt);
-    const int tx = threadIdx.x & 15;
-    bool bit[4][4];
-#pragma unroll
-    for (int i = 0; i < 4; ++i)
-#pragma unroll
-        for (int j = 0; j < 4; ++j) bit[i][j] = n0 + tx + 16 * j < J && (int)gcnt[i] - 2 * (int)acc[i][j] >= 0;
-    popc_tile_store_bits(bit, out, N, nwj, m0, blockIdx.x);
+    const u32 bits = tile_bits(J, n0, [&](int i, int j) { return (int)gcnt[i] - 2 * (int)acc[i][j] >= 0; });
+    popc_tile_store_bits(bits, out, N, nwj, m0, blockIdx.x);
 }

@@ -88,19 +88,33 @@ __device__ __forceinline__ void popc_tile(const u64* __restrict__ A, const u64* 
 #undef BEP_STORE
 }
 
-// Packs the bits of a 64 x 64 tile, bit[i][j] for row ty + 16 i and column tx + 16 j (the popc_tile thread
-// layout), into one 64-bit word per row: out[row * nw + word] for rows m0 .. m0 + 63 below `rows`. Warp w holds
-// rows 2w + 16 i (lanes 0-15) and 2w + 1 + 16 i (lanes 16-31); lane bit tx of a ballot is column tx + 16 j, so
-// four ballots assemble a row's word.
-__device__ __forceinline__ void popc_tile_store_bits(const bool (&bit)[4][4], u64* __restrict__ out, int rows,
-                                                     int nw, int m0, int word) {
+// Bit 4 i + j set where pred(i, j) holds for this thread's output (row ty + 16 i, column n0 + tx + 16 j) and the
+// column is below N: a 4 x 4 block of bits in one register (padding columns 0), for popc_tile_store_bits.
+template <class P>
+__device__ __forceinline__ u32 tile_bits(int N, int n0, P pred) {
+    const int tx = threadIdx.x & 15;
+    u32 bits = 0;
+#pragma unroll
+    for (int i = 0; i < 4; ++i)
+#pragma unroll
+        for (int j = 0; j < 4; ++j)
+            if (n0 + tx + 16 * j < N && pred(i, j)) bits |= 1u << (4 * i + j);
+    return bits;
+}
+
+// Packs the bits of a 64 x 64 tile, bit 4 i + j of `bits` for row ty + 16 i and column tx + 16 j (the popc_tile
+// thread layout), into one 64-bit word per row: out[row * nw + word] for rows m0 .. m0 + 63 below `rows`. Warp w
+// holds rows 2w + 16 i (lanes 0-15) and 2w + 1 + 16 i (lanes 16-31); lane bit tx of a ballot is column tx + 16 j,
+// so four ballots assemble a row's word.
+__device__ __forceinline__ void popc_tile_store_bits(u32 bits, u64* __restrict__ out, int rows, int nw, int m0,
+                                                     int word) {
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
 #pragma unroll
     for (int i = 0; i < 4; ++i) {
         u64 even = 0, odd = 0;
 #pragma unroll
         for (int j = 0; j < 4; ++j) {
-            const u32 v = __ballot_sync(BEP_FULL_MASK, bit[i][j]);
+            const u32 v = __ballot_sync(BEP_FULL_MASK, (bits >> (4 * i + j)) & 1u);
             even |= (u64)(v & 0xffffu) << (16 * j);
             odd |= (u64)(v >> 16) << (16 * j);
         }

@@ -15,27 +15,41 @@ extern "C" __global__ void __launch_bounds__(BEP_TILE_THREADS, 4)
     tile_outputs(M, N, m0, n0, [&](int i, int j, int m, int n) { out[(i64)m * N + n] = k - 2 * (int)acc[i][j]; });
 }
 
-// NumPy mirror: Backend.xnor_matmul_sign in bep_gpu/backends/base.py (xnor_matmul, then pack)
-// As xnor_matmul, and sign: M x n_words(N) words, bit n of row m = out[m, n] >= 0 (padding bits 0). A block's 64
-// columns are exactly one sign word, so the forward pass gets the next layer's input without a pack launch.
-extern "C" __global__ void __launch_bounds__(BEP_TILE_THREADS, 4)
-    xnor_matmul_sign(const u64* __restrict__ a, const u64* __restrict__ b, int* __restrict__ out,
-                     u64* __restrict__ sign, int M, int N, int kw, int k) {
+// As xnor_matmul, and sign: M x n_words(N) words, bit n of row m = out[m, n] >= 0 (padding bits 0); with GATE
+// also gate: the same layout, bit = |out[m, n]| <= thr, the gate bits the backward pass reads (gate_pack). A
+// block's 64 columns are exactly one word, so the forward pass gets the next layer's input and the backward pass
+// its gates without a pack launch re-reading z.
+template <bool GATE>
+__device__ __forceinline__ void xnor_sign_tile(const u64* __restrict__ a, const u64* __restrict__ b,
+                                               int* __restrict__ out, u64* __restrict__ sign, u64* __restrict__ gate,
+                                               int M, int N, int kw, int k, int thr) {
     const int m0 = blockIdx.y * BEP_TILE, n0 = blockIdx.x * BEP_TILE;
     u32 acc[4][4], gcnt[4];
     const u64 last_mask = (k & 63) ? (1ull << (k & 63)) - 1 : ~0ull;
     popc_tile<false>(a, a, b, M, N, kw, m0, n0, last_mask, acc, gcnt);
-    const int tx = threadIdx.x & 15, ty = threadIdx.x >> 4;
-    bool bit[4][4];
-#pragma unroll
-    for (int i = 0; i < 4; ++i) {
-        const int m = m0 + ty + 16 * i;
-#pragma unroll
-        for (int j = 0; j < 4; ++j) {
-            const int n = n0 + tx + 16 * j, z = k - 2 * (int)acc[i][j];
-            if (m < M && n < N) out[(i64)m * N + n] = z;
-            bit[i][j] = n < N && z >= 0;  // sign(0) = +1
-        }
-    }
-    popc_tile_store_bits(bit, sign, M, gridDim.x, m0, blockIdx.x);
+    tile_outputs(M, N, m0, n0, [&](int i, int j, int m, int n) { out[(i64)m * N + n] = k - 2 * (int)acc[i][j]; });
+    // Both bit sets as 16-bit masks first, so acc is dead before the ballots (no spills in the gated variant).
+    const u32 sbits = tile_bits(N, n0, [&](int i, int j) { return k - 2 * (int)acc[i][j] >= 0; });  // sign(0) = +1
+    const u32 gbits = GATE ? tile_bits(N, n0, [&](int i, int j) {
+        const int z = k - 2 * (int)acc[i][j];  // |z| <= k < 2^31: no overflow
+        return (z < 0 ? -z : z) <= thr;
+    }) : 0u;
+    popc_tile_store_bits(sbits, sign, M, gridDim.x, m0, blockIdx.x);
+    if (GATE) popc_tile_store_bits(gbits, gate, M, gridDim.x, m0, blockIdx.x);
+}
+
+// NumPy mirror: Backend.xnor_matmul_sign in bep_gpu/backends/base.py (xnor_matmul, then pack)
+// Grid and operands as xnor_matmul; sign: M x n_words(N) words.
+extern "C" __global__ void __launch_bounds__(BEP_TILE_THREADS, 4)
+    xnor_matmul_sign(const u64* __restrict__ a, const u64* __restrict__ b, int* __restrict__ out,
+                     u64* __restrict__ sign, int M, int N, int kw, int k) {
+    xnor_sign_tile<false>(a, b, out, sign, nullptr, M, N, kw, k, 0);
+}
+
+// NumPy mirror: Backend.xnor_matmul_sign in bep_gpu/backends/base.py with gate (xnor_matmul, pack, gate_pack)
+// As xnor_matmul_sign, and gate: M x n_words(N) words of |out| <= thr.
+extern "C" __global__ void __launch_bounds__(BEP_TILE_THREADS, 4)
+    xnor_matmul_sign_gate(const u64* __restrict__ a, const u64* __restrict__ b, int* __restrict__ out,
+                          u64* __restrict__ sign, u64* __restrict__ gate, int M, int N, int kw, int k, int thr) {
+    xnor_sign_tile<true>(a, b, out, sign, gate, M, N, kw, k, thr);
 }

@@ -30,13 +30,16 @@ __device__ __forceinline__ u64 bep_tc_word(const u64* __restrict__ p, int rows, 
     return w == kw - 1 ? v & last_mask : v;  // padding bits are ignored even if a caller left them set
 }
 
-template <bool SIGN>
+// SIGN: also write the packed signs of out; GATE (with SIGN): also the packed gate bits |out| <= thr.
+template <bool SIGN, bool GATE>
 __device__ __forceinline__ void xnor_tc(const u64* __restrict__ A, const u64* __restrict__ B, int* __restrict__ out,
-                                        u64* __restrict__ sign, int M, int N, int kw, int k) {
+                                        u64* __restrict__ sign, u64* __restrict__ gate, int M, int N, int kw, int k,
+                                        int thr) {
     __shared__ u64 sA[2][BEP_TC_TILE][BEP_TC_SROW];
     __shared__ u64 sB[2][BEP_TC_TILE][BEP_TC_SROW];
     __shared__ u32 sPopA[BEP_TC_TILE], sPopB[BEP_TC_TILE];
     __shared__ u64 sSign[2][SIGN ? BEP_TC_TILE : 1];
+    __shared__ u64 sGate[2][GATE ? BEP_TC_TILE : 1];
     const int t = threadIdx.x, lane = t & 31, warp = t >> 5, g = lane >> 2, q = lane & 3;
     const int wm = (warp >> 1) * 32, wn = (warp & 1) * 32;
     const int m0 = blockIdx.y * BEP_TC_TILE, n0 = blockIdx.x * BEP_TC_TILE;
@@ -135,7 +138,7 @@ __device__ __forceinline__ void xnor_tc(const u64* __restrict__ A, const u64* __
         for (int h = 0; h < 2; ++h) {
             const int rl = wm + 16 * i + g + 8 * h, m = m0 + rl;
             const u32 pa = sPopA[rl];
-            u64 row_bits = 0;
+            u64 row_bits = 0, gate_bits = 0;
 #pragma unroll
             for (int j = 0; j < 4; ++j) {
 #pragma unroll
@@ -144,6 +147,7 @@ __device__ __forceinline__ void xnor_tc(const u64* __restrict__ A, const u64* __
                     const int z = (int)((u32)k - 2u * (pa + sPopB[cl]) + 4u * (u32)acc[i][j][2 * h + c]);
                     if (m < M && n < N) out[(i64)m * N + n] = z;
                     if (SIGN) row_bits |= (u64)(n < N && z >= 0) << cl;  // sign(0) = +1; padding bits 0
+                    if (GATE) gate_bits |= (u64)(n < N && (z < 0 ? -z : z) <= thr) << cl;
                 }
             }
             if (SIGN) {
@@ -152,12 +156,19 @@ __device__ __forceinline__ void xnor_tc(const u64* __restrict__ A, const u64* __
                 row_bits |= __shfl_xor_sync(BEP_FULL_MASK, row_bits, 2);
                 if (q == 0) sSign[warp & 1][rl] = row_bits;
             }
+            if (GATE) {
+                gate_bits |= __shfl_xor_sync(BEP_FULL_MASK, gate_bits, 1);
+                gate_bits |= __shfl_xor_sync(BEP_FULL_MASK, gate_bits, 2);
+                if (q == 0) sGate[warp & 1][rl] = gate_bits;
+            }
         }
     }
     if (SIGN) {
         // The block's 64 columns are exactly output word blockIdx.x; the two column warps fill its two halves.
         __syncthreads();
         if (t < BEP_TC_TILE && m0 + t < M) sign[(i64)(m0 + t) * gridDim.x + blockIdx.x] = sSign[0][t] | sSign[1][t];
+        if (GATE && t < BEP_TC_TILE && m0 + t < M)
+            gate[(i64)(m0 + t) * gridDim.x + blockIdx.x] = sGate[0][t] | sGate[1][t];
     }
 }
 
@@ -166,7 +177,7 @@ __device__ __forceinline__ void xnor_tc(const u64* __restrict__ A, const u64* __
 extern "C" __global__ void __launch_bounds__(BEP_TC_THREADS, 4)
     xnor_matmul_tc(const u64* __restrict__ a, const u64* __restrict__ b, int* __restrict__ out, int M, int N, int kw,
                    int k) {
-    xnor_tc<false>(a, b, out, nullptr, M, N, kw, k);
+    xnor_tc<false, false>(a, b, out, nullptr, nullptr, M, N, kw, k, 0);
 }
 
 // NumPy mirror: Backend.xnor_matmul_sign in bep_gpu/backends/base.py (xnor_matmul, then pack)
@@ -174,5 +185,14 @@ extern "C" __global__ void __launch_bounds__(BEP_TC_THREADS, 4)
 extern "C" __global__ void __launch_bounds__(BEP_TC_THREADS, 4)
     xnor_matmul_sign_tc(const u64* __restrict__ a, const u64* __restrict__ b, int* __restrict__ out,
                         u64* __restrict__ sign, int M, int N, int kw, int k) {
-    xnor_tc<true>(a, b, out, sign, M, N, kw, k);
+    xnor_tc<true, false>(a, b, out, sign, nullptr, M, N, kw, k, 0);
+}
+
+// NumPy mirror: Backend.xnor_matmul_sign in bep_gpu/backends/base.py with gate (xnor_matmul, pack, gate_pack)
+// As xnor_matmul_sign_tc, and gate: M x n_words(N) words of |out| <= thr.
+extern "C" __global__ void __launch_bounds__(BEP_TC_THREADS, 4)
+    xnor_matmul_sign_gate_tc(const u64* __restrict__ a, const u64* __restrict__ b, int* __restrict__ out,
+                             u64* __restrict__ sign, u64* __restrict__ gate, int M, int N, int kw, int k,
+                             int thr) {
+    xnor_tc<true, true>(a, b, out, sign, gate, M, N, kw, k, thr);
 }

@@ -169,6 +169,13 @@ def test_xnor_matmul_sign(cb, impl, m, n, k):
     z_np, packed_np = NB.xnor_matmul_sign(a, b, k)
     same(z, z_np)
     same(packed, packed_np)
+    # With a gate threshold the same kernel also packs |z| <= gate (thresholds below 0, at 0, inside, beyond int32).
+    for gate in (-5, 0, k // 3, k, 2**40):
+        z, packed, gates = cb.xnor_matmul_sign(a, b, k, gate=gate, impl=impl)
+        z_np, packed_np, gates_np = NB.xnor_matmul_sign(a, b, k, gate=gate)
+        same(z, z_np)
+        same(packed, packed_np)
+        same(gates, gates_np)
 
 
 def test_emulated_mma_matches_the_documented_layout():
@@ -204,12 +211,12 @@ def test_tensor_core_probe_rejects_a_wrong_layout(monkeypatch):
     tc = CudaBackend(module=emulated_module(), xp=np, matmul="tensor_core")
     real = tc._xnor_matmul
 
-    def wrong(a, b, k, tensor_core, sign):
-        z, p = real(a, b, k, tensor_core, sign)
+    def wrong(a, b, k, tensor_core, sign, gate=None):
+        z, p, g = real(a, b, k, tensor_core, sign, gate)
         if tensor_core:
             z = z.copy()
             z[[0, 1]] = z[[1, 0]]  # e.g. rows g and g + 8 swapped
-        return z, p
+        return z, p, g
 
     monkeypatch.setattr(tc, "_xnor_matmul", wrong)
     with pytest.raises(RuntimeError, match="fragment layout"):

@@ -122,6 +122,10 @@ def test_xnor_matmul_sign(gb, impl, m, n, k):
     z_np, packed_np = NB.xnor_matmul_sign(a, b, k)
     same(gb, z, z_np)
     same(gb, packed, packed_np)
+    for gate in (-1, 0, k // 4, 2**40):
+        out = gb.xnor_matmul_sign(gb.asarray(a), gb.asarray(b), k, gate=gate, impl=impl)
+        for got, want in zip(out, NB.xnor_matmul_sign(a, b, k, gate=gate)):
+            same(gb, got, want)
 
 
 @pytest.mark.parametrize("dtype", [np.bool_, np.int8, np.int16, np.int32, np.int64, np.uint16, np.float16,

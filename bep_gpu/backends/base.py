@@ -62,13 +62,16 @@ class Backend(ABC):
     def xnor_matmul(self, a, b, k: int):
         """int32 (M, N) = unpack(a, k) @ unpack(b, k).T for a (M, kw), b (N, kw): k - 2 popcount(a ^ b)."""
 
-    def xnor_matmul_sign(self, a, b, k: int):
-        """(z, pack(z)) with z = xnor_matmul(a, b, k): a layer's pre-activations and its packed output signs.
+    def xnor_matmul_sign(self, a, b, k: int, gate: int | None = None):
+        """(z, pack(z)) with z = xnor_matmul(a, b, k): a layer's pre-activations and its packed output signs; with
+        gate = a threshold, (z, pack(z), gate_pack(z, gate)): also the gate bits the backward pass reads.
 
-        Backends may fuse the two (the CUDA one packs in the product's epilogue); this default composes them.
+        Backends may fuse these (the CUDA one packs both in the product's epilogue); this default composes them.
         """
         z = self.xnor_matmul(a, b, k)
-        return z, self.pack(z)
+        if gate is None:
+            return z, self.pack(z)
+        return z, self.pack(z), self.gate_pack(z, gate)
 
     @abstractmethod
     def gate_pack(self, z, threshold: int):

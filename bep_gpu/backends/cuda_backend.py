@@ -256,12 +256,14 @@ class CudaBackend(Backend):
     def xnor_matmul(self, a, b, k, impl: str | None = None):
         """As Backend.xnor_matmul; impl: "auto", "cuda_core" or "tensor_core" (default: this backend's `matmul`)."""
         a, b, k = self._matmul_operands(a, b, k, "xnor_matmul")
-        return self._xnor_matmul(a, b, k, self._tensor_cores(impl), False)[0]
+        return self._xnor_matmul(a, b, k, self._tensor_cores(impl), False, None)[0]
 
-    def xnor_matmul_sign(self, a, b, k, impl: str | None = None):
-        """(z, pack(z)) from one kernel: the signs are packed in the epilogue instead of a pack launch re-reading z."""
+    def xnor_matmul_sign(self, a, b, k, gate=None, impl: str | None = None):
+        """As Backend.xnor_matmul_sign, from one kernel: signs (and gate bits) are packed in the epilogue instead of
+        pack launches re-reading z."""
         a, b, k = self._matmul_operands(a, b, k, "xnor_matmul_sign")
-        return self._xnor_matmul(a, b, k, self._tensor_cores(impl), True)
+        z, signs, gates = self._xnor_matmul(a, b, k, self._tensor_cores(impl), True, gate)
+        return (z, signs) if gate is None else (z, signs, gates)
 
     def _matmul_operands(self, a, b, k, what: str):
         k = int(k)
@@ -273,20 +275,26 @@ class CudaBackend(Backend):
             raise ValueError(f"{what}: {a.shape[0]} rows exceed one launch")
         return a, b, k
 
-    def _xnor_matmul(self, a, b, k: int, tensor_core: bool, sign: bool):
-        """(z, sign words or None) for checked operands, by the CUDA-core (popc_tile) or tensor-core kernel."""
+    def _xnor_matmul(self, a, b, k: int, tensor_core: bool, sign: bool, gate=None):
+        """(z, sign words or None, gate words or None) for checked operands, by the CUDA-core (popc_tile) or
+        tensor-core kernel; gate (a threshold, with sign only) adds the bits |z| <= gate."""
         xp = self.xp
         m, n, kw = a.shape[0], b.shape[0], a.shape[1]
         if m == 0 or n == 0 or kw == 0:
-            z = xp.zeros((m, n), dtype=xp.int32)
-            return z, (self.pack(z) if sign else None)  # K = 0: every product is 0, whose sign is +1
+            z = xp.zeros((m, n), dtype=xp.int32)  # K = 0: every product is 0, whose sign is +1
+            return z, (self.pack(z) if sign else None), (None if gate is None else self.gate_pack(z, gate))
         out = xp.empty((m, n), dtype=xp.int32)
-        # One block per word column of the sign bits writes every word.
+        # One block per word column of the bit outputs writes every word.
         packed = xp.empty((m, _bits.n_words(n)), dtype=xp.uint64) if sign else None
-        name = ("xnor_matmul_sign" if sign else "xnor_matmul") + ("_tc" if tensor_core else "")
-        args = (a, b, out) + ((packed,) if sign else ()) + (_i32(m), _i32(n), _i32(kw), _i32(k))
+        gated = None if gate is None else xp.empty((m, _bits.n_words(n)), dtype=xp.uint64)
+        name = ("xnor_matmul" + ("_sign" if sign else "") + ("_gate" if gated is not None else "")
+                + ("_tc" if tensor_core else ""))
+        args = (a, b, out) + ((packed,) if sign else ()) + ((gated,) if gated is not None else ())
+        args += (_i32(m), _i32(n), _i32(kw), _i32(k))
+        if gated is not None:
+            args += (np.int32(max(-1, min(2**31 - 1, int(gate)))),)  # |z| <= k < 2^31: the clamp changes no bit
         self._launch(name, (_tiles(n), _tiles(m)), args, TC_THREADS if tensor_core else THREADS)
-        return out, packed
+        return out, packed, gated
 
     def gate_pack(self, z, threshold):
         z = self.xp.asarray(z)
