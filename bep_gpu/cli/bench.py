@@ -369,17 +369,23 @@ def _main(argv):
     peers = set(filter(None, args.peers.split(",")))
     dense, qat = (dense if "dense" in peers else None), (qat if "qat" in peers else None)
     table = Table()
-    if "gemm" in sections:
-        bench_gemm(bk, table, gemm, args.min_time)
-    if sections & {"step", "memory"}:
-        if "mlp" in kinds:
-            bench_steps(bk, table, cases, args.min_time, dense, qat)
-        if "rnn" in kinds:
-            bench_rnn_steps(bk, table, rnn_cases, args.min_time, dense, qat)
-    if "epoch" in sections:
-        bench_real_epoch(bk, table, qat, args.data_dir, epoch_samples)
     header = f"bep-bench on {bk.name} ({bk.device}), {time.strftime('%Y-%m-%d')}, `bep-bench {' '.join(argv or [])}`"
-    print(table.write(args.out, header))
+    done, text = False, ""
+    try:
+        if "gemm" in sections:
+            bench_gemm(bk, table, gemm, args.min_time)
+        if sections & {"step", "memory"}:
+            if "mlp" in kinds:
+                bench_steps(bk, table, cases, args.min_time, dense, qat)
+            if "rnn" in kinds:
+                bench_rnn_steps(bk, table, rnn_cases, args.min_time, dense, qat)
+        if "epoch" in sections:
+            bench_real_epoch(bk, table, qat, args.data_dir, epoch_samples)
+        done = True
+    finally:  # an interrupted run still leaves the rows it measured
+        if table.rows:
+            text = table.write(args.out, header + ("" if done else " (INCOMPLETE: stopped early)"))
+    print(text)
 
 
 _main.prog = "bep-bench"
