@@ -44,6 +44,7 @@ class TrainConfig:
     # Data-parallel processes (bep_gpu.distributed): none, mpi, nccl, or auto (mpi under an MPI launcher)
     distributed: str = "auto"
     dist_timeout: float = 300.0  # seconds a process waits for the others before the whole job stops
+    cuda_graph: bool = False  # replay full-batch steps from a CUDA graph (bep_gpu.step_graph)
     # RNN only
     horizon: int = 0  # 0 = the whole sequence
     rnn_mask: str = "step"

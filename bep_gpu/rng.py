@@ -17,11 +17,15 @@ def mix_int(x: int) -> int:
     return z ^ (z >> 31)
 
 
+def stream_key(seed: int, stream: int) -> int:
+    """mix(mix(seed) ^ stream): the part of rng_key fixed for a whole run (kernels that read the step on the
+    device finish the key there)."""
+    return mix_int(mix_int(int(seed) & MASK64) ^ (int(stream) & MASK64))
+
+
 def rng_key(seed: int, stream: int, step: int, layer: int) -> int:
     """key = mix(mix(mix(mix(seed) ^ stream) ^ step) ^ layer), all uint64."""
-    k = mix_int(int(seed) & MASK64)
-    k = mix_int(k ^ (int(stream) & MASK64))
-    k = mix_int(k ^ (int(step) & MASK64))
+    k = mix_int(stream_key(seed, stream) ^ (int(step) & MASK64))
     return mix_int(k ^ (int(layer) & MASK64))
 
 

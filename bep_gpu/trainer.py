@@ -18,6 +18,7 @@ from .errors import UserError
 from .mlp import MLPTask, init_hidden
 from .profiling import nvtx_range
 from .progress import EpochProgress, log
+from .step_graph import GraphedSteps
 from .prototypes import make_prototypes
 
 METRICS_COLUMNS = ["epoch", "step", "train_acc", "triggered_frac", "val_acc", "test_acc", "gammas",
@@ -117,6 +118,9 @@ class Trainer:
         if backend is None and cfg.backend != "numpy":
             bind_gpu(self.comm)  # before the backend allocates on the default device
         self.bk = backend if backend is not None else get_backend(cfg.backend)
+        if cfg.cuda_graph and (self.bk.name != "cuda" or self.comm.size > 1):
+            raise UserError("--cuda-graph replays steps on one GPU: use it with --backend cuda in one process"
+                            + (f" (this run uses {self.bk.name})" if self.bk.name != "cuda" else ""))
         if self.comm.rank == 0:
             try:
                 os.makedirs(cfg.out, exist_ok=True)
@@ -249,16 +253,26 @@ class Trainer:
                 order = bk.asarray(order)
             thresholds = reinforcement_thresholds(task.fan_ins, cfg.p_r, st["error_rate"])
             counts = xp.zeros(2, dtype=xp.int64)
+            graphed = (GraphedSteps(bk, task, x_all, y_all, cfg.batch_size, st["gammas"], thresholds, st["step"],
+                                    counts) if cfg.cuda_graph else None)
             bar = EpochProgress(n, epoch, cfg.epochs, cfg.quiet)
             try:
                 for b0 in range(0, n, cfg.batch_size):
                     with nvtx_range("data"):
                         idx = order[b0:b0 + cfg.batch_size]
-                        lo, hi = shard(len(idx), comm.rank, comm.size)  # this process's rows of the batch
-                        xb, yb = x_all[idx[lo:hi]], y_all[idx[lo:hi]]
-                    counts += task.step(xb, yb, st["gammas"], thresholds, st["step"])  # whole-batch counts
+                    if graphed is not None and len(idx) == cfg.batch_size:
+                        graphed(idx)
+                    else:
+                        if graphed is not None:
+                            graphed.finish()  # a short last batch runs eagerly, after the replayed steps
+                        with nvtx_range("data"):
+                            lo, hi = shard(len(idx), comm.rank, comm.size)  # this process's rows of the batch
+                            xb, yb = x_all[idx[lo:hi]], y_all[idx[lo:hi]]
+                        counts += task.step(xb, yb, st["gammas"], thresholds, st["step"])  # whole-batch counts
                     st["step"] += 1
                     bar.advance(len(idx))
+                if graphed is not None:
+                    graphed.finish()
             except BaseException:
                 bar.close()  # so that the interruption message starts on its own line
                 raise

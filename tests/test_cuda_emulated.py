@@ -390,6 +390,12 @@ def test_reinforce(cb, threshold, clip):
     NB.reinforce(h_ref, *args)
     cb.reinforce(h, *args)
     same(h, h_ref)
+    # The same draw with the step held in a device array (reinforce_at_step, what a CUDA graph replays).
+    h2 = _hidden(gen, 37, 29)
+    h2_ref = h2.copy()
+    NB.reinforce(h2_ref, threshold, 2**64 - 1, 1, 2**40 + 3, 2, clip)
+    cb.reinforce(h2, threshold, 2**64 - 1, 1, np.array([2**40 + 3], np.int64), 2, clip)
+    same(h2, h2_ref)
 
 
 @pytest.mark.parametrize("active", [None, np.array([0]), np.array([3]), np.array([False]), np.array([1, 0], np.int32),

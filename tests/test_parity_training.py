@@ -21,12 +21,44 @@ def test_training_run_identical_on_numpy_and_emulated_cuda(tmp_path, hidden, gam
     common = dict(dataset=f"npz:{data}", hidden=hidden, gamma0=gamma0, epochs=2, batch_size=50,
                   patience=1, stability=stability, quiet=True, eval_batch=4096)
     runs = {}
-    for name, backend in (("numpy", None), ("cuda-emu", emu.make_emulated_backend())):
-        cfg = TrainConfig(backend="numpy", out=str(tmp_path / name), **common)
+    # cuda-emu-graph: the --cuda-graph data flow (static batch buffers, device step counter, a short last batch
+    # of 44 rows run eagerly), with the steps called directly where a GPU would replay the captured graph.
+    for name, backend, graph in (("numpy", None, False), ("cuda-emu", emu.make_emulated_backend(), False),
+                                 ("cuda-emu-graph", emu.make_emulated_backend(), True)):
+        cfg = TrainConfig(backend="numpy", out=str(tmp_path / name), cuda_graph=graph, **common)
         Trainer(cfg, backend=backend).run()
         runs[name] = np.load(tmp_path / name / "model.npz")
-    a, b = runs["numpy"], runs["cuda-emu"]
+    a = runs["numpy"]
     hidden_keys = [k for k in a.files if k.startswith("hidden.")]
     assert hidden_keys
-    for key in hidden_keys + ["prototypes", "train.state"]:
-        assert np.array_equal(a[key], b[key]), key
+    for name in ("cuda-emu", "cuda-emu-graph"):
+        for key in hidden_keys + ["prototypes", "train.state"]:
+            assert np.array_equal(a[key], runs[name][key]), (name, key)
+
+
+def test_cuda_graph_needs_the_cuda_backend(tmp_path):
+    from bep_gpu.errors import UserError
+
+    cfg = TrainConfig(backend="numpy", out=str(tmp_path), cuda_graph=True, max_train=50, quiet=True)
+    with pytest.raises(UserError, match="--cuda-graph replays steps on one GPU.*this run uses numpy"):
+        Trainer(cfg)
+
+
+def test_rnn_cuda_graph_data_flow_identical_to_numpy(tmp_path):
+    """The --cuda-graph path of a BEP-TT run ((N, T, words) batch buffers, device step counter, short last batch)
+    on the emulated kernels gives NumPy's checkpoint."""
+    rng = np.random.default_rng(9)
+    y = rng.integers(0, 4, size=300)
+    x = np.where(rng.random((300, 6, 20)) < 0.5, -1, 1) * np.where(y % 2, 1, -1)[:, None, None]
+    data = tmp_path / "data.npz"
+    np.savez(data, x_train=x[:250], y_train=y[:250], x_test=x[250:], y_test=y[250:])
+    runs = {}
+    for name, backend, graph in (("numpy", None, False), ("graph", emu.make_emulated_backend(), True)):
+        cfg = TrainConfig(kind="rnn", dataset=f"npz:{data}", hidden=[70], gamma0=7, epochs=2, batch_size=40,
+                          patience=1, encode="sign", backend="numpy", cuda_graph=graph, out=str(tmp_path / name),
+                          quiet=True)
+        Trainer(cfg, backend=backend).run()
+        runs[name] = np.load(tmp_path / name / "model.npz")
+    assert str(runs["numpy"]["train.state"]).count('"step": 12')  # 5 full batches and a short one per epoch
+    for key in [k for k in runs["numpy"].files if k.startswith("hidden.")] + ["train.state"]:
+        assert np.array_equal(runs["numpy"][key], runs["graph"][key]), key

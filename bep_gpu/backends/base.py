@@ -141,7 +141,8 @@ class Backend(ABC):
 
         u is the counter RNG of BEP_SPEC.md section 8 keyed (seed, stream, step, layer); threshold is an
         integer in [0, 2^32] (floor(p * 2^32)). active: optional one-element integer backend array; when it
-        holds 0 nothing changes (read on the device, so the caller needs no host synchronisation).
+        holds 0 nothing changes (read on the device, so the caller needs no host synchronisation). step: an
+        int, or a one-element int64 backend array read on the device (a replayed CUDA graph advances it there).
         """
 
     @abstractmethod

@@ -415,10 +415,16 @@ class CudaBackend(Backend):
             act = xp.asarray(active).reshape(-1)[:1]
             # The kernel reads int64; non-integer flags keep NumPy's truthiness.
             act = xp.ascontiguousarray(act, dtype=xp.int64) if act.dtype.kind in "biu" else (act != 0).astype(xp.int64)
-        key = np.uint64(_rng.rng_key(seed, stream, step, layer))
         thr = np.uint64(min(threshold, 2**32))  # u < 2^32 always, so larger thresholds all mean "always"
         hc, copied = self._inplace_int16(h, "reinforce")
-        self._launch("reinforce", (_blocks(hc.size),), (hc, np.int64(hc.size), key, thr, clip, act))
+        if isinstance(step, (int, np.integer)):
+            key = np.uint64(_rng.rng_key(seed, stream, step, layer))
+            self._launch("reinforce", (_blocks(hc.size),), (hc, np.int64(hc.size), key, thr, clip, act))
+        else:  # a device step counter: the key is finished in the kernel
+            step = self._int_array(step, np.int64, "reinforce step").reshape(-1)[:1]
+            self._launch("reinforce_at_step", (_blocks(hc.size),),
+                         (hc, np.int64(hc.size), np.uint64(_rng.stream_key(seed, stream)), step,
+                          np.uint64(int(layer) & _rng.MASK64), thr, clip, act))
         if copied:
             self._write_back(h, hc)
 

@@ -126,6 +126,7 @@ class NumpyBackend(Backend):
     def reinforce(self, h, threshold, seed, stream, step, layer, clip, active=None):
         if threshold <= 0 or (active is not None and not active[0]):
             return
+        step = int(np.asarray(step).reshape(-1)[0])  # an int or a one-element array
         flat = h.reshape(-1)  # a view: h is updated in place
         fire = _rng.firing_indices(seed, stream, step, layer, h.size, threshold)  # few: touch only them
         v = flat[fire].astype(np.int32)

@@ -64,6 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
                        "unverified), none; auto = mpi when mpirun started several (default: auto)")
         opt("--dist-timeout", float, DEFAULTS.dist_timeout, "seconds to wait for the other processes before "
             "stopping the job (default: %(default)s)")
+        s.add_argument("--cuda-graph", action="store_true",
+                       help="replay each full-batch step from a CUDA graph (one launch per step; --backend cuda, one "
+                       "process; same integers as without)")
         if kind == "rnn":
             opt("--horizon", int, 0, "steps that receive targets, counted from the end (0 = all)")
             s.add_argument("--rnn-mask", choices=["step", "shared"], default="step",
