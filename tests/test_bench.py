@@ -30,6 +30,17 @@ def test_bench_quick_writes_csv_and_markdown(tmp_path, capsys):
     assert float(by_impl[("memory", "BEP training state")]["ratio"]) == pytest.approx(16 / 2.125, rel=1e-2)
 
 
+def test_bench_update_section_times_both_forms(tmp_path, capsys):
+    assert main(["--backend", "numpy", "--quick", "--sections", "update", "--min-time", "0.01", "--out",
+                 str(tmp_path)]) == 0
+    rows = {r["impl"]: r for r in rows_of(tmp_path)}
+    assert set(rows) == {f"{what}{form} (numpy){tail}" for form in ("popcount", "sparse")
+                         for what, tail in (("batch_update ", ", all layers"), ("whole step, update=", ""))}
+    assert all(r["section"] == "update" and float(r["value"]) > 0 for r in rows.values())
+    assert float(rows["batch_update sparse (numpy), all layers"]["ratio"]) > 0
+    assert int(rows["batch_update popcount (numpy), all layers"]["note"].split()[0]) > 0  # real selections
+
+
 @pytest.mark.skipif(not HAS_TORCH, reason="the QAT peer needs torch")
 def test_bench_rnn_case_has_the_qat_peer(tmp_path, capsys):
     assert main(["--backend", "numpy", "--quick", "--sections", "step", "--cases", "rnn", "--min-time", "0.01",

@@ -1,6 +1,6 @@
 """bep-bench: measured rates and same-run ratios for the binary GEMM, whole BEP steps, and training memory.
 
-Sections (--sections, comma-separated; default all four):
+Sections (--sections, comma-separated; default all five):
   gemm    xnor matmul in bit-MAC/s on square and training shapes, beside a dense float GEMM on the same +-1
           matrices (cuBLAS bf16/fp32 through cupy.matmul on a GPU, BLAS float32 on the CPU) and, on the CPU, the
           popcount-broadcast method the NumPy backend does not use; fraction of the H200 POPC ceiling on a GPU.
@@ -9,6 +9,10 @@ Sections (--sections, comma-separated; default all four):
           the dense integer implementation (scripts/baselines/dense_bep.py) and the QAT baseline
           (scripts/baselines/qat_torch.py, if torch is installed); the peers are found from the repository root.
   memory  training-state bytes per weight and peak memory, ours vs QAT (same cases as step).
+  update  the update in its two exact forms, popcount over every sample vs sparse over the samples that selected
+          each unit (backend update='popcount' | 'sparse'): all layers' batch_update on one real step's
+          selections, and whole steps, for the MLP cases. On a GPU the step section also times the step replayed
+          from a CUDA graph (bep-train --cuda-graph).
   epoch   one real Fashion-MNIST epoch (L = 2, K = 525, batch 100, 50,000 training samples, bep-train's default
           encoding), timed as the epoch loop of bep-train's Trainer and of qat_torch.train_epoch on the same
           encoded samples in the same order (data loading, encoding, evaluation and checkpoints not timed).
@@ -30,7 +34,7 @@ import numpy as np
 
 from .. import bep_rnn
 from ..backends import get_backend
-from ..bep_mlp import StepRules, reinforcement_thresholds, train_step
+from ..bep_mlp import StepRules, reinforcement_thresholds, select_updates, train_step
 from ..bits import pack_bits, unpack_bits
 from ..errors import UserError
 from ..mlp import init_hidden
@@ -208,6 +212,7 @@ def bench_steps(bk, table, cases, min_time, dense, qat):
         steps = -(-epoch_samples // batch)
         case = f"{name} {'-'.join(map(str, sizes))} batch {batch}"
         table.add("step", case, f"BEP packed ({bk.name})", t_ours * 1e3, "ms/step")
+        _graph_row(bk, table, case, hidden, sizes, p, x, yy, gammas, rules, thresholds, t_ours, min_time)
         table.add("epoch", case, f"BEP packed ({bk.name})", t_ours * steps, f"s/epoch ({epoch_samples} samples)")
         n_weights = sum(a * b for a, b in zip(sizes[1:], sizes[:-1]))
         if dense is not None:
@@ -221,6 +226,72 @@ def bench_steps(bk, table, cases, min_time, dense, qat):
         if qat is not None:
             _qat_rows(bk, table, qat, case, "mlp", sizes[0], sizes[1:], batch, epoch_samples, t_ours)
         _memory_rows(bk, table, case, n_weights)
+
+
+class _MLPTask:
+    """The `task.step` that GraphedSteps replays: one MLP train_step on given rows (the trainer's MLPTask without
+    the data and checkpoint parts)."""
+
+    def __init__(self, bk, hidden, sizes, prototypes, rules):
+        self.bk, self.hidden, self.sizes, self.prototypes, self.rules = bk, hidden, sizes, prototypes, rules
+
+    def step(self, x, labels, gammas, thresholds, step):
+        return train_step(self.bk, self.hidden, self.sizes, self.prototypes, x, labels, gammas, self.rules,
+                          thresholds, 0, step)
+
+
+def _graph_row(bk, table, case, hidden, sizes, p, x, yy, gammas, rules, thresholds, t_ours, min_time):
+    """The same step replayed from a CUDA graph (bep-train --cuda-graph), on a GPU only."""
+    if bk.name != "cuda" or bk.xp is np:
+        return
+    from ..step_graph import GraphedSteps
+
+    counts = bk.xp.zeros(2, dtype=bk.xp.int64)
+    graphed = GraphedSteps(bk, _MLPTask(bk, hidden, sizes, p, rules), x, yy, x.shape[0], gammas, thresholds, 0,
+                           counts)
+    idx = bk.xp.arange(x.shape[0])
+    graphed(idx)  # eager first step
+    graphed(idx)  # capture, then the first replay
+    t = timed(lambda: graphed(idx), bk.synchronize, min_time)
+    table.add("step", case, f"BEP packed ({bk.name}, CUDA graph)", t * 1e3, "ms/step", t / t_ours,
+              "ratio = this / ours (eager); bep-train --cuda-graph")
+
+
+def bench_update(bk, table, cases, min_time):
+    """The two forms of the update (backend update='popcount' or 'sparse'; the same integers): every layer's
+    batch_update on the selections of one real step (random data at the initial weights, where most samples
+    trigger), and whole steps. `auto` should be whichever is faster on the hardware."""
+    for name, sizes, batch, gamma, _ in cases:
+        print(f"bep-bench: update {name} {sizes} batch {batch}", file=sys.stderr, flush=True)
+        hidden_np, protos, x_pm, y, rules, thresholds, gammas = _step_case(bk, sizes, batch, gamma)
+        case = f"{name} {'-'.join(map(str, sizes))} batch {batch} gamma {gamma}"
+        first = {}
+        for form in ("popcount", "sparse"):
+            fb = type(bk)(update=form)
+            hidden = [fb.asarray(h) for h in hidden_np]
+            p, x, yy = fb.pack(fb.asarray(protos)), fb.pack(fb.asarray(x_pm)), fb.asarray(y)
+            _, updates = select_updates(fb, hidden, sizes, p, x, yy, gammas, rules)
+            picks = sum(int(np.bitwise_count(fb.to_numpy(sel)).sum()) for sel, _, _ in updates)  # padding is 0
+
+            def update():
+                for h, (sel, t, a) in zip(hidden, updates):
+                    fb.batch_update(h, sel, t, a, rules.clip)
+
+            step = [0]
+
+            def whole():
+                train_step(fb, hidden, sizes, p, x, yy, gammas, rules, thresholds, 0, step[0])
+                step[0] += 1
+
+            t_upd, t_step = timed(update, fb.synchronize, min_time), timed(whole, fb.synchronize, min_time)
+            ref = first.setdefault("t", (t_upd, t_step))
+            ratio = None if form == "popcount" else ref[0] / t_upd
+            table.add("update", case, f"batch_update {form} ({bk.name}), all layers", t_upd * 1e3, "ms", ratio,
+                      (f"{picks} selections in the batch ({picks / sum(sizes[1:]):.3g} samples per unit)"
+                       if form == "popcount" else "ratio = popcount / sparse (above 1: sparse is faster)"))
+            table.add("update", case, f"whole step, update={form} ({bk.name})", t_step * 1e3, "ms/step",
+                      None if form == "popcount" else ref[1] / t_step,
+                      "" if form == "popcount" else "ratio = popcount / sparse")
 
 
 def bench_rnn_steps(bk, table, cases, min_time, dense, qat):
@@ -319,7 +390,7 @@ def bench_real_epoch(bk, table, qat, data_dir, max_samples):
 def _main(argv):
     p = argparse.ArgumentParser(prog="bep-bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--backend", default="auto", choices=["auto", "numpy", "cuda"])
-    p.add_argument("--sections", default="gemm,step,memory,epoch")
+    p.add_argument("--sections", default="gemm,step,memory,update,epoch")
     p.add_argument("--quick", action="store_true", help="small shapes only (CI smoke run)")
     p.add_argument("--min-time", type=float, default=0.5, help="seconds of repetitions per measurement")
     p.add_argument("--gemm-sizes", default=None, help="GEMM shapes to time instead of the defaults, e.g. 1024x1024x4096")
@@ -332,8 +403,8 @@ def _main(argv):
     p.add_argument("--out", default="bench")
     args = p.parse_args(argv)
     sections = set(args.sections.split(","))
-    if not sections <= {"gemm", "step", "memory", "epoch"}:
-        raise UserError(f"--sections takes gemm, step, memory, epoch; got {args.sections}")
+    if not sections <= {"gemm", "step", "memory", "update", "epoch"}:
+        raise UserError(f"--sections takes gemm, step, memory, update, epoch; got {args.sections}")
     kinds = set(filter(None, args.cases.split(",")))
     if not kinds or not kinds <= {"mlp", "rnn"}:
         raise UserError(f"--cases takes mlp, rnn or mlp,rnn; got {args.cases!r}")
@@ -379,6 +450,8 @@ def _main(argv):
                 bench_steps(bk, table, cases, args.min_time, dense, qat)
             if "rnn" in kinds:
                 bench_rnn_steps(bk, table, rnn_cases, args.min_time, dense, qat)
+        if "update" in sections and "mlp" in kinds:
+            bench_update(bk, table, cases, args.min_time)
         if "epoch" in sections:
             bench_real_epoch(bk, table, qat, args.data_dir, epoch_samples)
         done = True

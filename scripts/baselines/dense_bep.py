@@ -28,14 +28,20 @@ def group_mask(xp, wrong, score, gamma):
     return mask.reshape(n, k)
 
 
+def dot_rows(xp, a, b):
+    """int32 a @ b.T: every row of a against every row of b, with both operands contiguous along the summed axis
+    (NumPy's integer matmul has no BLAS; its loop runs down the summed axis, so strided operands cost up to 6x)."""
+    return xp.ascontiguousarray(a, dtype=xp.int32) @ xp.ascontiguousarray(b, dtype=xp.int32).T
+
+
 def dense_step(xp, hidden, prototypes, x, labels, gammas, margin, gates, thresholds, clip, seed, step):
     """One BEP step in place on the int16 `hidden` list; x: int8 +-1 (B, K0); prototypes int8 (C, K_L)."""
     weights = [sgn(xp, h) for h in hidden]
     acts, zs = [x], []
     for w in weights:
-        zs.append(acts[-1].astype(xp.int32) @ w.T.astype(xp.int32))
+        zs.append(dot_rows(xp, acts[-1], w))
         acts.append(sgn(xp, zs[-1]))
-    logits = acts[-1].astype(xp.int32) @ prototypes.T.astype(xp.int32)
+    logits = dot_rows(xp, acts[-1], prototypes)
     rows = xp.arange(len(labels))
     own = logits[rows, labels].astype(xp.int64)
     others = logits.astype(xp.int64)
@@ -45,11 +51,11 @@ def dense_step(xp, hidden, prototypes, x, labels, gammas, margin, gates, thresho
     targets[-1] = prototypes[labels]
     for i in range(len(hidden) - 1, 0, -1):
         gated = targets[i].astype(xp.int32) * (xp.abs(zs[i]) <= gates[i])
-        targets[i - 1] = sgn(xp, gated @ weights[i].astype(xp.int32))
+        targets[i - 1] = sgn(xp, dot_rows(xp, gated, weights[i].T))
     for i, h in enumerate(hidden):
         wrong = (acts[i + 1] != targets[i]) & trig[:, None]
         m = group_mask(xp, wrong, xp.abs(zs[i]), gammas[i]).astype(xp.int32)
-        delta = (m * targets[i]).T @ acts[i].astype(xp.int32)
+        delta = dot_rows(xp, (m * targets[i]).T, acts[i].T)
         h[...] = xp.clip(h.astype(xp.int32) + 2 * delta, -clip, clip).astype(xp.int16)
     if int(trig.sum()) > 0:
         for i, h in enumerate(hidden):
@@ -57,12 +63,6 @@ def dense_step(xp, hidden, prototypes, x, labels, gammas, margin, gates, thresho
             moved = xp.clip(h.astype(xp.int32) + xp.where(h >= 0, 2, -2), -clip, clip).astype(xp.int16)
             h[...] = xp.where(u.astype(xp.int64) < thresholds[i], moved, h)
     return int((xp.argmax(logits, axis=1) != labels).sum()), int(trig.sum())
-
-
-def dot_rows(xp, a, b):
-    """int32 a @ b.T: every row of a against every row of b, with both operands contiguous along the summed axis
-    (NumPy's integer matmul has no BLAS; its loop runs down the summed axis, so strided operands cost up to 6x)."""
-    return xp.ascontiguousarray(a, dtype=xp.int32) @ xp.ascontiguousarray(b, dtype=xp.int32).T
 
 
 def dense_rnn_step(xp, hidden, prototypes, x, labels, gammas, margin, gates, thresholds, clip, seed, step,
