@@ -64,26 +64,6 @@ def forward(bk: Backend, weights, sizes, x, gates=None):
     return (zs, acts) if gates is None else (zs, acts, gate_bits)
 
 
-def classify(bk: Backend, logits, labels, margin: int):
-    """Predictions (argmax, lowest index on ties) and the trigger y_c - max_{c' != c} y_c' < margin."""
-    xp = bk.xp
-    rows = xp.arange(logits.shape[0])
-    pred = xp.argmax(logits, axis=1)
-    own = logits[rows, labels]
-    others = logits.copy()
-    others[rows, labels] = xp.iinfo(xp.int32).min
-    return pred, (own.astype(xp.int64) - others.max(axis=1)) < margin
-
-
-def trigger(bk: Backend, logits, labels, margin: int):
-    """Device counts [misclassified, triggered] and per-row words: all ones for triggering samples, else zero
-    (AND-ed into the wrong-unit candidates, so a sample that does not trigger selects no unit)."""
-    xp = bk.xp
-    pred, trig = classify(bk, logits, labels, margin)
-    counts = xp.stack([(pred != labels).sum(), trig.sum()]).astype(xp.int64)
-    return counts, (xp.uint64(0) - trig.astype(xp.uint64))[:, None]
-
-
 def predict(bk: Backend, weights, sizes, prototypes, x):
     zs, acts = forward(bk, weights, sizes, x)
     return bk.xp.argmax(bk.xnor_matmul(acts[-1], prototypes, sizes[-1]), axis=1)
@@ -99,7 +79,7 @@ def select_updates(bk: Backend, hidden, sizes, prototypes, x, labels, gammas, ru
         zs, acts, gate_bits = forward(bk, weights, sizes, x, rules.gates)
         logits = bk.xnor_matmul(acts[-1], prototypes, sizes[-1])
     with nvtx_range("trigger"):
-        counts, row_mask = trigger(bk, logits, labels, rules.trigger_margin)
+        counts, row_mask = bk.trigger(logits, labels, rules.trigger_margin)
     with nvtx_range("targets"):
         targets = [None] * n_layers
         targets[-1] = prototypes[labels]

@@ -12,7 +12,7 @@ from __future__ import annotations
 from .backends.base import Backend
 from .bits import n_words
 from .distributed import apply_updates
-from .bep_mlp import REINFORCE_STREAM, StepRules, trigger, visible_weights
+from .bep_mlp import REINFORCE_STREAM, StepRules, visible_weights
 from .errors import UserError
 from .profiling import nvtx_range
 
@@ -101,7 +101,7 @@ def select_updates(bk: Backend, hidden, sizes, prototypes, x, labels, gammas, ru
         s_y = bk.pack(z_y)
         logits = bk.xnor_matmul(s_y, prototypes, ky)
     with nvtx_range("trigger"):
-        counts, row_mask = trigger(bk, logits, labels, rules.trigger_margin)
+        counts, row_mask = bk.trigger(logits, labels, rules.trigger_margin)
     with nvtx_range("targets"):
         t_y = prototypes[labels]
         targets = [bk.gated_transposed_product(t_y, bk.gate_pack(z_y, rules.gates[1]),

@@ -520,3 +520,21 @@ def test_emulator_build_errors_are_reported(tmp_path):
     bad.write_text('extern "C" __global__ void broken(int* p) { p[0] = undefined_name; }\n')
     with pytest.raises(RuntimeError, match="emulator build failed"):
         EmuModule([bad])
+
+
+# --- trigger -----------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("n,c", [(0, 10), (1, 1), (5, 2), (70, 10), (33, 45), (300, 3)])
+@pytest.mark.parametrize("margin", [0, 3, 2**40, -5])
+def test_trigger(cb, n, c, margin):
+    """Counts and row words equal the array version; ties in the argmax and between the label and another class
+    (small value range), one class, no rows, and margins that trigger every row or none."""
+    gen = np.random.default_rng(n * 31 + c + margin % 97)
+    logits = gen.integers(-4, 5, size=(n, c)).astype(np.int32)
+    labels = gen.integers(0, c, size=n)
+    counts, rows = cb.trigger(logits, labels, margin)
+    want_counts, want_rows = NB.trigger(logits, labels, margin)
+    same(counts, want_counts)
+    same(rows, want_rows)
+    extreme = np.where(gen.random((n, c)) < 0.5, np.iinfo(np.int32).min, np.iinfo(np.int32).max).astype(np.int32)
+    for got, want in zip(cb.trigger(extreme, labels, margin), NB.trigger(extreme, labels, margin)):
+        same(got, want)

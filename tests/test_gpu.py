@@ -284,3 +284,14 @@ def test_cuda_graph_training_run_matches_numpy(tmp_path, kind):
         runs[name] = np.load(tmp_path / name / "model.npz")
     for key in [k for k in runs["numpy"].files if k.startswith("hidden.")] + ["train.state"]:
         assert np.array_equal(runs["numpy"][key], runs["graph"][key]), key
+
+
+@pytest.mark.parametrize("n,c", [(1, 1), (100, 10), (20000, 10), (513, 100)])
+def test_trigger(gb, n, c):
+    gen = np.random.default_rng(n + c)
+    logits = gen.integers(-6, 7, size=(n, c)).astype(np.int32)
+    labels = gen.integers(0, c, size=n)
+    for margin in (0, 4, 2**40):
+        got = gb.trigger(gb.asarray(logits), gb.asarray(labels), margin)
+        for g, w in zip(got, NB.trigger(logits, labels, margin)):
+            same(gb, g, w)

@@ -134,6 +134,22 @@ class Backend(ABC):
         shift = (col % 64).astype(xp.uint64)
         return ((xp.asarray(words, dtype=xp.uint64)[:, col // 64] >> shift) & xp.uint64(1)).astype(xp.int32)
 
+    def trigger(self, logits, labels, margin: int):
+        """Trigger of BEP_SPEC.md section 4.2 on int32 logits (N, C) and labels (N,): the device int64 counts
+        [misclassified, triggered] (prediction = argmax, lowest index on ties; trigger = y_c - max_{c' != c} y_c'
+        < margin, in int64) and per-row words (N, 1), all ones where the row triggers, else zero (AND-ed into the
+        wrong-unit candidates, so a sample that does not trigger selects no unit). This version is array code;
+        the CUDA backend does it in one kernel (kernels/trigger.cu)."""
+        xp = self.xp
+        rows = xp.arange(logits.shape[0])
+        pred = xp.argmax(logits, axis=1)
+        own = logits[rows, labels]
+        others = logits.copy()
+        others[rows, labels] = xp.iinfo(xp.int32).min
+        trig = (own.astype(xp.int64) - others.max(axis=1)) < margin
+        counts = xp.stack([(pred != labels).sum(), trig.sum()]).astype(xp.int64)
+        return counts, (xp.uint64(0) - trig.astype(xp.uint64))[:, None]
+
     @abstractmethod
     def reinforce(self, h, threshold: int, seed: int, stream: int, step: int, layer: int, clip: int,
                   active=None) -> None:

@@ -403,6 +403,22 @@ class CudaBackend(Backend):
         self._write_back(out, delta)
         return out
 
+    def trigger(self, logits, labels, margin):
+        """As Backend.trigger, in one kernel (kernels/trigger.cu) plus the zeroing of the counts."""
+        xp = self.xp
+        logits = self._int_array(logits, np.int32, "trigger logits")
+        labels = self._int_array(labels, np.int64, "trigger labels")
+        if logits.ndim != 2 or labels.shape != (logits.shape[0],) or (logits.shape[0] and logits.shape[1] == 0):
+            raise ValueError(f"trigger: need logits (N, C >= 1) and labels (N,), got {logits.shape}, {labels.shape}")
+        n = logits.shape[0]
+        counts = xp.zeros(2, dtype=xp.uint64)
+        row = xp.empty((n, 1), dtype=xp.uint64)
+        if n:
+            margin = np.int64(max(-(2**62), min(2**62, int(margin))))  # |own - other| < 2^33: the clamp changes nothing
+            self._launch("trigger", (_blocks(n * 32),),
+                         (logits, labels, np.int64(n), _i32(logits.shape[1]), margin, counts, row))
+        return counts.view(xp.int64), row
+
     def reinforce(self, h, threshold, seed, stream, step, layer, clip, active=None):
         xp = self.xp
         threshold = int(threshold)
