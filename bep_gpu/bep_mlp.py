@@ -72,7 +72,6 @@ def predict(bk: Backend, weights, sizes, prototypes, x):
 def select_updates(bk: Backend, hidden, sizes, prototypes, x, labels, gammas, rules: StepRules):
     """Steps 1-4 of BEP_SPEC.md section 4 on a mini-batch: the device int64 counts [misclassified, triggered]
     and, per layer, the update operands (sel, t, a_in) of batch_update/update_delta. Changes nothing."""
-    xp = bk.xp
     n_layers = len(hidden)
     with nvtx_range("forward"):
         weights = visible_weights(bk, hidden)
@@ -89,12 +88,8 @@ def select_updates(bk: Backend, hidden, sizes, prototypes, x, labels, gammas, ru
     updates = []
     with nvtx_range("masks"):
         for i in range(n_layers):
-            cand = (acts[i + 1] ^ targets[i]) & row_mask
-            if rules.stability == "hidden":
-                score = xp.abs(bk.int_matmul(acts[i], hidden[i]))
-            else:
-                score = xp.abs(zs[i])
-            updates.append((bk.group_select(score, cand, gammas[i]), targets[i], acts[i]))
+            value = bk.int_matmul(acts[i], hidden[i]) if rules.stability == "hidden" else zs[i]  # ranked by |value|
+            updates.append((bk.select_wrong(value, acts[i + 1], targets[i], row_mask, gammas[i]), targets[i], acts[i]))
     return counts, updates
 
 

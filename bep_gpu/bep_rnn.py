@@ -118,7 +118,7 @@ def select_updates(bk: Backend, hidden, sizes, prototypes, x, labels, gammas, ru
             sel = shared_selection(bk, wrong, z_abs, gammas[0], kx + ks)
         else:
             sel = bk.group_select(z_abs.reshape(h * n, ks), wrong.reshape(h * n, -1), gammas[0])
-        sel_y = bk.group_select(xp.abs(z_y), (s_y ^ t_y) & row_mask, gammas[1])
+        sel_y = bk.select_wrong(z_y, s_y, t_y, row_mask, gammas[1])
     t_rows = targets.reshape(h * n, -1)
     # H_xs and H_ss share the selected rows: a_t and s_{t-1} are the two halves of the cell's input.
     return counts, [(sel, t_rows, x_t[first:].reshape(h * n, -1)),

@@ -6,11 +6,13 @@
 // the lowest index among equal scores, exactly NumPy's first argmin.
 #include "bep_common.cuh"
 
-// NumPy mirror: NumpyBackend.group_select in bep_gpu/backends/numpy_backend.py
-// Grid-stride over warps (1-D grid, block 256). score: int32 rows x K; cand, out: rows x nw words (out zeroed).
-extern "C" __global__ void __launch_bounds__(256)
-    group_select(const int* __restrict__ score, const u64* __restrict__ cand, u64* __restrict__ out, i64 rows,
-                 int K, int nw, int gamma, int width) {
+// One group per `width` lanes; WRONG: candidates are the bits of (a ^ t) & rowm[row] and scores |score| (int32
+// wrapping like NumPy's abs), read straight from the step's arrays instead of from two prepared ones.
+template <bool WRONG>
+__device__ __forceinline__ void group_select_rows(const int* __restrict__ score, const u64* __restrict__ cand,
+                                                  const u64* __restrict__ a, const u64* __restrict__ t,
+                                                  const u64* __restrict__ rowm, u64* __restrict__ out, i64 rows, int K,
+                                                  int nw, int gamma, int width) {
     const int lane = threadIdx.x & 31, sub = lane & (width - 1);
     const int per_warp = 32 / width;
     const int groups = K / gamma;
@@ -24,12 +26,16 @@ extern "C" __global__ void __launch_bounds__(256)
             r = gi / groups;
             first = (int)(gi - r * groups) * gamma;
             const int* srow = score + r * K;
-            const u64* crow = cand + r * nw;
+            const i64 w0 = r * nw;
+            const u64 rm = WRONG ? rowm[r] : ~0ull;
             for (int u = sub; u < gamma; u += width) {
                 const int k = first + u;
-                if ((crow[k >> 6] >> (k & 63)) & 1ull) {
+                const u64 word = WRONG ? (a[w0 + (k >> 6)] ^ t[w0 + (k >> 6)]) & rm : cand[w0 + (k >> 6)];
+                if ((word >> (k & 63)) & 1ull) {
+                    const int v = srow[k];
+                    const u32 s = WRONG && v < 0 ? 0u - (u32)v : (u32)v;  // |INT_MIN| stays INT_MIN, as in NumPy
                     // The bias maps int32 order onto unsigned order, so any int32 score ranks as in NumPy.
-                    const u64 key = ((u64)((u32)srow[k] ^ 0x80000000u) << 32) | (u32)u;
+                    const u64 key = ((u64)(s ^ 0x80000000u) << 32) | (u32)u;
                     best = key < best ? key : best;
                 }
             }
@@ -43,4 +49,20 @@ extern "C" __global__ void __launch_bounds__(256)
             atomicOr(&out[r * nw + (k >> 6)], 1ull << (k & 63));
         }
     }
+}
+
+// NumPy mirror: NumpyBackend.group_select in bep_gpu/backends/numpy_backend.py
+// Grid-stride over warps (1-D grid, block 256). score: int32 rows x K; cand, out: rows x nw words (out zeroed).
+extern "C" __global__ void __launch_bounds__(256)
+    group_select(const int* __restrict__ score, const u64* __restrict__ cand, u64* __restrict__ out, i64 rows,
+                 int K, int nw, int gamma, int width) {
+    group_select_rows<false>(score, cand, nullptr, nullptr, nullptr, out, rows, K, nw, gamma, width);
+}
+
+// NumPy mirror: Backend.select_wrong in bep_gpu/backends/base.py (group_select of |z| over (a ^ t) & row_mask)
+// As group_select with z: int32 rows x K, a, t: rows x nw words, rowm: one word per row.
+extern "C" __global__ void __launch_bounds__(256)
+    select_wrong(const int* __restrict__ z, const u64* __restrict__ a, const u64* __restrict__ t,
+                 const u64* __restrict__ rowm, u64* __restrict__ out, i64 rows, int K, int nw, int gamma, int width) {
+    group_select_rows<true>(z, nullptr, a, t, rowm, out, rows, K, nw, gamma, width);
 }

@@ -260,6 +260,24 @@ def test_group_select_negative_scores_and_empty(cb):
         cb.group_select(score, cand, 7)
 
 
+@pytest.mark.parametrize("n,k,gamma", [(1, 1, 1), (7, 70, 7), (4, 120, 40), (65, 525, 105), (3, 192, 64),
+                                       (2, 96, 96), (0, 10, 5)])
+def test_select_wrong(cb, n, k, gamma):
+    """The fused mask kernel equals group_select(|z|, (a ^ t) & row_mask): value ties, int32 extremes (|min|
+    wraps as in NumPy), rows that do not trigger."""
+    gen = np.random.default_rng(n * 13 + k + gamma)
+    z = gen.integers(-3, 4, size=(n, k)).astype(np.int32)
+    z[:1, 3:4] = np.iinfo(np.int32).min  # a few extremes: most groups rank small values of both signs
+    z[-1:, -1:] = np.iinfo(np.int32).max
+    a, t = rand_bits(gen, n, k), rand_bits(gen, n, k)
+    row_mask = np.where(gen.random((n, 1)) < 0.7, ~np.uint64(0), np.uint64(0)).astype(np.uint64)
+    want = NB.group_select(np.abs(z), (a ^ t) & row_mask, gamma)
+    same(cb.select_wrong(z, a, t, row_mask, gamma), want)
+    same(NB.select_wrong(z, a, t, row_mask, gamma), want)
+    with pytest.raises(ValueError):
+        cb.select_wrong(z, a, t, np.zeros((n + 1, 1), np.uint64), gamma)
+
+
 @settings(max_examples=10, deadline=None)
 @given(n=st.integers(1, 5), groups=st.integers(1, 6), gamma=st.integers(1, 80), seed=st.integers(0, 2**32 - 1))
 def test_group_select_property(cb, n, groups, gamma, seed):

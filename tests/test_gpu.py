@@ -295,3 +295,13 @@ def test_trigger(gb, n, c):
         got = gb.trigger(gb.asarray(logits), gb.asarray(labels), margin)
         for g, w in zip(got, NB.trigger(logits, labels, margin)):
             same(gb, g, w)
+
+
+@pytest.mark.parametrize("n,k,gamma", [(1, 1, 1), (1024, 525, 105), (300, 4096, 128), (100, 525, 5)])
+def test_select_wrong(gb, n, k, gamma):
+    gen = np.random.default_rng(n + k + gamma)
+    z = gen.integers(-20, 21, size=(n, k)).astype(np.int32)
+    a, t = rand_bits(gen, n, k), rand_bits(gen, n, k)
+    row_mask = np.where(gen.random((n, 1)) < 0.7, ~np.uint64(0), np.uint64(0)).astype(np.uint64)
+    got = gb.select_wrong(gb.asarray(z), gb.asarray(a), gb.asarray(t), gb.asarray(row_mask), gamma)
+    same(gb, got, NB.group_select(np.abs(z), (a ^ t) & row_mask, gamma))

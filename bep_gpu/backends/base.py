@@ -93,6 +93,12 @@ class Backend(ABC):
         a group without candidates selects nothing. Returns selection bits (N, n_words(K)).
         """
 
+    def select_wrong(self, z, a, t, row_mask, gamma: int):
+        """group_select(|z|, (a ^ t) & row_mask, gamma): the masks of section 4.4 straight from a layer's int32
+        values z (N, K) (|z| wraps at int32 min like NumPy), its output bits a and target bits t (N, n_words(K))
+        and the trigger's row words (N, 1). Backends may fuse it (the CUDA one is one kernel)."""
+        return self.group_select(self.xp.abs(z), (a ^ t) & row_mask, gamma)
+
     @abstractmethod
     def batch_update(self, h, sel, t, x, clip: int) -> None:
         """In place: h = clip(h + 2 * sum_n (sel[n] * t[n]) outer x[n], -clip, clip), summed in int32.

@@ -323,26 +323,45 @@ class CudaBackend(Backend):
         return out
 
     def group_select(self, score, cand, gamma):
-        xp = self.xp
         score = self._int_array(score, np.int32, "group_select score")
-        if score.ndim != 2:
-            raise ValueError(f"group_select: score must be (N, K), got {score.shape}")
-        n_rows, k = score.shape
-        gamma = int(gamma)
-        if gamma <= 0 or k % gamma:
-            raise ValueError(f"group_select: group size {gamma} does not divide {k}")
-        nw = _bits.n_words(k)
+        n_rows, k, nw, gamma = self._group_shape("group_select", score, gamma)
         cand = self._words(cand)
         if cand.shape != (n_rows, nw):
             raise ValueError(f"group_select: cand must be {(n_rows, nw)}, got {cand.shape}")
-        out = xp.zeros((n_rows, nw), dtype=xp.uint64)  # the kernel ORs selections into it
+        return self._launch_groups("group_select", (score, cand), n_rows, k, gamma)
+
+    def select_wrong(self, z, a, t, row_mask, gamma):
+        """As Backend.select_wrong, in one kernel: candidates and |z| are read where group_select would read the
+        arrays they make."""
+        z = self._int_array(z, np.int32, "select_wrong z")
+        n_rows, k, nw, gamma = self._group_shape("select_wrong", z, gamma)
+        a, t, row_mask = self._words(a), self._words(t), self._words(row_mask)
+        if a.shape != (n_rows, nw) or t.shape != a.shape or row_mask.shape != (n_rows, 1):
+            raise ValueError(f"select_wrong: a {a.shape}, t {t.shape}, row_mask {row_mask.shape} do not match "
+                             f"z {z.shape}")
+        return self._launch_groups("select_wrong", (z, a, t, row_mask), n_rows, k, gamma)
+
+    @staticmethod
+    def _group_shape(what, score, gamma):
+        if score.ndim != 2:
+            raise ValueError(f"{what}: scores must be (N, K), got {score.shape}")
+        n_rows, k = score.shape
+        gamma = int(gamma)
+        if gamma <= 0 or k % gamma:
+            raise ValueError(f"{what}: group size {gamma} does not divide {k}")
+        return n_rows, k, _bits.n_words(k), gamma
+
+    def _launch_groups(self, kernel, inputs, n_rows, k, gamma):
+        """The selection bits of a group_select-family kernel: one group per `width` lanes of a warp."""
+        nw = _bits.n_words(k)
+        out = self.xp.zeros((n_rows, nw), dtype=self.xp.uint64)  # the kernel ORs selections into it
         total = n_rows * (k // gamma)
         if total == 0:
             return out
         width = min(32, 1 << (gamma - 1).bit_length())  # lanes per group: a power of two covering gamma
         warps = -(-total // (32 // width))
-        self._launch("group_select", (_blocks(warps * 32),),
-                     (score, cand, out, np.int64(n_rows), _i32(k), _i32(nw), _i32(gamma), _i32(width)))
+        self._launch(kernel, (_blocks(warps * 32),),
+                     inputs + (out, np.int64(n_rows), _i32(k), _i32(nw), _i32(gamma), _i32(width)))
         return out
 
     def batch_update(self, h, sel, t, x, clip):
