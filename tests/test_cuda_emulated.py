@@ -556,3 +556,28 @@ def test_trigger(cb, n, c, margin):
     extreme = np.where(gen.random((n, c)) < 0.5, np.iinfo(np.int32).min, np.iinfo(np.int32).max).astype(np.int32)
     for got, want in zip(cb.trigger(extreme, labels, margin), NB.trigger(extreme, labels, margin)):
         same(got, want)
+
+
+def test_mlp_step_kernel_launches():
+    """A step's raw kernels, by name: fused forward (signs, and gates for the layer above), one-kernel trigger and
+    masks. A new launch in the step (or a fused kernel falling back to array code) shows up here first."""
+    from collections import Counter
+
+    from bep_gpu import bep_mlp
+    from bep_gpu.backends.cuda_backend import CudaBackend
+    from emu import emulated_module
+
+    bk = CudaBackend(module=emulated_module(), xp=np, update="popcount")
+    launched = Counter()
+    launch = bk._launch
+    bk._launch = lambda name, *args, **kw: (launched.update([name]), launch(name, *args, **kw))
+    gen = np.random.default_rng(2)
+    sizes = [100, 70, 70]
+    hidden = [gen.integers(-20, 21, size=(sizes[i + 1], sizes[i])).astype(np.int16) for i in range(2)]
+    rules = bep_mlp.StepRules.make(sizes, 0.75, 0.2, 32767)
+    protos = rand_bits(gen, 4, sizes[-1])
+    x, y = rand_bits(gen, 30, sizes[0]), gen.integers(0, 4, size=30)
+    bep_mlp.train_step(bk, hidden, sizes, protos, x, y, [7, 7], rules, [2**20, 2**20], 0, 0)
+    assert launched == Counter({"pack_i16": 2, "xnor_matmul_sign": 1, "xnor_matmul_sign_gate": 1, "xnor_matmul": 1,
+                                "trigger": 1, "transpose_bits": 7, "gated_transposed_product": 1, "select_wrong": 2,
+                                "batch_update": 2, "reinforce": 2})
