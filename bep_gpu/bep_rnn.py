@@ -42,9 +42,8 @@ def forward(bk: Backend, weights, sizes, x_t):
     # W_xs a_t does not depend on the state: every step's input product in one call.
     z = bk.xnor_matmul(x_t.reshape(steps * n, -1), w_xs, kx).reshape(steps, n, ks)
     states = [bk.pack(xp.ones((n, ks), dtype=xp.int8))]  # s_0 = all +1
-    for t in range(steps):
-        z[t] += bk.xnor_matmul(states[-1], w_ss, ks)
-        states.append(bk.pack(z[t]))
+    for t in range(steps):  # z_t += W_ss s_{t-1} and s_t = sign(z_t), in one kernel on the CUDA backend
+        states.append(bk.xnor_matmul_sign(states[-1], w_ss, ks, add=z[t])[1])
     return z, states, bk.xnor_matmul(states[-1], w_sy, ks)
 
 

@@ -16,10 +16,11 @@ extern "C" __global__ void __launch_bounds__(BEP_TILE_THREADS, 4)
 }
 
 // As xnor_matmul, and sign: M x n_words(N) words, bit n of row m = out[m, n] >= 0 (padding bits 0); with GATE
-// also gate: the same layout, bit = |out[m, n]| <= thr, the gate bits the backward pass reads (gate_pack). A
-// block's 64 columns are exactly one word, so the forward pass gets the next layer's input and the backward pass
-// its gates without a pack launch re-reading z.
-template <bool GATE>
+// also gate: the same layout, bit = |out[m, n]| <= thr, the gate bits the backward pass reads (gate_pack); with
+// ADD the product is added to what out holds (in place, wrapping like NumPy's int32 +=), as a recurrent step adds
+// W_ss s_{t-1} to its input product. A block's 64 columns are exactly one word, so the forward pass gets the next
+// layer's input and the backward pass its gates without a pack launch re-reading z.
+template <bool GATE, bool ADD>
 __device__ __forceinline__ void xnor_sign_tile(const u64* __restrict__ a, const u64* __restrict__ b,
                                                int* __restrict__ out, u64* __restrict__ sign, u64* __restrict__ gate,
                                                int M, int N, int kw, int k, int thr) {
@@ -27,11 +28,17 @@ __device__ __forceinline__ void xnor_sign_tile(const u64* __restrict__ a, const 
     u32 acc[4][4], gcnt[4];
     const u64 last_mask = (k & 63) ? (1ull << (k & 63)) - 1 : ~0ull;
     popc_tile<false>(a, a, b, M, N, kw, m0, n0, last_mask, acc, gcnt);
-    tile_outputs(M, N, m0, n0, [&](int i, int j, int m, int n) { out[(i64)m * N + n] = k - 2 * (int)acc[i][j]; });
+    // acc becomes z (as uint32 bits) for every in-range output; the bit masks below ignore the others.
+    tile_outputs(M, N, m0, n0, [&](int i, int j, int m, int n) {
+        const i64 f = (i64)m * N + n;
+        const u32 z = (u32)(k - 2 * (int)acc[i][j]) + (ADD ? (u32)out[f] : 0u);
+        out[f] = (int)z;
+        acc[i][j] = z;
+    });
     // Both bit sets as 16-bit masks first, so acc is dead before the ballots (no spills in the gated variant).
-    const u32 sbits = tile_bits(N, n0, [&](int i, int j) { return k - 2 * (int)acc[i][j] >= 0; });  // sign(0) = +1
+    const u32 sbits = tile_bits(N, n0, [&](int i, int j) { return (int)acc[i][j] >= 0; });  // sign(0) = +1
     const u32 gbits = GATE ? tile_bits(N, n0, [&](int i, int j) {
-        const int z = k - 2 * (int)acc[i][j];  // |z| <= k < 2^31: no overflow
+        const int z = (int)acc[i][j];  // |z| <= k < 2^31: no overflow
         return (z < 0 ? -z : z) <= thr;
     }) : 0u;
     popc_tile_store_bits(sbits, sign, M, gridDim.x, m0, blockIdx.x);
@@ -43,7 +50,7 @@ __device__ __forceinline__ void xnor_sign_tile(const u64* __restrict__ a, const 
 extern "C" __global__ void __launch_bounds__(BEP_TILE_THREADS, 4)
     xnor_matmul_sign(const u64* __restrict__ a, const u64* __restrict__ b, int* __restrict__ out,
                      u64* __restrict__ sign, int M, int N, int kw, int k) {
-    xnor_sign_tile<false>(a, b, out, sign, nullptr, M, N, kw, k, 0);
+    xnor_sign_tile<false, false>(a, b, out, sign, nullptr, M, N, kw, k, 0);
 }
 
 // NumPy mirror: Backend.xnor_matmul_sign in bep_gpu/backends/base.py with gate (xnor_matmul, pack, gate_pack)
@@ -51,5 +58,13 @@ extern "C" __global__ void __launch_bounds__(BEP_TILE_THREADS, 4)
 extern "C" __global__ void __launch_bounds__(BEP_TILE_THREADS, 4)
     xnor_matmul_sign_gate(const u64* __restrict__ a, const u64* __restrict__ b, int* __restrict__ out,
                           u64* __restrict__ sign, u64* __restrict__ gate, int M, int N, int kw, int k, int thr) {
-    xnor_sign_tile<true>(a, b, out, sign, gate, M, N, kw, k, thr);
+    xnor_sign_tile<true, false>(a, b, out, sign, gate, M, N, kw, k, thr);
+}
+
+// NumPy mirror: Backend.xnor_matmul_sign in bep_gpu/backends/base.py with add (add += xnor_matmul, then pack)
+// As xnor_matmul_sign, with out read first: out (in place) = out + the product.
+extern "C" __global__ void __launch_bounds__(BEP_TILE_THREADS, 4)
+    xnor_matmul_sign_add(const u64* __restrict__ a, const u64* __restrict__ b, int* __restrict__ out,
+                         u64* __restrict__ sign, int M, int N, int kw, int k) {
+    xnor_sign_tile<false, true>(a, b, out, sign, nullptr, M, N, kw, k, 0);
 }

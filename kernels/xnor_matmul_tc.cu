@@ -30,8 +30,9 @@ __device__ __forceinline__ u64 bep_tc_word(const u64* __restrict__ p, int rows, 
     return w == kw - 1 ? v & last_mask : v;  // padding bits are ignored even if a caller left them set
 }
 
-// SIGN: also write the packed signs of out; GATE (with SIGN): also the packed gate bits |out| <= thr.
-template <bool SIGN, bool GATE>
+// SIGN: also write the packed signs of out; GATE (with SIGN): also the packed gate bits |out| <= thr; ADD: add
+// the product to what out holds (in place, wrapping like NumPy's int32 +=).
+template <bool SIGN, bool GATE, bool ADD>
 __device__ __forceinline__ void xnor_tc(const u64* __restrict__ A, const u64* __restrict__ B, int* __restrict__ out,
                                         u64* __restrict__ sign, u64* __restrict__ gate, int M, int N, int kw, int k,
                                         int thr) {
@@ -144,8 +145,10 @@ __device__ __forceinline__ void xnor_tc(const u64* __restrict__ A, const u64* __
 #pragma unroll
                 for (int c = 0; c < 2; ++c) {
                     const int cl = wn + 8 * j + 2 * q + c, n = n0 + cl;
-                    const int z = (int)((u32)k - 2u * (pa + sPopB[cl]) + 4u * (u32)acc[i][j][2 * h + c]);
-                    if (m < M && n < N) out[(i64)m * N + n] = z;
+                    const bool in = m < M && n < N;
+                    const int z = (int)((u32)k - 2u * (pa + sPopB[cl]) + 4u * (u32)acc[i][j][2 * h + c] +
+                                        (ADD && in ? (u32)out[(i64)m * N + n] : 0u));
+                    if (in) out[(i64)m * N + n] = z;
                     if (SIGN) row_bits |= (u64)(n < N && z >= 0) << cl;  // sign(0) = +1; padding bits 0
                     if (GATE) gate_bits |= (u64)(n < N && (z < 0 ? -z : z) <= thr) << cl;
                 }
@@ -177,7 +180,7 @@ __device__ __forceinline__ void xnor_tc(const u64* __restrict__ A, const u64* __
 extern "C" __global__ void __launch_bounds__(BEP_TC_THREADS, 4)
     xnor_matmul_tc(const u64* __restrict__ a, const u64* __restrict__ b, int* __restrict__ out, int M, int N, int kw,
                    int k) {
-    xnor_tc<false, false>(a, b, out, nullptr, nullptr, M, N, kw, k, 0);
+    xnor_tc<false, false, false>(a, b, out, nullptr, nullptr, M, N, kw, k, 0);
 }
 
 // NumPy mirror: Backend.xnor_matmul_sign in bep_gpu/backends/base.py (xnor_matmul, then pack)
@@ -185,7 +188,15 @@ extern "C" __global__ void __launch_bounds__(BEP_TC_THREADS, 4)
 extern "C" __global__ void __launch_bounds__(BEP_TC_THREADS, 4)
     xnor_matmul_sign_tc(const u64* __restrict__ a, const u64* __restrict__ b, int* __restrict__ out,
                         u64* __restrict__ sign, int M, int N, int kw, int k) {
-    xnor_tc<true, false>(a, b, out, sign, nullptr, M, N, kw, k, 0);
+    xnor_tc<true, false, false>(a, b, out, sign, nullptr, M, N, kw, k, 0);
+}
+
+// NumPy mirror: Backend.xnor_matmul_sign in bep_gpu/backends/base.py with add (add += xnor_matmul, then pack)
+// As xnor_matmul_sign_tc, with out read first: out (in place) = out + the product.
+extern "C" __global__ void __launch_bounds__(BEP_TC_THREADS, 4)
+    xnor_matmul_sign_add_tc(const u64* __restrict__ a, const u64* __restrict__ b, int* __restrict__ out,
+                            u64* __restrict__ sign, int M, int N, int kw, int k) {
+    xnor_tc<true, false, true>(a, b, out, sign, nullptr, M, N, kw, k, 0);
 }
 
 // NumPy mirror: Backend.xnor_matmul_sign in bep_gpu/backends/base.py with gate (xnor_matmul, pack, gate_pack)
@@ -194,5 +205,5 @@ extern "C" __global__ void __launch_bounds__(BEP_TC_THREADS, 4)
     xnor_matmul_sign_gate_tc(const u64* __restrict__ a, const u64* __restrict__ b, int* __restrict__ out,
                              u64* __restrict__ sign, u64* __restrict__ gate, int M, int N, int kw, int k,
                              int thr) {
-    xnor_tc<true, true>(a, b, out, sign, gate, M, N, kw, k, thr);
+    xnor_tc<true, true, false>(a, b, out, sign, gate, M, N, kw, k, thr);
 }

@@ -169,6 +169,19 @@ def test_xnor_matmul_sign(cb, impl, m, n, k):
     z_np, packed_np = NB.xnor_matmul_sign(a, b, k)
     same(z, z_np)
     same(packed, packed_np)
+    # With add the product is added in place (int32 wrapping near the extremes), and the signs are of the sum.
+    add = gen.integers(-(2**31), 2**31, size=(m, n), dtype=np.int64).astype(np.int32)
+    add[::2] = gen.integers(-k - 2, k + 3, size=add[::2].shape)  # sums near 0: both signs
+    got, want = add.copy(), add.copy()
+    z, packed = cb.xnor_matmul_sign(a, b, k, add=got, impl=impl)
+    z_np, packed_np = NB.xnor_matmul_sign(a, b, k, add=want)
+    assert z is got and z_np is want
+    same(got, want)
+    same(packed, packed_np)
+    strided = np.zeros((m, 2 * n), np.int32)[:, ::2]  # not contiguous: computed in a copy, written back
+    strided[...] = add
+    cb.xnor_matmul_sign(a, b, k, add=strided, impl=impl)
+    same(np.ascontiguousarray(strided), want)
     # With a gate threshold the same kernel also packs |z| <= gate (thresholds below 0, at 0, inside, beyond int32).
     for gate in (-5, 0, k // 3, k, 2**40):
         z, packed, gates = cb.xnor_matmul_sign(a, b, k, gate=gate, impl=impl)
@@ -581,3 +594,29 @@ def test_mlp_step_kernel_launches():
     assert launched == Counter({"pack_i16": 2, "xnor_matmul_sign": 1, "xnor_matmul_sign_gate": 1, "xnor_matmul": 1,
                                 "trigger": 1, "transpose_bits": 7, "gated_transposed_product": 1, "select_wrong": 2,
                                 "batch_update": 2, "reinforce": 2})
+
+
+def test_rnn_step_kernel_launches():
+    """A BEP-TT step's raw kernels: one fused kernel per time step of the recurrence (z_t += W_ss s_{t-1}, signs
+    packed), the input products of all steps in one call, one trigger, fused readout masks."""
+    from collections import Counter
+
+    from bep_gpu import bep_rnn
+    from bep_gpu.backends.cuda_backend import CudaBackend
+    from emu import emulated_module
+
+    bk = CudaBackend(module=emulated_module(), xp=np, update="popcount")
+    launched = Counter()
+    launch = bk._launch
+    bk._launch = lambda name, *args, **kw: (launched.update([name]), launch(name, *args, **kw))
+    gen = np.random.default_rng(2)
+    kx, ks, ky, steps, batch = 20, 70, 70, 6, 30
+    hidden = [gen.integers(-20, 21, size=s).astype(np.int16) for s in [(ks, kx), (ks, ks), (ky, ks)]]
+    rules = bep_rnn.step_rules([kx, ks, ky], 0.5, 0.05, 32767)
+    x = bits.pack_bits(gen.choice([-1, 1], size=(batch, steps, kx)))
+    bep_rnn.train_step(bk, hidden, [kx, ks, ky], rand_bits(gen, 4, ky), x, gen.integers(0, 4, size=batch), [7, 7],
+                       rules, 0, False, [2**20] * 3, 0, 0)
+    assert launched == Counter({"pack_i16": 3, "pack_i8": 1, "xnor_matmul": 3, "xnor_matmul_sign_add": steps,
+                                "pack_i32": 1, "trigger": 1, "gate_pack_i32": 2, "transpose_bits": 11,
+                                "gated_transposed_product": steps, "group_select": 1, "select_wrong": 1,
+                                "batch_update": 3, "reinforce": 3})

@@ -126,6 +126,12 @@ def test_xnor_matmul_sign(gb, impl, m, n, k):
         out = gb.xnor_matmul_sign(gb.asarray(a), gb.asarray(b), k, gate=gate, impl=impl)
         for got, want in zip(out, NB.xnor_matmul_sign(a, b, k, gate=gate)):
             same(gb, got, want)
+    add = gen.integers(-k - 2, k + 3, size=(m, n)).astype(np.int32)
+    got = gb.asarray(add)
+    z, packed = gb.xnor_matmul_sign(gb.asarray(a), gb.asarray(b), k, add=got, impl=impl)
+    z_np, packed_np = NB.xnor_matmul_sign(a, b, k, add=add)
+    same(gb, got, z_np)
+    same(gb, packed, packed_np)
 
 
 @pytest.mark.parametrize("dtype", [np.bool_, np.int8, np.int16, np.int32, np.int64, np.uint16, np.float16,

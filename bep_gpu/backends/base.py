@@ -62,13 +62,18 @@ class Backend(ABC):
     def xnor_matmul(self, a, b, k: int):
         """int32 (M, N) = unpack(a, k) @ unpack(b, k).T for a (M, kw), b (N, kw): k - 2 popcount(a ^ b)."""
 
-    def xnor_matmul_sign(self, a, b, k: int, gate: int | None = None):
+    def xnor_matmul_sign(self, a, b, k: int, gate: int | None = None, add=None):
         """(z, pack(z)) with z = xnor_matmul(a, b, k): a layer's pre-activations and its packed output signs; with
-        gate = a threshold, (z, pack(z), gate_pack(z, gate)): also the gate bits the backward pass reads.
+        gate = a threshold, (z, pack(z), gate_pack(z, gate)): also the gate bits the backward pass reads. With add
+        (an int32 (M, N) array), z = add + the product, computed in place in add and returned as z (int32
+        wrapping): a recurrent step adds its state product to its input product.
 
-        Backends may fuse these (the CUDA one packs both in the product's epilogue); this default composes them.
+        Backends may fuse these (the CUDA one does each in the product's epilogue); this default composes them.
         """
         z = self.xnor_matmul(a, b, k)
+        if add is not None:
+            add += z
+            z = add
         if gate is None:
             return z, self.pack(z)
         return z, self.pack(z), self.gate_pack(z, gate)

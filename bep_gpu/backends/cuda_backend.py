@@ -258,12 +258,23 @@ class CudaBackend(Backend):
         a, b, k = self._matmul_operands(a, b, k, "xnor_matmul")
         return self._xnor_matmul(a, b, k, self._tensor_cores(impl), False, None)[0]
 
-    def xnor_matmul_sign(self, a, b, k, gate=None, impl: str | None = None):
-        """As Backend.xnor_matmul_sign, from one kernel: signs (and gate bits) are packed in the epilogue instead of
-        pack launches re-reading z."""
+    def xnor_matmul_sign(self, a, b, k, gate=None, add=None, impl: str | None = None):
+        """As Backend.xnor_matmul_sign, from one kernel: signs (and gate bits) are packed, and `add` added, in the
+        epilogue instead of launches re-reading z (gate and add together: the add kernel, then gate_pack)."""
         a, b, k = self._matmul_operands(a, b, k, "xnor_matmul_sign")
-        z, signs, gates = self._xnor_matmul(a, b, k, self._tensor_cores(impl), True, gate)
-        return (z, signs) if gate is None else (z, signs, gates)
+        tc = self._tensor_cores(impl)
+        if add is None:
+            z, signs, gates = self._xnor_matmul(a, b, k, tc, True, gate)
+            return (z, signs) if gate is None else (z, signs, gates)
+        m, n = a.shape[0], b.shape[0]
+        if add.shape != (m, n) or add.dtype != np.int32:
+            raise ValueError(f"xnor_matmul_sign: add must be int32 {(m, n)}, got {add.dtype} {add.shape}")
+        direct = isinstance(add, self.xp.ndarray) and add.flags.c_contiguous
+        z = add if direct else self.xp.ascontiguousarray(self.xp.asarray(add))
+        signs = self._xnor_matmul(a, b, k, tc, True, out=z)[1]
+        if not direct:
+            self._write_back(add, z)
+        return (add, signs) if gate is None else (add, signs, self.gate_pack(z, gate))
 
     def _matmul_operands(self, a, b, k, what: str):
         k = int(k)
@@ -275,20 +286,23 @@ class CudaBackend(Backend):
             raise ValueError(f"{what}: {a.shape[0]} rows exceed one launch")
         return a, b, k
 
-    def _xnor_matmul(self, a, b, k: int, tensor_core: bool, sign: bool, gate=None):
+    def _xnor_matmul(self, a, b, k: int, tensor_core: bool, sign: bool, gate=None, out=None):
         """(z, sign words or None, gate words or None) for checked operands, by the CUDA-core (popc_tile) or
-        tensor-core kernel; gate (a threshold, with sign only) adds the bits |z| <= gate."""
+        tensor-core kernel; gate (a threshold, with sign only) adds the bits |z| <= gate; out (with sign only,
+        not with gate): a contiguous int32 (M, N) array the product is added to in place, returned as z."""
         xp = self.xp
         m, n, kw = a.shape[0], b.shape[0], a.shape[1]
         if m == 0 or n == 0 or kw == 0:
-            z = xp.zeros((m, n), dtype=xp.int32)  # K = 0: every product is 0, whose sign is +1
+            z = xp.zeros((m, n), dtype=xp.int32) if out is None else out  # K = 0: every product is 0 (sign +1)
             return z, (self.pack(z) if sign else None), (None if gate is None else self.gate_pack(z, gate))
-        out = xp.empty((m, n), dtype=xp.int32)
+        add = out is not None
+        if not add:
+            out = xp.empty((m, n), dtype=xp.int32)
         # One block per word column of the bit outputs writes every word.
         packed = xp.empty((m, _bits.n_words(n)), dtype=xp.uint64) if sign else None
         gated = None if gate is None else xp.empty((m, _bits.n_words(n)), dtype=xp.uint64)
         name = ("xnor_matmul" + ("_sign" if sign else "") + ("_gate" if gated is not None else "")
-                + ("_tc" if tensor_core else ""))
+                + ("_add" if add else "") + ("_tc" if tensor_core else ""))
         args = (a, b, out) + ((packed,) if sign else ()) + ((gated,) if gated is not None else ())
         args += (_i32(m), _i32(n), _i32(kw), _i32(k))
         if gated is not None:
