@@ -22,30 +22,13 @@ def main(argv=None) -> int:
     ap.add_argument("--repeat", type=int, default=1)
     args = ap.parse_args(argv)
 
-    from bench_kernels import primitive_operands
+    from bench_kernels import primitive_calls
     from bep_gpu.backends.cuda_backend import CudaBackend
     from bep_gpu.profiling import nvtx_range
 
-    bk, sparse = CudaBackend(update="popcount"), CudaBackend(update="sparse")
+    bk = CudaBackend()
     n, j, k = args.batch, args.fan_in, args.width
-    o = primitive_operands(bk, n, k, j)
-    x, w, t, h, z, g, wt, score, sel = (o[key] for key in ("x", "w", "t", "h", "z", "g", "wt", "score", "sel"))
-    calls = {
-        "xnor_matmul": lambda: bk.xnor_matmul(x, w, j, impl="cuda_core"),
-        "xnor_matmul_tc": lambda: bk.xnor_matmul(x, w, j, impl="tensor_core"),
-        "xnor_matmul_sign": lambda: bk.xnor_matmul_sign(x, w, j, impl="cuda_core"),
-        "xnor_matmul_sign_tc": lambda: bk.xnor_matmul_sign(x, w, j, impl="tensor_core"),
-        "xnor_matmul_sign_gate": lambda: bk.xnor_matmul_sign(x, w, j, gate=j // 4, impl="cuda_core"),
-        "pack": lambda: bk.pack(z),
-        "gate_pack": lambda: bk.gate_pack(z, j // 4),
-        "transpose_bits": lambda: bk.transpose_bits(w, k, j),
-        "gated_transposed_product": lambda: bk.gated_transposed_product(t, g, wt),
-        "group_select": lambda: bk.group_select(score, t, 5),
-        "batch_update": lambda: bk.batch_update(h, sel, t, x, 32767),
-        "batch_update_sparse": lambda: sparse.batch_update(h, sel, t, x, 32767),
-        "reinforce": lambda: bk.reinforce(h, 2**28, 1, 1, 0, 0, 32767),
-        "int_matmul": lambda: bk.int_matmul(x, h),
-    }
+    calls = primitive_calls(bk, n, k, j)
     for fn in calls.values():  # warm-up: compile, load every function, run the tensor-core probe
         fn()
     bk.synchronize()

@@ -115,31 +115,56 @@ def primitive_operands(bk, batch, k_out, k_in):
     o["wt"] = bk.transpose_bits(o["w"], k_out, k_in)
     o["score"] = bk.xp.abs(o["z"])
     o["sel"] = bk.group_select(o["score"], o["t"], 5)
+    o["a"] = bk.pack(o["z"])  # the layer's output bits
+    o["labels"] = bk.asarray(gen.integers(0, k_out, size=batch))
+    o["row_mask"] = bk.trigger(o["z"], o["labels"], k_out // 4)[1]
+    o["step"] = bk.asarray(np.array([7], dtype=np.int64))
     return o
+
+
+def primitive_calls(bk, batch=1024, k_out=525, k_in=784):
+    """{name: call} of every BEP primitive at one training-layer shape (batch x K_l x K_{l-1}): each kernel of
+    kernels/*.cu with both xnor_matmul implementations and both update forms, on bk's device (shared with
+    profiling/kernel_workload.py, whose NVTX ranges take these names)."""
+    o = primitive_operands(bk, batch, k_out, k_in)
+    x, w, t, h, z, g, wt, score, sel = (o[k] for k in ("x", "w", "t", "h", "z", "g", "wt", "score", "sel"))
+    popcount, sparse = bk.variant(update="popcount"), bk.variant(update="sparse")
+    return {
+        "xnor_matmul": lambda: bk.xnor_matmul(x, w, k_in, impl="cuda_core"),
+        "xnor_matmul tensor cores": lambda: bk.xnor_matmul(x, w, k_in, impl="tensor_core"),
+        "xnor_matmul + pack (unfused forward layer)": lambda: bk.pack(bk.xnor_matmul(x, w, k_in, impl="cuda_core")),
+        "xnor_matmul_sign (fused forward layer)": lambda: bk.xnor_matmul_sign(x, w, k_in, impl="cuda_core"),
+        "xnor_matmul_sign tensor cores": lambda: bk.xnor_matmul_sign(x, w, k_in, impl="tensor_core"),
+        "xnor_matmul_sign gate= (forward layer + gate bits)":
+            lambda: bk.xnor_matmul_sign(x, w, k_in, gate=k_in // 4, impl="cuda_core"),
+        "xnor_matmul_sign gate= tensor cores":
+            lambda: bk.xnor_matmul_sign(x, w, k_in, gate=k_in // 4, impl="tensor_core"),
+        "xnor_matmul_sign add= (recurrent step)": lambda: bk.xnor_matmul_sign(x, w, k_in, add=z, impl="cuda_core"),
+        "xnor_matmul_sign add= tensor cores": lambda: bk.xnor_matmul_sign(x, w, k_in, add=z, impl="tensor_core"),
+        "pack int32 z": lambda: bk.pack(z),
+        "pack int16 H": lambda: bk.pack(h),
+        "gate_pack": lambda: bk.gate_pack(z, k_in // 4),
+        "transpose_bits W": lambda: bk.transpose_bits(w, k_out, k_in),
+        "gated_transposed_product": lambda: bk.gated_transposed_product(t, g, wt),
+        "trigger (logits = z)": lambda: bk.trigger(z, o["labels"], k_out // 4),
+        "group_select gamma=5": lambda: bk.group_select(score, t, 5),
+        "group_select gamma=K_l": lambda: bk.group_select(score, t, k_out),
+        "select_wrong gamma=5 (fused masks)": lambda: bk.select_wrong(z, o["a"], t, o["row_mask"], 5),
+        "batch_update popcount (3 transposes + kernel)": lambda: popcount.batch_update(h, sel, t, x, 32767),
+        "batch_update sparse (2 transposes + kernel)": lambda: sparse.batch_update(h, sel, t, x, 32767),
+        "update_delta popcount (data-parallel sum)": lambda: popcount.update_delta(sel, t, x, k_out, k_in),
+        "update_delta sparse (data-parallel sum)": lambda: sparse.update_delta(sel, t, x, k_out, k_in),
+        "reinforce": lambda: bk.reinforce(h, 2**28, 1, 1, 0, 0, 32767),
+        "reinforce, step on the device (CUDA graphs)":
+            lambda: bk.reinforce(h, 2**28, 1, 1, o["step"], 0, 32767),
+        "int_matmul": lambda: bk.int_matmul(x, h),
+    }
 
 
 def bench_primitives(cupy, bk, repeat, batch=1024, k_out=525, k_in=784):
     """Each BEP primitive once at a training-layer shape (batch x K_l x K_{l-1})."""
-    o = primitive_operands(bk, batch, k_out, k_in)
-    sparse = type(bk)(update="sparse")
-    x, w, t, h, z, g, wt, score, sel = (o[k] for k in ("x", "w", "t", "h", "z", "g", "wt", "score", "sel"))
-    cases = [
-        ("xnor_matmul + pack (unfused forward layer)", lambda: bk.pack(bk.xnor_matmul(x, w, k_in, impl="cuda_core"))),
-        ("xnor_matmul_sign (fused forward layer)", lambda: bk.xnor_matmul_sign(x, w, k_in, impl="cuda_core")),
-        ("pack int32 z", lambda: bk.pack(z)),
-        ("pack int16 H", lambda: bk.pack(h)),
-        ("gate_pack", lambda: bk.gate_pack(z, k_in // 4)),
-        ("transpose_bits W", lambda: bk.transpose_bits(w, k_out, k_in)),
-        ("gated_transposed_product", lambda: bk.gated_transposed_product(t, g, wt)),
-        ("group_select gamma=5", lambda: bk.group_select(score, t, 5)),
-        ("group_select gamma=K_l", lambda: bk.group_select(score, t, k_out)),
-        ("batch_update popcount (3 transposes + kernel)", lambda: bk.batch_update(h, sel, t, x, 32767)),
-        ("batch_update sparse (2 transposes + kernel)", lambda: sparse.batch_update(h, sel, t, x, 32767)),
-        ("reinforce", lambda: bk.reinforce(h, 2**28, 1, 1, 0, 0, 32767)),
-        ("int_matmul", lambda: bk.int_matmul(x, h)),
-    ]
     return [{"primitive": name, "shape": f"{batch}x{k_out}x{k_in}", "ms": time_ms(cupy, fn, repeat)}
-            for name, fn in cases]
+            for name, fn in primitive_calls(bk, batch, k_out, k_in).items()]
 
 
 def fmt(v, spec=".1f"):
@@ -158,7 +183,7 @@ def main(argv=None) -> int:
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     from bep_gpu.backends.cuda_backend import CudaBackend
 
-    bk = CudaBackend(update="popcount")
+    bk = CudaBackend()
     print(f"# bench_kernels on {bk.device}\n")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

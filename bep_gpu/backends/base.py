@@ -49,6 +49,11 @@ class Backend(ABC):
     def synchronize(self) -> None:
         """Wait for queued device work (for timing); a no-op on the host."""
 
+    def variant(self, **options) -> "Backend":
+        """A backend on the same device with other implementation options (e.g. update="sparse"), which give
+        the same integers; options not given keep this backend's."""
+        return type(self)(**options)
+
     # --- primitives ----------------------------------------------------------------------------------------
     @abstractmethod
     def pack(self, x):

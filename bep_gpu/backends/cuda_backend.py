@@ -115,6 +115,11 @@ class CudaBackend(Backend):
         self.update = update_impl(update)
         self._active_one = xp.ones(1, dtype=xp.int64)  # `active` when the caller passes none
 
+    def variant(self, matmul: str | None = None, update: str | None = None) -> "CudaBackend":
+        """The same kernel module and array module (also the emulator's) with other xnor_matmul/update forms."""
+        return CudaBackend(module=self._module, xp=self.xp, matmul=self.matmul if matmul is None else matmul,
+                           update=self.update if update is None else update)
+
     # --- moving data -------------------------------------------------------------------------------------
     @property
     def device(self) -> str:

@@ -60,6 +60,9 @@ class NumpyBackend(Backend):
         # (BENCHMARKS.md, `bep-bench --sections update`).
         self.update = update_impl(update)
 
+    def variant(self, update: str | None = None) -> "NumpyBackend":
+        return NumpyBackend(update=self.update if update is None else update)
+
     def pack(self, x):
         return _bits.pack_bits(x)
 

@@ -267,7 +267,7 @@ def bench_update(bk, table, cases, min_time):
         case = f"{name} {'-'.join(map(str, sizes))} batch {batch} gamma {gamma}"
         first = {}
         for form in ("popcount", "sparse"):
-            fb = type(bk)(update=form)
+            fb = bk.variant(update=form)
             hidden = [fb.asarray(h) for h in hidden_np]
             p, x, yy = fb.pack(fb.asarray(protos)), fb.pack(fb.asarray(x_pm)), fb.asarray(y)
             _, updates = select_updates(fb, hidden, sizes, p, x, yy, gammas, rules)
