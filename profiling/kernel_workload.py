@@ -1,6 +1,7 @@
-"""A short, fixed GPU workload for Nsight Compute: every BEP primitive at one training-layer shape, both
-xnor_matmul implementations and the fused forward epilogue, each launched --repeat times inside the NVTX range
-bep@kernels (warm-up, NVRTC compilation and the tensor-core layout probe happen before it, outside the range).
+"""A short, fixed GPU workload for Nsight Compute: every BEP primitive at one training-layer shape (the calls of
+scripts/bench_kernels.py primitive_calls: every training kernel, both xnor_matmul implementations, the fused
+epilogues and both update forms), each launched --repeat times inside the NVTX range bep@kernels (warm-up, NVRTC
+compilation and the tensor-core layout probe happen before it, outside the range).
 
     PYTHONPATH=. python profiling/kernel_workload.py [--batch 1024] [--fan-in 784] [--width 525] [--repeat 1]
 """

@@ -83,3 +83,29 @@ def test_bench_real_epoch_without_data_writes_a_skip_row(tmp_path, monkeypatch, 
 def test_bench_rejects_bad_options(args, flag, capsys):
     assert main(args) == 2
     assert flag in capsys.readouterr().err
+
+
+def test_graph_row_task_replays_the_same_steps():
+    """bep-bench's CUDA-graph row drives GraphedSteps with _MLPTask; on the emulated kernels (no capture) its steps
+    equal plain train_step calls with the step number counted on the device."""
+    emu = pytest.importorskip("emu")
+    import numpy as np
+
+    from bep_gpu.bep_mlp import train_step
+    from bep_gpu.cli.bench import _MLPTask, _step_case
+    from bep_gpu.step_graph import GraphedSteps
+
+    bk = emu.make_emulated_backend()
+    sizes = [100, 70, 70]
+    hidden_np, protos, x_pm, y, rules, thresholds, gammas = _step_case(bk, sizes, 20, 7)
+    p, x = bk.pack(protos), bk.pack(x_pm)
+    h_graph, h_plain = [h.copy() for h in hidden_np], [h.copy() for h in hidden_np]
+    counts = np.zeros(2, np.int64)
+    graphed = GraphedSteps(bk, _MLPTask(bk, h_graph, sizes, p, rules), x, y, 20, gammas, thresholds, 5, counts)
+    want = np.zeros(2, np.int64)
+    for step in (5, 6, 7):
+        graphed(np.arange(20))
+        want += train_step(bk, h_plain, sizes, p, x, y, gammas, rules, thresholds, 0, step)
+    assert np.array_equal(counts, want) and int(graphed.step[0]) == 8
+    for a, b in zip(h_graph, h_plain):
+        assert np.array_equal(a, b)
