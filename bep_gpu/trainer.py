@@ -183,6 +183,7 @@ class Trainer:
         saved.backend = cfg.backend if cfg.backend != "auto" else saved.backend
         saved.init = None
         saved.distributed, saved.dist_timeout = cfg.distributed, cfg.dist_timeout  # this launch's, not the saved
+        saved.cuda_graph = cfg.cuda_graph  # how to run, not what to train: same integers either way
         self.resume_data = data
         return saved
 

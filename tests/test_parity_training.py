@@ -62,3 +62,16 @@ def test_rnn_cuda_graph_data_flow_identical_to_numpy(tmp_path):
     assert str(runs["numpy"]["train.state"]).count('"step": 12')  # 5 full batches and a short one per epoch
     for key in [k for k in runs["numpy"].files if k.startswith("hidden.")] + ["train.state"]:
         assert np.array_equal(runs["numpy"][key], runs["graph"][key]), key
+
+
+def test_resume_takes_this_launchs_cuda_graph(tmp_path):
+    """--cuda-graph is how a run executes, not what it trains: a resumed run takes the flag of its own launch."""
+    from bep_gpu.errors import UserError
+
+    out = tmp_path / "run"
+    Trainer(TrainConfig(backend="numpy", out=str(out), max_train=60, hidden=[35], gamma0=7, epochs=1,
+                        quiet=True)).run()
+    again = TrainConfig(backend="numpy", resume=str(out), epochs=2, cuda_graph=True, quiet=True)
+    with pytest.raises(UserError, match="--cuda-graph"):
+        Trainer(again)
+    assert Trainer(TrainConfig(backend="numpy", resume=str(out), quiet=True)).cfg.cuda_graph is False
