@@ -109,3 +109,17 @@ def test_graph_row_task_replays_the_same_steps():
     assert np.array_equal(counts, want) and int(graphed.step[0]) == 8
     for a, b in zip(h_graph, h_plain):
         assert np.array_equal(a, b)
+
+
+def test_gemm_rows_of_both_cuda_kernels_on_the_emulator():
+    """The GPU form of the gemm section (CUDA-core and b1 tensor-core rows with their ceiling fractions, float
+    GEMM peers with both ratios) runs on the emulated kernels."""
+    emu = pytest.importorskip("emu")
+    from bep_gpu.cli.bench import Table, bench_gemm
+
+    table = Table()
+    bench_gemm(emu.make_emulated_backend(), table, [(70, 65, 300)], 0.0, kernels=True)
+    rows = {r["impl"]: r for r in table.rows}
+    assert float(rows["xnor_matmul CUDA cores (cuda)"]["ratio"]) > 0
+    assert float(rows["xnor_matmul b1 tensor cores (cuda)"]["ratio"]) > 0
+    assert "b1 tensor cores / this" in rows["cuBLAS float32 on +-1"]["note"]

@@ -2,8 +2,10 @@
 
 Sections (--sections, comma-separated; default all five):
   gemm    xnor matmul in bit-MAC/s on square and training shapes, beside a dense float GEMM on the same +-1
-          matrices (cuBLAS bf16/fp32 through cupy.matmul on a GPU, BLAS float32 on the CPU) and, on the CPU, the
-          popcount-broadcast method the NumPy backend does not use; fraction of the H200 POPC ceiling on a GPU.
+          matrices (cuBLAS bf16/fp32 through cupy.matmul, bf16 through torch where CuPy has none, on a GPU; BLAS
+          float32 on the CPU) and, on the CPU, the popcount-broadcast method the NumPy backend does not use. On a
+          GPU both kernels: CUDA cores (fraction of the H200 POPC ceiling) and b1 tensor cores (fraction of the
+          b1 ceiling).
   step    one BEP training step (and the epoch it implies) for the paper's MLPs, a large MLP and the paper's RNN
           (BEP-TT, sequential MNIST shape: 28 steps, Kx = Ks = Ky = 1875, batch 100) on random +-1 data: ours vs
           the dense integer implementation (scripts/baselines/dense_bep.py) and the QAT baseline
@@ -42,6 +44,7 @@ from ..prototypes import make_prototypes
 from .common import run_cli
 
 POPC_CEILING = 134e12  # H200 CUDA-core XOR+POPC bit-MAC/s (KERNEL_NOTES.md)
+B1_CEILING = 4.2e15  # H200 b1 tensor cores, mma ... .and.popc (KERNEL_NOTES.md; unmeasured)
 QAT_STATE_BYTES = 16.0  # fp32 latent weight + gradient + Adam m and v
 OURS_STATE_BYTES = 2.0 + 1 / 8  # int16 hidden weight + its packed visible bit
 # The dense integer peer on the CPU runs NumPy's integer matmul (no BLAS, about 2 G MAC/s here): steps of more
@@ -108,29 +111,60 @@ class Table:
         return text
 
 
-def bench_gemm(bk, table, sizes, min_time):
-    xp = bk.xp
+def _dense_gemm(xp, a_pm, b_pm, dtype):
+    """(a @ b.T as a call, its sync) in dtype on the backend's device; bfloat16 through torch where CuPy has none.
+    None when neither can."""
+    try:
+        fa, fb = xp.asarray(a_pm).astype(dtype), xp.asarray(b_pm).astype(dtype)
+        return (lambda: fa @ fb.T), None
+    except TypeError:  # a CuPy without bfloat16
+        pass
+    try:
+        import torch
+    except ImportError:
+        return None
+    if xp is np or not torch.cuda.is_available():
+        return None
+    ta = torch.from_dlpack(xp.asarray(a_pm)).to(torch.bfloat16)
+    tb = torch.from_dlpack(xp.asarray(b_pm)).to(torch.bfloat16)
+    return (lambda: ta @ tb.T), torch.cuda.synchronize
+
+
+def bench_gemm(bk, table, sizes, min_time, kernels=None):
+    """kernels: time both CUDA kernels (default: on a GPU; the tests pass True with the emulated backend)."""
     rng = np.random.default_rng(0)
-    on_gpu = bk.name == "cuda"
+    on_gpu = bk.name == "cuda" and bk.xp is not np if kernels is None else kernels
     for m, n, k in sizes:
         print(f"bep-bench: gemm {m}x{n}x{k}", file=sys.stderr, flush=True)
         a_pm = rng.choice(np.array([-1, 1], np.int8), size=(m, k))
         b_pm = rng.choice(np.array([-1, 1], np.int8), size=(n, k))
         a, b = bk.asarray(pack_bits(a_pm)), bk.asarray(pack_bits(b_pm))
         case = f"{m}x{n}x{k}"
-        ours = m * n * k / timed(lambda: bk.xnor_matmul(a, b, k), bk.synchronize, min_time)
-        table.add("gemm", case, f"xnor_matmul ({bk.name})", ours / 1e9, "G bit-MAC/s",
-                  ours / POPC_CEILING if on_gpu else None, "ratio = fraction of POPC ceiling" if on_gpu else "")
-        dtypes = ("bfloat16", "float32") if on_gpu else ("float32",)
-        for dt in dtypes:
-            try:
-                fa = xp.asarray(a_pm).astype(dt)
-                fb = xp.asarray(b_pm).astype(dt)
-            except TypeError:  # a CuPy without bfloat16
+        if on_gpu:
+            ours = m * n * k / timed(lambda: bk.xnor_matmul(a, b, k, impl="cuda_core"), bk.synchronize, min_time)
+            table.add("gemm", case, "xnor_matmul CUDA cores (cuda)", ours / 1e9, "G bit-MAC/s", ours / POPC_CEILING,
+                      "ratio = fraction of the POPC ceiling")
+            try:  # the first call runs the backend's fragment-layout probe; a failing probe is a row, not a crash
+                tc = m * n * k / timed(lambda: bk.xnor_matmul(a, b, k, impl="tensor_core"), bk.synchronize, min_time)
+                table.add("gemm", case, "xnor_matmul b1 tensor cores (cuda)", tc / 1e9, "G bit-MAC/s",
+                          tc / B1_CEILING, "ratio = fraction of the b1 tensor-core ceiling")
+            except RuntimeError as e:
+                tc = None
+                table.add("gemm", case, "xnor_matmul b1 tensor cores (cuda)", float("nan"), "G bit-MAC/s", None,
+                          f"unavailable: {e}")
+        else:
+            ours = m * n * k / timed(lambda: bk.xnor_matmul(a, b, k), bk.synchronize, min_time)
+            table.add("gemm", case, f"xnor_matmul ({bk.name})", ours / 1e9, "G bit-MAC/s")
+        for dt in (("bfloat16", "float32") if on_gpu else ("float32",)):
+            dense = _dense_gemm(bk.xp, a_pm, b_pm, dt)
+            if dense is None:
                 continue
-            rate = m * n * k / timed(lambda: fa @ fb.T, bk.synchronize, min_time)
+            call, sync = dense
+            rate = m * n * k / timed(call, sync or bk.synchronize, min_time)
+            note = "ratio = ours / this" if not on_gpu else "ratio = CUDA cores / this" + (
+                f"; b1 tensor cores / this = {tc / rate:.3g}" if tc else "")
             table.add("gemm", case, f"{'cuBLAS' if on_gpu else 'BLAS'} {dt} on +-1", rate / 1e9, "MAC/s (G)",
-                      ours / rate, "ratio = ours / this")
+                      ours / rate, note)
         if not on_gpu and m * n * k <= 2**28:
             au, bu = pack_bits(a_pm), pack_bits(b_pm)
 
