@@ -111,12 +111,12 @@ def select_updates(bk: Backend, hidden, sizes, prototypes, x, labels, gammas, ru
             targets.append(bk.gated_transposed_product(targets[-1], gates[i], wt_ss))
         targets = xp.stack(targets[::-1])  # (h, B, n_words(Ks)) for steps first+1..T (1-based)
     with nvtx_range("masks"):
-        wrong = (xp.stack(states[first + 1:]) ^ targets) & row_mask
-        z_abs = xp.abs(z[first:])
+        s_t = xp.stack(states[first + 1:])  # (h, B, words): s_t of every target step
         if shared_mask:
-            sel = shared_selection(bk, wrong, z_abs, gammas[0], kx + ks)
-        else:
-            sel = bk.group_select(z_abs.reshape(h * n, ks), wrong.reshape(h * n, -1), gammas[0])
+            sel = shared_selection(bk, (s_t ^ targets) & row_mask, xp.abs(z[first:]), gammas[0], kx + ks)
+        else:  # time-major rows: row t * B + b takes sample b's trigger word
+            sel = bk.select_wrong(z[first:].reshape(h * n, ks), s_t.reshape(h * n, -1), targets.reshape(h * n, -1),
+                                  row_mask, gammas[0])
         sel_y = bk.select_wrong(z_y, s_y, t_y, row_mask, gammas[1])
     t_rows = targets.reshape(h * n, -1)
     # H_xs and H_ss share the selected rows: a_t and s_{t-1} are the two halves of the cell's input.

@@ -6,13 +6,13 @@
 // the lowest index among equal scores, exactly NumPy's first argmin.
 #include "bep_common.cuh"
 
-// One group per `width` lanes; WRONG: candidates are the bits of (a ^ t) & rowm[row] and scores |score| (int32
-// wrapping like NumPy's abs), read straight from the step's arrays instead of from two prepared ones.
+// One group per `width` lanes; WRONG: candidates are the bits of (a ^ t) & rowm[row % mrows] and scores |score|
+// (int32 wrapping like NumPy's abs), read straight from the step's arrays instead of from two prepared ones.
 template <bool WRONG>
 __device__ __forceinline__ void group_select_rows(const int* __restrict__ score, const u64* __restrict__ cand,
                                                   const u64* __restrict__ a, const u64* __restrict__ t,
-                                                  const u64* __restrict__ rowm, u64* __restrict__ out, i64 rows, int K,
-                                                  int nw, int gamma, int width) {
+                                                  const u64* __restrict__ rowm, i64 mrows, u64* __restrict__ out,
+                                                  i64 rows, int K, int nw, int gamma, int width) {
     const int lane = threadIdx.x & 31, sub = lane & (width - 1);
     const int per_warp = 32 / width;
     const int groups = K / gamma;
@@ -27,7 +27,7 @@ __device__ __forceinline__ void group_select_rows(const int* __restrict__ score,
             first = (int)(gi - r * groups) * gamma;
             const int* srow = score + r * K;
             const i64 w0 = r * nw;
-            const u64 rm = WRONG ? rowm[r] : ~0ull;
+            const u64 rm = WRONG ? rowm[r % mrows] : ~0ull;
             for (int u = sub; u < gamma; u += width) {
                 const int k = first + u;
                 const u64 word = WRONG ? (a[w0 + (k >> 6)] ^ t[w0 + (k >> 6)]) & rm : cand[w0 + (k >> 6)];
@@ -56,13 +56,15 @@ __device__ __forceinline__ void group_select_rows(const int* __restrict__ score,
 extern "C" __global__ void __launch_bounds__(256)
     group_select(const int* __restrict__ score, const u64* __restrict__ cand, u64* __restrict__ out, i64 rows,
                  int K, int nw, int gamma, int width) {
-    group_select_rows<false>(score, cand, nullptr, nullptr, nullptr, out, rows, K, nw, gamma, width);
+    group_select_rows<false>(score, cand, nullptr, nullptr, nullptr, 1, out, rows, K, nw, gamma, width);
 }
 
 // NumPy mirror: Backend.select_wrong in bep_gpu/backends/base.py (group_select of |z| over (a ^ t) & row_mask)
-// As group_select with z: int32 rows x K, a, t: rows x nw words, rowm: one word per row.
+// As group_select with z: int32 rows x K, a, t: rows x nw words, rowm: mrows words (mrows divides rows; row r
+// reads rowm[r % mrows], as the time steps of a recurrent step share their sample's trigger).
 extern "C" __global__ void __launch_bounds__(256)
     select_wrong(const int* __restrict__ z, const u64* __restrict__ a, const u64* __restrict__ t,
-                 const u64* __restrict__ rowm, u64* __restrict__ out, i64 rows, int K, int nw, int gamma, int width) {
-    group_select_rows<true>(z, nullptr, a, t, rowm, out, rows, K, nw, gamma, width);
+                 const u64* __restrict__ rowm, i64 mrows, u64* __restrict__ out, i64 rows, int K, int nw, int gamma,
+                 int width) {
+    group_select_rows<true>(z, nullptr, a, t, rowm, mrows, out, rows, K, nw, gamma, width);
 }

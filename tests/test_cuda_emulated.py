@@ -288,7 +288,12 @@ def test_select_wrong(cb, n, k, gamma):
     same(cb.select_wrong(z, a, t, row_mask, gamma), want)
     same(NB.select_wrong(z, a, t, row_mask, gamma), want)
     with pytest.raises(ValueError):
-        cb.select_wrong(z, a, t, np.zeros((n + 1, 1), np.uint64), gamma)
+        cb.select_wrong(z, a, t, np.zeros((n, 2), np.uint64), gamma)
+    # Row words shared by the stacked steps of a recurrent step: 3 steps of n samples, row r takes word r % n.
+    z3, a3, t3 = np.concatenate([z] * 3), rand_bits(gen, 3 * n, k), rand_bits(gen, 3 * n, k)
+    want3 = NB.group_select(np.abs(z3), (a3 ^ t3) & np.tile(row_mask, (3, 1)), gamma)
+    same(cb.select_wrong(z3, a3, t3, row_mask, gamma), want3)
+    same(NB.select_wrong(z3, a3, t3, row_mask, gamma), want3)
 
 
 @settings(max_examples=10, deadline=None)
@@ -618,5 +623,5 @@ def test_rnn_step_kernel_launches():
                        rules, 0, False, [2**20] * 3, 0, 0)
     assert launched == Counter({"pack_i16": 3, "pack_i8": 1, "xnor_matmul": 3, "xnor_matmul_sign_add": steps,
                                 "pack_i32": 1, "trigger": 1, "gate_pack_i32": 2, "transpose_bits": 11,
-                                "gated_transposed_product": steps, "group_select": 1, "select_wrong": 1,
+                                "gated_transposed_product": steps, "select_wrong": 2,
                                 "batch_update": 3, "reinforce": 3})

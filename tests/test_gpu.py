@@ -311,3 +311,6 @@ def test_select_wrong(gb, n, k, gamma):
     row_mask = np.where(gen.random((n, 1)) < 0.7, ~np.uint64(0), np.uint64(0)).astype(np.uint64)
     got = gb.select_wrong(gb.asarray(z), gb.asarray(a), gb.asarray(t), gb.asarray(row_mask), gamma)
     same(gb, got, NB.group_select(np.abs(z), (a ^ t) & row_mask, gamma))
+    if n % 4 == 0:  # row words shared by 4 stacked steps (the RNN's time-major rows)
+        got = gb.select_wrong(gb.asarray(z), gb.asarray(a), gb.asarray(t), gb.asarray(row_mask[: n // 4]), gamma)
+        same(gb, got, NB.select_wrong(z, a, t, row_mask[: n // 4], gamma))

@@ -106,8 +106,14 @@ class Backend(ABC):
     def select_wrong(self, z, a, t, row_mask, gamma: int):
         """group_select(|z|, (a ^ t) & row_mask, gamma): the masks of section 4.4 straight from a layer's int32
         values z (N, K) (|z| wraps at int32 min like NumPy), its output bits a and target bits t (N, n_words(K))
-        and the trigger's row words (N, 1). Backends may fuse it (the CUDA one is one kernel)."""
-        return self.group_select(self.xp.abs(z), (a ^ t) & row_mask, gamma)
+        and the trigger's row words (M, 1), M dividing N: row r takes row_mask[r % M] (the stacked time steps of a
+        recurrent step share their sample's word). Backends may fuse it (the CUDA one is one kernel)."""
+        xp = self.xp
+        n, m = a.shape[0], row_mask.shape[0]
+        if m != n and (m == 0 or n % m):
+            raise ValueError(f"select_wrong: {m} row words do not divide {n} rows")
+        rows = row_mask if m == n else xp.tile(row_mask, (n // m, 1))
+        return self.group_select(xp.abs(z), (a ^ t) & rows, gamma)
 
     @abstractmethod
     def batch_update(self, h, sel, t, x, clip: int) -> None:

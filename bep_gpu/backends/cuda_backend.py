@@ -355,10 +355,12 @@ class CudaBackend(Backend):
         z = self._int_array(z, np.int32, "select_wrong z")
         n_rows, k, nw, gamma = self._group_shape("select_wrong", z, gamma)
         a, t, row_mask = self._words(a), self._words(t), self._words(row_mask)
-        if a.shape != (n_rows, nw) or t.shape != a.shape or row_mask.shape != (n_rows, 1):
+        m = row_mask.shape[0] if row_mask.ndim == 2 else 0
+        if (a.shape != (n_rows, nw) or t.shape != a.shape or row_mask.shape != (m, 1) or m == 0 and n_rows
+                or m and n_rows % m):
             raise ValueError(f"select_wrong: a {a.shape}, t {t.shape}, row_mask {row_mask.shape} do not match "
                              f"z {z.shape}")
-        return self._launch_groups("select_wrong", (z, a, t, row_mask), n_rows, k, gamma)
+        return self._launch_groups("select_wrong", (z, a, t, row_mask, np.int64(max(m, 1))), n_rows, k, gamma)
 
     @staticmethod
     def _group_shape(what, score, gamma):
