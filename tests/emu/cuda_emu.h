@@ -185,7 +185,6 @@ int run(void (*f)(A...), unsigned gx, unsigned gy, unsigned gz, unsigned bx, uns
 
 // --- device functions --------------------------------------------------------------------------------------
 inline void __syncthreads() { emu::launch_ctx->block_bar.wait(); }
-inline void __syncwarp(unsigned mask = 0xffffffffu) { emu::my_warp(mask).bar.wait(); }
 
 inline unsigned __ballot_sync(unsigned mask, int pred) {
     emu::Warp& w = emu::my_warp(mask);
@@ -197,8 +196,6 @@ inline unsigned __ballot_sync(unsigned mask, int pred) {
     w.bar.wait();  // nobody overwrites a slot before every lane has read it
     return r & mask;
 }
-inline int __any_sync(unsigned mask, int pred) { return __ballot_sync(mask, pred) != 0; }
-inline int __all_sync(unsigned mask, int pred) { return __ballot_sync(mask, pred) == (mask & emu::my_warp(mask).full); }
 
 namespace emu {
 // Lane src_of(lane) of the same warp supplies the value (own value when src_of returns lane itself).
@@ -234,10 +231,6 @@ void warp_gather(const unsigned (&mine)[N], unsigned (&all)[32][N]) {
 }  // namespace emu
 
 template <class T>
-T __shfl_sync(unsigned mask, T v, int src, int width = 32) {
-    return emu::exchange(mask, v, [&](int lane) { return (lane & ~(width - 1)) + (src & (width - 1)); });
-}
-template <class T>
 T __shfl_xor_sync(unsigned mask, T v, int lane_mask, int width = 32) {
     return emu::exchange(mask, v, [&](int lane) {
         const int s = lane ^ lane_mask;
@@ -248,26 +241,10 @@ template <class T>
 T __shfl_down_sync(unsigned mask, T v, unsigned delta, int width = 32) {
     return emu::exchange(mask, v, [&](int lane) { return (lane & (width - 1)) + (int)delta < width ? lane + (int)delta : lane; });
 }
-template <class T>
-T __shfl_up_sync(unsigned mask, T v, unsigned delta, int width = 32) {
-    return emu::exchange(mask, v, [&](int lane) { return (lane & (width - 1)) >= (int)delta ? lane - (int)delta : lane; });
-}
 
 inline int __popc(unsigned x) { return __builtin_popcount(x); }
 inline int __popcll(unsigned long long x) { return __builtin_popcountll(x); }
-inline int __clz(int x) { return x == 0 ? 32 : __builtin_clz((unsigned)x); }
-inline int __clzll(long long x) { return x == 0 ? 64 : __builtin_clzll((unsigned long long)x); }
-inline int __ffs(int x) { return __builtin_ffs(x); }
 inline int __ffsll(long long x) { return __builtin_ffsll(x); }
-inline unsigned __brev(unsigned x) {
-    unsigned r = 0;
-    for (int i = 0; i < 32; ++i) r |= ((x >> i) & 1u) << (31 - i);
-    return r;
-}
-template <class T>
-T __ldg(const T* p) { return *p; }
-inline void __threadfence() { std::atomic_thread_fence(std::memory_order_seq_cst); }
-inline void __threadfence_block() { std::atomic_thread_fence(std::memory_order_seq_cst); }
 
 // CUDA overloads min/max per type; mixing types is left to fail here as it would be a latent bug there too.
 #define EMU_MINMAX(T)                                   \
@@ -284,33 +261,4 @@ EMU_MINMAX(double)
 template <class T>
 T atomicAdd(T* p, T v) { return std::atomic_ref<T>(*p).fetch_add(v); }
 template <class T>
-T atomicSub(T* p, T v) { return std::atomic_ref<T>(*p).fetch_sub(v); }
-template <class T>
 T atomicOr(T* p, T v) { return std::atomic_ref<T>(*p).fetch_or(v); }
-template <class T>
-T atomicAnd(T* p, T v) { return std::atomic_ref<T>(*p).fetch_and(v); }
-template <class T>
-T atomicXor(T* p, T v) { return std::atomic_ref<T>(*p).fetch_xor(v); }
-template <class T>
-T atomicExch(T* p, T v) { return std::atomic_ref<T>(*p).exchange(v); }
-template <class T>
-T atomicCAS(T* p, T expected, T desired) {
-    std::atomic_ref<T>(*p).compare_exchange_strong(expected, desired);
-    return expected;
-}
-template <class T>
-T atomicMin(T* p, T v) {
-    std::atomic_ref<T> a(*p);
-    T old = a.load();
-    while (v < old && !a.compare_exchange_weak(old, v)) {
-    }
-    return old;
-}
-template <class T>
-T atomicMax(T* p, T v) {
-    std::atomic_ref<T> a(*p);
-    T old = a.load();
-    while (old < v && !a.compare_exchange_weak(old, v)) {
-    }
-    return old;
-}
