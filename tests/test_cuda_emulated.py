@@ -583,12 +583,10 @@ def test_mlp_step_kernel_launches():
 
     from bep_gpu import bep_mlp
     from bep_gpu.backends.cuda_backend import CudaBackend
-    from emu import emulated_module
+    from emu import CountingModule
 
-    bk = CudaBackend(module=emulated_module(), xp=np, update="popcount")
-    launched = Counter()
-    launch = bk._launch
-    bk._launch = lambda name, *args, **kw: (launched.update([name]), launch(name, *args, **kw))
+    module = CountingModule()
+    bk = CudaBackend(module=module, xp=np, update="popcount")
     gen = np.random.default_rng(2)
     sizes = [100, 70, 70]
     hidden = [gen.integers(-20, 21, size=(sizes[i + 1], sizes[i])).astype(np.int16) for i in range(2)]
@@ -596,7 +594,7 @@ def test_mlp_step_kernel_launches():
     protos = rand_bits(gen, 4, sizes[-1])
     x, y = rand_bits(gen, 30, sizes[0]), gen.integers(0, 4, size=30)
     bep_mlp.train_step(bk, hidden, sizes, protos, x, y, [7, 7], rules, [2**20, 2**20], 0, 0)
-    assert launched == Counter({"pack_i16": 2, "xnor_matmul_sign": 1, "xnor_matmul_sign_gate": 1, "xnor_matmul": 1,
+    assert module.launches == Counter({"pack_i16": 2, "xnor_matmul_sign": 1, "xnor_matmul_sign_gate": 1, "xnor_matmul": 1,
                                 "trigger": 1, "transpose_bits": 7, "gated_transposed_product": 1, "select_wrong": 2,
                                 "batch_update": 2, "reinforce": 2})
 
@@ -608,12 +606,10 @@ def test_rnn_step_kernel_launches():
 
     from bep_gpu import bep_rnn
     from bep_gpu.backends.cuda_backend import CudaBackend
-    from emu import emulated_module
+    from emu import CountingModule
 
-    bk = CudaBackend(module=emulated_module(), xp=np, update="popcount")
-    launched = Counter()
-    launch = bk._launch
-    bk._launch = lambda name, *args, **kw: (launched.update([name]), launch(name, *args, **kw))
+    module = CountingModule()
+    bk = CudaBackend(module=module, xp=np, update="popcount")
     gen = np.random.default_rng(2)
     kx, ks, ky, steps, batch = 20, 70, 70, 6, 30
     hidden = [gen.integers(-20, 21, size=s).astype(np.int16) for s in [(ks, kx), (ks, ks), (ky, ks)]]
@@ -621,7 +617,7 @@ def test_rnn_step_kernel_launches():
     x = bits.pack_bits(gen.choice([-1, 1], size=(batch, steps, kx)))
     bep_rnn.train_step(bk, hidden, [kx, ks, ky], rand_bits(gen, 4, ky), x, gen.integers(0, 4, size=batch), [7, 7],
                        rules, 0, False, [2**20] * 3, 0, 0)
-    assert launched == Counter({"pack_i16": 3, "pack_i8": 1, "xnor_matmul": 3, "xnor_matmul_sign_add": steps,
+    assert module.launches == Counter({"pack_i16": 3, "pack_i8": 1, "xnor_matmul": 3, "xnor_matmul_sign_add": steps,
                                 "pack_i32": 1, "trigger": 1, "gate_pack_i32": 2, "transpose_bits": 11,
                                 "gated_transposed_product": steps, "select_wrong": 2,
                                 "batch_update": 3, "reinforce": 3})

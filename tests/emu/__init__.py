@@ -1,4 +1,4 @@
 """CPU emulation of the CUDA kernels for CI (see emulator.py)."""
-from .emulator import EmuModule, emulated_module, make_emulated_backend
+from .emulator import CountingModule, EmuModule, emulated_module, make_emulated_backend
 
-__all__ = ["EmuModule", "emulated_module", "make_emulated_backend"]
+__all__ = ["CountingModule", "EmuModule", "emulated_module", "make_emulated_backend"]

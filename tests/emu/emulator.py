@@ -14,6 +14,7 @@ it sees garbage that shows up as a mismatch against the NumPy mirror.
 from __future__ import annotations
 
 import ctypes
+import collections
 import functools
 import hashlib
 import os
@@ -194,6 +195,23 @@ class EmuModule:
 def emulated_module() -> EmuModule:
     """All kernels of kernels/*.cu in one emulated module (built once per process, cached on disk)."""
     return EmuModule()
+
+
+class CountingModule:
+    """An emulated module that counts each kernel's launches (`launches`), for tests of what a step launches."""
+
+    def __init__(self, module: EmuModule | None = None):
+        self.module = module if module is not None else emulated_module()
+        self.launches: collections.Counter = collections.Counter()
+
+    def get_function(self, name: str):
+        fn = self.module.get_function(name)
+
+        def launch(*args, **kwargs):
+            self.launches[name] += 1
+            return fn(*args, **kwargs)
+
+        return launch
 
 
 @functools.lru_cache(maxsize=None)
