@@ -59,8 +59,9 @@ class TrainConfig:
         names = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in names})
 
-    def check(self) -> None:
-        """Raise UserError for settings no run can use (before loading data or touching a device)."""
+    def check(self, widths: bool = True) -> None:
+        """Raise UserError for settings no run can use (before loading data or touching a device). widths=False
+        skips the checks against --hidden (the widths come from a checkpoint still to be read)."""
         def bad(msg):
             raise UserError(msg)
 
@@ -101,7 +102,7 @@ class TrainConfig:
             bad(f"--distributed must be one of {', '.join(DISTRIBUTED)}")
         if not self.dist_timeout > 0:
             bad("--dist-timeout must be positive (seconds)")
-        for width in self.group_widths():
+        for width in self.group_widths() if widths else ():
             if self.gamma0 <= 0 or width % self.gamma0:
                 divisors = [d for d in range(1, width + 1) if width % d == 0]
                 bad(f"--gamma0 {self.gamma0} does not divide layer width {width}; divisors of {width}: {divisors}")

@@ -7,10 +7,10 @@ from . import bep_mlp
 from .backends.base import Backend
 
 
-def init_hidden(shapes, init_std: float, seed: int) -> list[np.ndarray]:
-    """H = clip(round(N(0, s^2))) per matrix, in order, from one seeded host generator."""
+def init_hidden(shapes, init_std: float, seed: int, clip: int = 32767) -> list[np.ndarray]:
+    """H = clip(round(N(0, s^2)), -C, C) per matrix, in order, from one seeded host generator."""
     rng = np.random.default_rng([int(seed), 7])
-    return [np.clip(np.rint(rng.normal(0.0, init_std, size=s)), -32767, 32767).astype(np.int16) for s in shapes]
+    return [np.clip(np.rint(rng.normal(0.0, init_std, size=s)), -clip, clip).astype(np.int16) for s in shapes]
 
 
 class MLPTask:

@@ -110,7 +110,7 @@ class Trainer:
         self.resume_data = None
         if cfg.resume:
             cfg = self._resume_config(cfg)
-        cfg.check()
+        cfg.check(widths=not cfg.init)  # --init's widths come from its checkpoint, checked once loaded
         self.cfg = cfg
         self.comm = make_communicator(cfg.distributed, cfg.dist_timeout)
         if self.comm.rank:  # rank 0 alone logs and writes files (docs/DISTRIBUTED.md)
@@ -152,7 +152,7 @@ class Trainer:
                 raise UserError(f"checkpoint has {prototypes.shape[0]} classes, {cfg.dataset} has {self.data.n_classes}")
             cfg.hidden = Task.widths_from(hidden)
         else:
-            hidden = init_hidden(Task.shapes(self.data.n_in, cfg), cfg.init_std, cfg.seed)
+            hidden = init_hidden(Task.shapes(self.data.n_in, cfg), cfg.init_std, cfg.seed, cfg.hidden_clip)
             width = Task.shapes(self.data.n_in, cfg)[-1][0]
             prototypes = make_prototypes(self.data.n_classes, width, cfg.seed, cfg.proto_alpha, cfg.proto_sweeps)
         self.task = Task(self.bk, self._sizes(Task, hidden), hidden, prototypes, cfg)
@@ -304,8 +304,9 @@ class Trainer:
         test_acc = accuracy(task, self.data.test, cfg.eval_batch)
         results = {"test_accuracy": test_acc,
                    "val_accuracy": accuracy(task, self.data.val, cfg.eval_batch) if self.data.val else None,
-                   "best_val_accuracy": st["best_val"] if st["best_val"] >= 0 else None,
-                   "test_accuracy_at_best_val": st.get("test_at_best"),
+                   # without a validation split the schedule scores training accuracy: not a validation figure
+                   "best_val_accuracy": st["best_val"] if st["best_val"] >= 0 and self.data.val else None,
+                   "test_accuracy_at_best_val": st.get("test_at_best") if self.data.val else None,
                    "epochs": st["epoch"], "steps": st["step"], "wall_time_s": time.perf_counter() - t_start,
                    "train_time_s": train_time, "samples_per_s": (n * epochs_run / train_time) if train_time else None,
                    "backend": bk.name, "device": bk.device, "kind": cfg.kind, "sizes": list(task.sizes),

@@ -223,6 +223,36 @@ def test_train_bad_init_checkpoint(case, message, model, data, tmp_path, capsys)
     _no_partial_files(out)
 
 
+def test_init_checks_gamma0_against_the_checkpoint_widths(model, data, tmp_path, capsys):
+    """The checkpoint's widths (20) decide: gamma0 20 divides them though not the default --hidden 525,525, and
+    gamma0 8 divides neither, which is reported against 20."""
+    common = ["mlp", "--dataset", data["good"], "--init", str(model / "model.npz"), "--encode", "thermometer:2",
+              "--epochs", "1", "--backend", "numpy", "--quiet"]
+    assert train_main(common + ["--gamma0", "20", "--out", str(tmp_path / "ok")]) == 0
+    assert np.load(tmp_path / "ok" / "model.npz")["hidden.0"].shape == (20, 16)
+    capsys.readouterr()
+    assert train_main(common + ["--gamma0", "8", "--out", str(tmp_path / "bad")]) == 2
+    assert "--gamma0 8 does not divide layer width 20" in _one_line_error(capsys, "bep-train")
+
+
+def test_results_without_a_validation_split_report_no_validation_figures(data, tmp_path):
+    out = tmp_path / "run"
+    assert train_main(["mlp", "--dataset", data["good"], "--val-fraction", "0", "--out", str(out), "--encode",
+                       "thermometer:2"] + TINY) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert results["val_accuracy"] is None and results["best_val_accuracy"] is None
+    assert results["test_accuracy_at_best_val"] is None and results["test_accuracy"] is not None
+
+
+def test_initial_weights_respect_the_hidden_clip(data, tmp_path):
+    out = tmp_path / "run"
+    assert train_main(["mlp", "--dataset", data["good"], "--init-std", "500", "--hidden-clip", "100", "--epochs", "0",
+                       "--out", str(out), "--encode", "thermometer:2", "--hidden", "10", "--gamma0", "5",
+                       "--backend", "numpy", "--quiet"]) == 0
+    h = np.load(out / "model.npz")["hidden.0"]
+    assert np.abs(h).max() == 100
+
+
 # --- int16 limits ---------------------------------------------------------------------------------------------
 def test_hidden_weights_saturate_at_the_int16_limits(model, data, tmp_path):
     """Start every hidden weight at +-32767 (and -32768, below the clip) and train: updates and reinforcement
