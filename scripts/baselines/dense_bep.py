@@ -34,6 +34,26 @@ def dot_rows(xp, a, b):
     return xp.ascontiguousarray(a, dtype=xp.int32) @ xp.ascontiguousarray(b, dtype=xp.int32).T
 
 
+def trigger(xp, logits, labels, margin):
+    """Section 4.2: y_c - max_{c' != c} y_c' < margin, per row."""
+    rows = xp.arange(len(labels))
+    own = logits[rows, labels].astype(xp.int64)
+    others = logits.astype(xp.int64)
+    others[rows, labels] = xp.iinfo(xp.int64).min
+    return (own - others.max(axis=1)) < margin
+
+
+def reinforce(xp, hidden, logits, labels, trig, thresholds, clip, seed, step):
+    """Section 4.6 on every matrix (layer index = list position), only if a sample triggered; returns the step's
+    (misclassified, triggered)."""
+    if int(trig.sum()) > 0:
+        for i, h in enumerate(hidden):
+            u = counter_uniform(seed, 1, step, i, h.size, xp=xp).reshape(h.shape)
+            moved = xp.clip(h.astype(xp.int32) + xp.where(h >= 0, 2, -2), -clip, clip).astype(xp.int16)
+            h[...] = xp.where(u.astype(xp.int64) < thresholds[i], moved, h)
+    return int((xp.argmax(logits, axis=1) != labels).sum()), int(trig.sum())
+
+
 def dense_step(xp, hidden, prototypes, x, labels, gammas, margin, gates, thresholds, clip, seed, step):
     """One BEP step in place on the int16 `hidden` list; x: int8 +-1 (B, K0); prototypes int8 (C, K_L)."""
     weights = [sgn(xp, h) for h in hidden]
@@ -42,11 +62,7 @@ def dense_step(xp, hidden, prototypes, x, labels, gammas, margin, gates, thresho
         zs.append(dot_rows(xp, acts[-1], w))
         acts.append(sgn(xp, zs[-1]))
     logits = dot_rows(xp, acts[-1], prototypes)
-    rows = xp.arange(len(labels))
-    own = logits[rows, labels].astype(xp.int64)
-    others = logits.astype(xp.int64)
-    others[rows, labels] = xp.iinfo(xp.int64).min
-    trig = (own - others.max(axis=1)) < margin
+    trig = trigger(xp, logits, labels, margin)
     targets = [None] * len(hidden)
     targets[-1] = prototypes[labels]
     for i in range(len(hidden) - 1, 0, -1):
@@ -57,12 +73,7 @@ def dense_step(xp, hidden, prototypes, x, labels, gammas, margin, gates, thresho
         m = group_mask(xp, wrong, xp.abs(zs[i]), gammas[i]).astype(xp.int32)
         delta = dot_rows(xp, (m * targets[i]).T, acts[i].T)
         h[...] = xp.clip(h.astype(xp.int32) + 2 * delta, -clip, clip).astype(xp.int16)
-    if int(trig.sum()) > 0:
-        for i, h in enumerate(hidden):
-            u = counter_uniform(seed, 1, step, i, h.size, xp=xp).reshape(h.shape)
-            moved = xp.clip(h.astype(xp.int32) + xp.where(h >= 0, 2, -2), -clip, clip).astype(xp.int16)
-            h[...] = xp.where(u.astype(xp.int64) < thresholds[i], moved, h)
-    return int((xp.argmax(logits, axis=1) != labels).sum()), int(trig.sum())
+    return reinforce(xp, hidden, logits, labels, trig, thresholds, clip, seed, step)
 
 
 def dense_rnn_step(xp, hidden, prototypes, x, labels, gammas, margin, gates, thresholds, clip, seed, step,
@@ -91,12 +102,7 @@ def dense_rnn_step(xp, hidden, prototypes, x, labels, gammas, margin, gates, thr
     z_y = dot_rows(xp, s[steps], w_sy)
     s_y = sgn(xp, z_y)
     logits = dot_rows(xp, s_y, prototypes)
-    # Trigger (section 4.2 with K_L = Ky).
-    rows = xp.arange(n)
-    own = logits[rows, labels].astype(xp.int64)
-    others = logits.astype(xp.int64)
-    others[rows, labels] = xp.iinfo(xp.int64).min
-    trig = (own - others.max(axis=1)) < margin
+    trig = trigger(xp, logits, labels, margin)  # section 4.2 with K_L = Ky
     # Targets: t_T through the gated readout, then t_{t-1} = sign(W_ss^T (g_t * t_t)) down to the first target step.
     t_y = prototypes[labels]
     wt_sy, wt_ss = xp.ascontiguousarray(w_sy.T), xp.ascontiguousarray(w_ss.T)
@@ -123,10 +129,4 @@ def dense_rnn_step(xp, hidden, prototypes, x, labels, gammas, margin, gates, thr
     d_sy = dot_rows(xp, (m_y * t_y).T, s[steps].T)
     for hm, d in zip(hidden, (d_xs, d_ss, d_sy)):
         hm[...] = xp.clip(hm.astype(i32) + 2 * d, -clip, clip).astype(xp.int16)
-    # Reinforcement: layers 0 = xs, 1 = ss, 2 = sy, only if a sample triggered.
-    if int(trig.sum()) > 0:
-        for i, hm in enumerate(hidden):
-            u = counter_uniform(seed, 1, step, i, hm.size, xp=xp).reshape(hm.shape)
-            moved = xp.clip(hm.astype(i32) + xp.where(hm >= 0, 2, -2), -clip, clip).astype(xp.int16)
-            hm[...] = xp.where(u.astype(xp.int64) < thresholds[i], moved, hm)
-    return int((xp.argmax(logits, axis=1) != labels).sum()), int(trig.sum())
+    return reinforce(xp, hidden, logits, labels, trig, thresholds, clip, seed, step)  # layers 0, 1, 2 = xs, ss, sy
