@@ -19,8 +19,6 @@ from pathlib import Path
 GEMM_SHAPES = [(1024, 1024, 1024), (2048, 2048, 2048), (4096, 4096, 4096), (8192, 8192, 8192),
                (1024, 525, 784), (1024, 525, 525), (10000, 525, 784)]
 QUICK_SHAPES = [(1024, 1024, 1024), (1024, 525, 784)]
-# b1 tensor-core ceiling of an H200 (KERNEL_NOTES.md: ~16,384 bit-MACs per SM per clock, 132 SMs, ~1.98 GHz).
-TC_PEAK_TMACS = 4200.0
 
 
 def time_ms(cupy, fn, repeat: int, warmup: int = 3) -> float:
@@ -129,7 +127,7 @@ def primitive_calls(bk, batch=1024, k_out=525, k_in=784):
     o = primitive_operands(bk, batch, k_out, k_in)
     x, w, t, h, z, g, wt, score, sel = (o[k] for k in ("x", "w", "t", "h", "z", "g", "wt", "score", "sel"))
     popcount, sparse = bk.variant(update="popcount"), bk.variant(update="sparse")
-    return {
+    calls = {
         "xnor_matmul": lambda: bk.xnor_matmul(x, w, k_in, impl="cuda_core"),
         "xnor_matmul tensor cores": lambda: bk.xnor_matmul(x, w, k_in, impl="tensor_core"),
         "xnor_matmul + pack (unfused forward layer)": lambda: bk.pack(bk.xnor_matmul(x, w, k_in, impl="cuda_core")),
@@ -159,6 +157,12 @@ def primitive_calls(bk, batch=1024, k_out=525, k_in=784):
             lambda: bk.reinforce(h, 2**28, 1, 1, o["step"], 0, 32767),
         "int_matmul": lambda: bk.int_matmul(x, h),
     }
+    try:  # the tensor-core kernels' layout probe has never met hardware: a refusal drops them, not the benchmark
+        bk.xnor_matmul(x, w, k_in, impl="tensor_core")
+    except RuntimeError as e:
+        print(f"tensor-core kernels left out: {e}", file=sys.stderr)
+        calls = {name: fn for name, fn in calls.items() if "tensor cores" not in name}
+    return calls
 
 
 def bench_primitives(cupy, bk, repeat, batch=1024, k_out=525, k_in=784):
@@ -182,6 +186,7 @@ def main(argv=None) -> int:
 
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     from bep_gpu.backends.cuda_backend import CudaBackend
+    from bep_gpu.cli.bench import B1_CEILING
 
     bk = CudaBackend()
     print(f"# bench_kernels on {bk.device}\n")
@@ -195,7 +200,7 @@ def main(argv=None) -> int:
     for r in rows:
         ratio = None if r["bf16_ms"] is None else r["bf16_ms"] / r["xnor_ms"]
         tc_ratio = None if r["bf16_ms"] is None or r["tc_ms"] is None else r["bf16_ms"] / r["tc_ms"]
-        tc_frac = None if r["tc_tmacs"] is None else r["tc_tmacs"] / TC_PEAK_TMACS
+        tc_frac = None if r["tc_tmacs"] is None else r["tc_tmacs"] * 1e12 / B1_CEILING
         print(f"| {r['m']}x{r['n']}x{r['k']} | {r['xnor_ms']:.3f} | {r['xnor_tmacs']:.1f} | {fmt(r['tc_ms'], '.3f')} "
               f"| {fmt(r['tc_tmacs'])} | {fmt(tc_frac, '.1%')} | {fmt(r['fp32_tmacs'])} | {fmt(r['fp16_tmacs'])} "
               f"| {fmt(r['bf16_tmacs'])} | {fmt(ratio, '.2f')} | {fmt(tc_ratio, '.2f')} |")

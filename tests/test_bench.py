@@ -97,7 +97,7 @@ def test_graph_row_task_replays_the_same_steps():
 
     bk = emu.make_emulated_backend()
     sizes = [100, 70, 70]
-    hidden_np, protos, x_pm, y, rules, thresholds, gammas = _step_case(bk, sizes, 20, 7)
+    hidden_np, protos, x_pm, y, rules, thresholds, gammas = _step_case(sizes, 20, 7)
     p, x = bk.pack(protos), bk.pack(x_pm)
     h_graph, h_plain = [h.copy() for h in hidden_np], [h.copy() for h in hidden_np]
     counts = np.zeros(2, np.int64)
@@ -123,3 +123,34 @@ def test_gemm_rows_of_both_cuda_kernels_on_the_emulator():
     assert float(rows["xnor_matmul CUDA cores (cuda)"]["ratio"]) > 0
     assert float(rows["xnor_matmul b1 tensor cores (cuda)"]["ratio"]) > 0
     assert "b1 tensor cores / this" in rows["cuBLAS float32 on +-1"]["note"]
+
+
+def test_sigterm_keeps_the_rows_measured(tmp_path):
+    """`timeout` stops with SIGTERM: the rows measured so far are written, marked incomplete."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    out = tmp_path / "out"
+    # a small GEMM first (rows within a second), then large ones that keep it busy for a minute
+    proc = subprocess.Popen([sys.executable, "-m", "bep_gpu.cli.bench", "--backend", "numpy", "--sections", "gemm",
+                             "--gemm-sizes", "128x128x128," + ",".join(["2048x2048x2048"] * 10), "--min-time", "3",
+                             "--out", str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)})
+    time.sleep(5)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "INCOMPLETE" in (out / "bench.md").read_text()
+    assert rows_of(out) and all(r["section"] == "gemm" for r in rows_of(out))
+
+
+def test_unwritable_out_fails_before_measuring(tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    assert main(["--backend", "numpy", "--quick", "--sections", "gemm", "--out", str(blocker / "sub")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "cannot create --out" in err[0]

@@ -30,3 +30,16 @@ def test_primitive_calls_run_and_cover_the_kernels():
     # pack's other input types and counter_uniform have their own tests (not on the training path); every other
     # kernel is benchmarked.
     assert missing <= {k for k in every if k.startswith("pack_")} | {"counter_uniform"}, missing
+
+
+def test_primitive_calls_leave_out_the_tensor_cores_when_the_layout_probe_refuses(monkeypatch):
+    from bench_kernels import primitive_calls
+    from bep_gpu.backends.cuda_backend import CudaBackend
+    from emu import emulated_module
+
+    def refuse(self):
+        raise RuntimeError("fragment layout is wrong here")
+
+    monkeypatch.setattr(CudaBackend, "_check_tensor_core", refuse)
+    calls = primitive_calls(CudaBackend(module=emulated_module(), xp=np), 70, 65, 130)
+    assert "xnor_matmul" in calls and not [name for name in calls if "tensor cores" in name]

@@ -26,7 +26,9 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
 import os
+import signal
 import statistics
 import sys
 import tempfile
@@ -38,10 +40,11 @@ from .. import bep_rnn
 from ..backends import get_backend
 from ..bep_mlp import StepRules, reinforcement_thresholds, select_updates, train_step
 from ..bits import pack_bits, unpack_bits
+from ..checkpoint import atomic_write
 from ..errors import UserError
 from ..mlp import init_hidden
 from ..prototypes import make_prototypes
-from .common import run_cli
+from .common import StrictParser, run_cli
 
 POPC_CEILING = 134e12  # H200 CUDA-core XOR+POPC bit-MAC/s (KERNEL_NOTES.md)
 B1_CEILING = 4.2e15  # H200 b1 tensor cores, mma ... .and.popc (KERNEL_NOTES.md; unmeasured)
@@ -97,17 +100,17 @@ class Table:
                           "ratio": "" if ratio is None else f"{ratio:.3g}", "note": note})
 
     def write(self, out_dir, header):
-        os.makedirs(out_dir, exist_ok=True)
-        with open(os.path.join(out_dir, "bench.csv"), "w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=list(self.rows[0]))
-            w.writeheader()
-            w.writerows(self.rows)
+        """bench.csv and bench.md in out_dir (each written to a temporary file, then renamed); the Markdown."""
+        buf = io.StringIO()
+        w = csv.DictWriter(buf, fieldnames=list(self.rows[0]))
+        w.writeheader()
+        w.writerows(self.rows)
         lines = [header, "", "| section | case | impl | value | unit | ratio | note |", "|---|---|---|---|---|---|---|"]
         lines += [f"| {r['section']} | {r['case']} | {r['impl']} | {r['value']} | {r['unit']} | {r['ratio']} | "
                   f"{r['note']} |" for r in self.rows]
         text = "\n".join(lines) + "\n"
-        with open(os.path.join(out_dir, "bench.md"), "w") as f:
-            f.write(text)
+        for name, content in (("bench.csv", buf.getvalue()), ("bench.md", text)):
+            atomic_write(os.path.join(out_dir, name), lambda f, c=content: f.write(c.encode()))
         return text
 
 
@@ -176,7 +179,7 @@ def bench_gemm(bk, table, sizes, min_time, kernels=None):
                       "ratio = ours / this")
 
 
-def _step_case(bk, sizes, batch, gamma):
+def _step_case(sizes, batch, gamma):
     rng = np.random.default_rng(1)
     shapes = [(sizes[i + 1], sizes[i]) for i in range(len(sizes) - 1)]
     hidden_np = init_hidden(shapes, 8.0, 0)
@@ -211,55 +214,89 @@ def _qat_rows(bk, table, qat, case, kind, k_in, hidden, batch, epoch_samples, t_
                               n_samples=min(epoch_samples, max(20 * batch, 2000)))
         label = "QAT torch" + (" bf16" if bf16 else "")
         table.add("step", case, label, r["step_time_s"] * 1e3, "ms/step", r["step_time_s"] / t_ours,
-                  "ratio = this / ours")
+                  "ratio = this / ours; no BN, batch gather included")
         table.add("epoch", case, label, r["step_time_s"] * steps, f"s/epoch ({epoch_samples} samples)",
                   r["step_time_s"] / t_ours)
         if r.get("peak_memory_bytes"):
             table.add("memory", case, label + " peak", r["peak_memory_bytes"] / 2**20, "MiB")
 
 
-def _memory_rows(bk, table, case, n_weights):
-    if bk.name == "cuda":
-        import cupy
+def _device_pool(bk):
+    """CuPy's default memory pool on a GPU, else None."""
+    if bk.name != "cuda" or bk.xp is np:
+        return None
+    import cupy
 
-        pool = cupy.get_default_memory_pool()
-        table.add("memory", case, "BEP packed peak (pool)", pool.total_bytes() / 2**20, "MiB")
+    return cupy.get_default_memory_pool()
+
+
+def _fresh_pool(bk):
+    """Empty the device pool before a case, so that its size right after our steps is our case's peak."""
+    pool = _device_pool(bk)
+    if pool is not None:
+        bk.synchronize()
+        pool.free_all_blocks()
+
+
+def _memory_rows(bk, table, case, n_weights, pool_bytes=None):
+    """pool_bytes: the device pool's size read right after our steps, before any peer ran (GPU only)."""
+    if pool_bytes is not None:
+        table.add("memory", case, "BEP packed peak (pool)", pool_bytes / 2**20, "MiB", None,
+                  "CuPy pool after our steps: weights, batch and step temporaries")
     table.add("memory", case, "BEP training state", n_weights * OURS_STATE_BYTES / 2**20, "MiB",
               QAT_STATE_BYTES / OURS_STATE_BYTES, f"{OURS_STATE_BYTES} B/weight; ratio = QAT/ours")
     table.add("memory", case, "QAT training state", n_weights * QAT_STATE_BYTES / 2**20, "MiB", None,
               f"{QAT_STATE_BYTES:g} B/weight (fp32 latent, grad, Adam m, v)")
 
 
+def _bench_case(bk, table, case, label, step, arrays, min_time, min_reps, batch, epoch_samples, n_weights,
+                dense_macs, dense_step, qat_rows):
+    """Rows of one step case: ours (step(bk, hidden, p, x, y, step_number) on the backend's copies of `arrays` =
+    (hidden_np, protos, x_pm, y)), the epoch it implies, our device pool, the dense peer (dense_step(xp, hidden,
+    protos, x, y) on dense copies), QAT (qat_rows(t_ours)) and memory. Returns our backend arrays and step time."""
+    hidden_np, protos, x_pm, y = arrays
+    _fresh_pool(bk)
+    hidden = [bk.asarray(h) for h in hidden_np]
+    p, x, yy = bk.pack(bk.asarray(protos)), bk.pack(bk.asarray(x_pm)), bk.asarray(y)
+    counter = [0]
+
+    def ours():
+        step(bk, hidden, p, x, yy, counter[0])
+        counter[0] += 1
+
+    t_ours = timed(ours, bk.synchronize, min_time, min_reps=min_reps)
+    pool = _device_pool(bk)
+    pool_bytes = None if pool is None else pool.total_bytes()  # before any peer allocates from the same pool
+    table.add("step", case, f"{label} ({bk.name})", t_ours * 1e3, "ms/step")
+    table.add("epoch", case, f"{label} ({bk.name})", t_ours * -(-epoch_samples // batch),
+              f"s/epoch ({epoch_samples} samples)")
+    if dense_step is not None:
+        xp = bk.xp
+        dh = [xp.asarray(h) for h in hidden_np]
+        dp, dx, dy = xp.asarray(protos), xp.asarray(x_pm), xp.asarray(y)
+        _dense_row(bk, table, case, dense_macs, t_ours, min_time, lambda: dense_step(xp, dh, dp, dx, dy))
+    if qat_rows is not None:
+        qat_rows(t_ours)
+    _memory_rows(bk, table, case, n_weights, pool_bytes)
+    return (hidden, p, x, yy), t_ours
+
+
 def bench_steps(bk, table, cases, min_time, dense, qat):
     for name, sizes, batch, gamma, epoch_samples in cases:
         print(f"bep-bench: step {name} {sizes} batch {batch}", file=sys.stderr, flush=True)
-        hidden_np, protos, x_pm, y, rules, thresholds, gammas = _step_case(bk, sizes, batch, gamma)
-        hidden = [bk.asarray(h) for h in hidden_np]
-        p, x, yy = bk.pack(bk.asarray(protos)), bk.pack(bk.asarray(x_pm)), bk.asarray(y)
-        step = [0]
-
-        def ours():
-            train_step(bk, hidden, sizes, p, x, yy, gammas, rules, thresholds, 0, step[0])
-            step[0] += 1
-
-        t_ours = timed(ours, bk.synchronize, min_time)
-        steps = -(-epoch_samples // batch)
+        hidden_np, protos, x_pm, y, rules, thresholds, gammas = _step_case(sizes, batch, gamma)
         case = f"{name} {'-'.join(map(str, sizes))} batch {batch}"
-        table.add("step", case, f"BEP packed ({bk.name})", t_ours * 1e3, "ms/step")
-        _graph_row(bk, table, case, hidden, sizes, p, x, yy, gammas, rules, thresholds, t_ours, min_time)
-        table.add("epoch", case, f"BEP packed ({bk.name})", t_ours * steps, f"s/epoch ({epoch_samples} samples)")
         n_weights = sum(a * b for a, b in zip(sizes[1:], sizes[:-1]))
-        if dense is not None:
-            xp = bk.xp
-            dh = [xp.asarray(h) for h in hidden_np]
-            dp, dx, dy = xp.asarray(protos), xp.asarray(x_pm), xp.asarray(y)
-            # forward, targets and update: at most three products of the batch with every weight
-            _dense_row(bk, table, case, 3 * batch * n_weights, t_ours, min_time,
-                       lambda: dense.dense_step(xp, dh, dp, dx, dy, gammas, rules.trigger_margin, rules.gates,
-                                                thresholds, rules.clip, 0, 0))
-        if qat is not None:
-            _qat_rows(bk, table, qat, case, "mlp", sizes[0], sizes[1:], batch, epoch_samples, t_ours)
-        _memory_rows(bk, table, case, n_weights)
+        (hidden, p, x, yy), t_ours = _bench_case(
+            bk, table, case, "BEP packed",
+            lambda b, h, p_, x_, y_, n: train_step(b, h, sizes, p_, x_, y_, gammas, rules, thresholds, 0, n),
+            (hidden_np, protos, x_pm, y), min_time, 1, batch, epoch_samples, n_weights,
+            3 * batch * n_weights,  # forward, targets and update: at most three products with every weight
+            None if dense is None else lambda xp, h, p_, x_, y_: dense.dense_step(
+                xp, h, p_, x_, y_, gammas, rules.trigger_margin, rules.gates, thresholds, rules.clip, 0, 0),
+            None if qat is None else lambda t: _qat_rows(bk, table, qat, case, "mlp", sizes[0], sizes[1:], batch,
+                                                         epoch_samples, t))
+        _graph_row(bk, table, case, hidden, sizes, p, x, yy, gammas, rules, thresholds, t_ours, min_time)
 
 
 class _MLPTask:
@@ -297,7 +334,7 @@ def bench_update(bk, table, cases, min_time):
     trigger), and whole steps. `auto` should be whichever is faster on the hardware."""
     for name, sizes, batch, gamma, _ in cases:
         print(f"bep-bench: update {name} {sizes} batch {batch}", file=sys.stderr, flush=True)
-        hidden_np, protos, x_pm, y, rules, thresholds, gammas = _step_case(bk, sizes, batch, gamma)
+        hidden_np, protos, x_pm, y, rules, thresholds, gammas = _step_case(sizes, batch, gamma)
         case = f"{name} {'-'.join(map(str, sizes))} batch {batch} gamma {gamma}"
         first = {}
         for form in ("popcount", "sparse"):
@@ -311,10 +348,10 @@ def bench_update(bk, table, cases, min_time):
                 for h, (sel, t, a) in zip(hidden, updates):
                     fb.batch_update(h, sel, t, a, rules.clip)
 
-            step = [0]
+            step, fresh = [0], [fb.asarray(h) for h in hidden_np]  # both forms' steps start from the same weights
 
             def whole():
-                train_step(fb, hidden, sizes, p, x, yy, gammas, rules, thresholds, 0, step[0])
+                train_step(fb, fresh, sizes, p, x, yy, gammas, rules, thresholds, 0, step[0])
                 step[0] += 1
 
             t_upd, t_step = timed(update, fb.synchronize, min_time), timed(whole, fb.synchronize, min_time)
@@ -342,31 +379,18 @@ def bench_rnn_steps(bk, table, cases, min_time, dense, qat):
         rules = bep_rnn.step_rules(sizes, 0.5, 0.01, 32767)
         thresholds = reinforcement_thresholds([kx, ks, ks], 0.5, 0.5)
         gammas = [gamma, gamma]
-        hidden = [bk.asarray(h) for h in hidden_np]
-        p, x, yy = bk.pack(bk.asarray(protos)), bk.pack(bk.asarray(x_pm)), bk.asarray(y)
-        step = [0]
-
-        def ours():
-            bep_rnn.train_step(bk, hidden, sizes, p, x, yy, gammas, rules, 0, False, thresholds, 0, step[0])
-            step[0] += 1
-
-        t_ours = timed(ours, bk.synchronize, min_time, min_reps=3)
-        steps = -(-epoch_samples // batch)
         case = f"{name} T={n_steps} {kx}-{ks}-{ky} batch {batch}"
-        table.add("step", case, f"BEP-TT packed ({bk.name})", t_ours * 1e3, "ms/step")
-        table.add("epoch", case, f"BEP-TT packed ({bk.name})", t_ours * steps, f"s/epoch ({epoch_samples} samples)")
-        if dense is not None:
-            xp = bk.xp
-            dh = [xp.asarray(h) for h in hidden_np]
-            dp, dx, dy = xp.asarray(protos), xp.asarray(x_pm), xp.asarray(y)
+        _bench_case(
+            bk, table, case, "BEP-TT packed",
+            lambda b, h, p_, x_, y_, n: bep_rnn.train_step(b, h, sizes, p_, x_, y_, gammas, rules, 0, False,
+                                                           thresholds, 0, n),
+            (hidden_np, protos, x_pm, y), min_time, 3, batch, epoch_samples, ks * kx + ks * ks + ky * ks,
             # forward and update: two products per step with H_xs and H_ss; targets: one with H_ss; readout
-            macs = n_steps * batch * (2 * ks * kx + 3 * ks * ks) + 3 * batch * ky * ks
-            _dense_row(bk, table, case, macs, t_ours, min_time,
-                       lambda: dense.dense_rnn_step(xp, dh, dp, dx, dy, gammas, rules.trigger_margin, rules.gates,
-                                                    thresholds, rules.clip, 0, 0))
-        if qat is not None:
-            _qat_rows(bk, table, qat, case, "rnn", kx, [ks, ky], batch, epoch_samples, t_ours, seq_len=n_steps)
-        _memory_rows(bk, table, case, ks * kx + ks * ks + ky * ks)
+            n_steps * batch * (2 * ks * kx + 3 * ks * ks) + 3 * batch * ky * ks,
+            None if dense is None else lambda xp, h, p_, x_, y_: dense.dense_rnn_step(
+                xp, h, p_, x_, y_, gammas, rules.trigger_margin, rules.gates, thresholds, rules.clip, 0, 0),
+            None if qat is None else lambda t: _qat_rows(bk, table, qat, case, "rnn", kx, [ks, ky], batch,
+                                                         epoch_samples, t, seq_len=n_steps))
 
 
 def bench_real_epoch(bk, table, qat, data_dir, max_samples):
@@ -413,16 +437,16 @@ def bench_real_epoch(bk, table, qat, data_dir, max_samples):
                                        readout="prototypes", logit_scale=None, seed=0)
             model.to(device)
             opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-            _, _, t_qat, _ = qat.train_epoch(model, opt, xt, yt, cfg.batch_size, order, bf16=bf16)
+            _, _, t_qat, _ = qat.train_epoch(model, opt, xt, yt, cfg.batch_size, order, bf16=bf16, per_step=False)
             acc = qat.evaluate(model, xe, ye, bf16=bf16)
-            threads = f", {torch.get_num_threads()} torch threads" if device.type == "cpu" else ", synced every step"
+            threads = f", {torch.get_num_threads()} torch threads" if device.type == "cpu" else ", one sync per epoch"
             table.add("epoch", case, "QAT torch" + (" bf16" if bf16 else ""), t_qat, unit, t_qat / t_ours,
                       f"qat_torch.train_epoch (BN, Adam; same samples, order, batch{threads}); ratio = this / ours; "
                       f"test acc after it {acc:.4f}")
 
 
 def _main(argv):
-    p = argparse.ArgumentParser(prog="bep-bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = StrictParser(prog="bep-bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--backend", default="auto", choices=["auto", "numpy", "cuda"])
     p.add_argument("--sections", default="gemm,step,memory,update,epoch")
     p.add_argument("--quick", action="store_true", help="small shapes only (CI smoke run)")
@@ -444,6 +468,12 @@ def _main(argv):
         raise UserError(f"--cases takes mlp, rnn or mlp,rnn; got {args.cases!r}")
     if args.epoch_samples is not None and args.epoch_samples < 1:
         raise UserError(f"--epoch-samples must be at least 1, got {args.epoch_samples}")
+    try:  # before minutes of measuring, not after them
+        os.makedirs(args.out, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"cannot create --out {args.out} ({e.strerror}); choose another directory") from None
+    if not os.access(args.out, os.W_OK):
+        raise UserError(f"--out {args.out} is not writable; choose another directory")
     bk = get_backend(args.backend)
     gpu = bk.name == "cuda"
     if args.quick:
@@ -470,12 +500,14 @@ def _main(argv):
             gemm = []
         if not gemm or any(len(s) != 3 or min(s) <= 0 for s in gemm):
             raise UserError(f"--gemm-sizes takes MxNxK[,MxNxK...] with positive sizes, got {args.gemm_sizes!r}")
-    dense, qat = _peers() if sections & {"step", "memory", "epoch"} else (None, None)
     peers = set(filter(None, args.peers.split(",")))
+    dense, qat = _peers() if sections & {"step", "memory", "epoch"} and peers else (None, None)
     dense, qat = (dense if "dense" in peers else None), (qat if "qat" in peers else None)
     table = Table()
     header = f"bep-bench on {bk.name} ({bk.device}), {time.strftime('%Y-%m-%d')}, `bep-bench {' '.join(argv or [])}`"
     done, text = False, ""
+    # `timeout` and job schedulers stop with SIGTERM: turn it into an interruption, so the rows measured are kept
+    previous = signal.signal(signal.SIGTERM, _stop)
     try:
         if "gemm" in sections:
             bench_gemm(bk, table, gemm, args.min_time)
@@ -490,9 +522,14 @@ def _main(argv):
             bench_real_epoch(bk, table, qat, args.data_dir, epoch_samples)
         done = True
     finally:  # an interrupted run still leaves the rows it measured
+        signal.signal(signal.SIGTERM, previous)
         if table.rows:
             text = table.write(args.out, header + ("" if done else " (INCOMPLETE: stopped early)"))
     print(text)
+
+
+def _stop(signum, frame):
+    raise KeyboardInterrupt(f"stopped by signal {signum}; the rows measured so far are written")
 
 
 _main.prog = "bep-bench"

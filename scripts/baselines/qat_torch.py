@@ -186,8 +186,11 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def train_epoch(model, opt, x, y, batch_size, order, *, bf16):
-    """One pass over x[order] (x int8 +-1 on the model's device). Returns loss, accuracy, time, per-step times."""
+def train_epoch(model, opt, x, y, batch_size, order, *, bf16, per_step=True):
+    """One pass over x[order] (x int8 +-1 on the model's device). Returns loss, accuracy, time, per-step times.
+
+    per_step=False: no device synchronisation between steps (and no per-step times), as an epoch runs when only
+    its total time is wanted; on CUDA a sync per step keeps the host from queueing ahead."""
     device = x.device
     model.train()
     loss_sum = torch.zeros((), device=device)
@@ -210,8 +213,10 @@ def train_epoch(model, opt, x, y, batch_size, order, *, bf16):
         with torch.no_grad():
             loss_sum += loss.detach() * len(idx)
             correct += (logits.argmax(1) == yb).sum()
-        _sync(device)
-        step_times.append(time.perf_counter() - t0)
+        if per_step:
+            _sync(device)
+            step_times.append(time.perf_counter() - t0)
+    _sync(device)
     elapsed = time.perf_counter() - t_epoch
     n = len(order)
     return loss_sum.item() / n, correct.item() / n, elapsed, step_times
