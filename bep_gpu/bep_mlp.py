@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from .backends.base import Backend
 from .distributed import apply_updates
 from .profiling import nvtx_range
+from .rng import probability_threshold
 
 REINFORCE_STREAM = 1
 
@@ -36,11 +37,8 @@ class StepRules:
 
 def reinforcement_thresholds(fan_ins, p_r: float, error_rate: float) -> list[int]:
     """floor(p_l * 2^32) with p_l = min(1, p_r * sqrt(E) * sqrt(2 / (pi * K_{l-1}))), float64, left to right."""
-    out = []
-    for fan_in in fan_ins:
-        p = min(1.0, p_r * math.sqrt(error_rate) * math.sqrt(2 / (math.pi * fan_in)))
-        out.append(int(math.floor(p * 2.0**32)))
-    return out
+    return [probability_threshold(min(1.0, p_r * math.sqrt(error_rate) * math.sqrt(2 / (math.pi * fan_in))))
+            for fan_in in fan_ins]
 
 
 def visible_weights(bk: Backend, hidden):
@@ -104,8 +102,14 @@ def train_step(bk: Backend, hidden, sizes, prototypes, x, labels, gammas, rules:
     """
     counts = apply_updates(bk, comm, hidden, x.shape[0], rules.clip,
                            lambda: select_updates(bk, hidden, sizes, prototypes, x, labels, gammas, rules))
+    reinforce_all(bk, hidden, thresholds, seed, step, rules.clip, counts)
+    return counts
+
+
+def reinforce_all(bk: Backend, hidden, thresholds, seed: int, step, clip: int, counts) -> None:
+    """Section 4.6 on every matrix (its reinforcement layer index = its list position), skipped on the device
+    when no sample of the step triggered (counts[1] == 0): no host synchronisation."""
     with nvtx_range("reinforcement"):
         active = counts[1:2]
-        for i in range(len(hidden)):
-            bk.reinforce(hidden[i], thresholds[i], seed, REINFORCE_STREAM, step, i, rules.clip, active=active)
-    return counts
+        for i, h in enumerate(hidden):
+            bk.reinforce(h, thresholds[i], seed, REINFORCE_STREAM, step, i, clip, active=active)

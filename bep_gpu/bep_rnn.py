@@ -12,7 +12,7 @@ from __future__ import annotations
 from .backends.base import Backend
 from .bits import n_words
 from .distributed import apply_updates
-from .bep_mlp import REINFORCE_STREAM, StepRules, visible_weights
+from .bep_mlp import StepRules, reinforce_all, visible_weights
 from .errors import UserError
 from .profiling import nvtx_range
 
@@ -32,9 +32,10 @@ def time_major(bk: Backend, x):
     return bk.xp.ascontiguousarray(x.transpose(1, 0, 2))
 
 
-def forward(bk: Backend, weights, sizes, x_t):
+def forward(bk: Backend, weights, sizes, x_t, gate=None):
     """For time-major packed inputs x_t (T, B, n_words(Kx)): z (T, B, Ks) int32, the packed states s_0..s_T
-    (a list of T + 1 arrays (B, n_words(Ks))) and the readout pre-activation z_y (B, Ky)."""
+    (a list of T + 1 arrays (B, n_words(Ks))) and the readout's (z_y (B, Ky), s_y packed), plus its gate bits
+    |z_y| <= gate when a gate is given, all three from one kernel on the CUDA backend."""
     xp = bk.xp
     w_xs, w_ss, w_sy = weights
     kx, ks, _ = sizes
@@ -44,13 +45,13 @@ def forward(bk: Backend, weights, sizes, x_t):
     states = [bk.pack(xp.ones((n, ks), dtype=xp.int8))]  # s_0 = all +1
     for t in range(steps):  # z_t += W_ss s_{t-1} and s_t = sign(z_t), in one kernel on the CUDA backend
         states.append(bk.xnor_matmul_sign(states[-1], w_ss, ks, add=z[t])[1])
-    return z, states, bk.xnor_matmul(states[-1], w_sy, ks)
+    return z, states, bk.xnor_matmul_sign(states[-1], w_sy, ks, gate=gate)
 
 
 def predict(bk: Backend, weights, sizes, prototypes, x):
     """Class predictions for packed inputs x (B, T, n_words(Kx))."""
-    _, _, z_y = forward(bk, weights, sizes, time_major(bk, x))
-    return bk.xp.argmax(bk.xnor_matmul(bk.pack(z_y), prototypes, sizes[2]), axis=1)
+    _, _, (_, s_y) = forward(bk, weights, sizes, time_major(bk, x))
+    return bk.xp.argmax(bk.xnor_matmul(s_y, prototypes, sizes[2]), axis=1)
 
 
 def unpack01(xp, words, k: int):
@@ -96,15 +97,13 @@ def select_updates(bk: Backend, hidden, sizes, prototypes, x, labels, gammas, ru
     first = steps - h  # 0-based index of the first step with a target
     with nvtx_range("forward"):
         weights = visible_weights(bk, hidden)
-        z, states, z_y = forward(bk, weights, sizes, x_t)
-        s_y = bk.pack(z_y)
+        z, states, (z_y, s_y, g_y) = forward(bk, weights, sizes, x_t, gate=rules.gates[1])
         logits = bk.xnor_matmul(s_y, prototypes, ky)
     with nvtx_range("trigger"):
         counts, row_mask = bk.trigger(logits, labels, rules.trigger_margin)
     with nvtx_range("targets"):
         t_y = prototypes[labels]
-        targets = [bk.gated_transposed_product(t_y, bk.gate_pack(z_y, rules.gates[1]),
-                                               bk.transpose_bits(weights[SY], ky, ks))]  # t_T
+        targets = [bk.gated_transposed_product(t_y, g_y, bk.transpose_bits(weights[SY], ky, ks))]  # t_T
         wt_ss = bk.transpose_bits(weights[SS], ks, ks)
         gates = bk.gate_pack(z[first + 1:].reshape(-1, ks), rules.gates[0]).reshape(h - 1, n, n_words(ks))
         for i in range(h - 2, -1, -1):  # t_{t-1} from t_t and the gate of z_t, t = T..T-h+2
@@ -133,8 +132,5 @@ def train_step(bk: Backend, hidden, sizes, prototypes, x, labels, gammas, rules:
     counts = apply_updates(bk, comm, hidden, x.shape[0], rules.clip,
                            lambda: select_updates(bk, hidden, sizes, prototypes, x, labels, gammas, rules, horizon,
                                                   shared_mask))
-    with nvtx_range("reinforcement"):
-        active = counts[1:2]
-        for i in (XS, SS, SY):
-            bk.reinforce(hidden[i], thresholds[i], seed, REINFORCE_STREAM, step, i, rules.clip, active=active)
+    reinforce_all(bk, hidden, thresholds, seed, step, rules.clip, counts)  # layers XS, SS, SY = list order
     return counts

@@ -434,6 +434,23 @@ def test_reinforce(cb, threshold, clip):
     same(h2, h2_ref)
 
 
+def test_reinforce_non_contiguous_h(cb):
+    """h a transposed view: both backends update it in place, by its row-major flat index."""
+    base = _hidden(np.random.default_rng(4), 6, 4)
+    base_ref = base.copy()
+    NB.reinforce(base_ref.T, 2**31, 3, 1, 5, 0, 32767)
+    cb.reinforce(base.T, 2**31, 3, 1, 5, 0, 32767)
+    same(base, base_ref)
+    assert (base != _hidden(np.random.default_rng(4), 6, 4)).any()
+
+
+def test_int_matmul_refuses_widths_that_overflow_int32(cb):
+    h, x = np.zeros((1, 65536), np.int16), np.zeros((1, 1024), np.uint64)
+    for bk in (NB, cb):
+        with pytest.raises(ValueError, match="overflow"):
+            bk.int_matmul(x, h)
+
+
 @pytest.mark.parametrize("active", [None, np.array([0]), np.array([3]), np.array([False]), np.array([1, 0], np.int32),
                                     np.array([0.0]), np.array([0.5])])
 def test_reinforce_active_flag(cb, active):
@@ -601,7 +618,8 @@ def test_mlp_step_kernel_launches():
 
 def test_rnn_step_kernel_launches():
     """A BEP-TT step's raw kernels: one fused kernel per time step of the recurrence (z_t += W_ss s_{t-1}, signs
-    packed), the input products of all steps in one call, one trigger, fused readout masks."""
+    packed), the input products of all steps in one call, the readout with its signs and gate bits in one kernel,
+    one trigger, fused masks."""
     from collections import Counter
 
     from bep_gpu import bep_rnn
@@ -617,7 +635,7 @@ def test_rnn_step_kernel_launches():
     x = bits.pack_bits(gen.choice([-1, 1], size=(batch, steps, kx)))
     bep_rnn.train_step(bk, hidden, [kx, ks, ky], rand_bits(gen, 4, ky), x, gen.integers(0, 4, size=batch), [7, 7],
                        rules, 0, False, [2**20] * 3, 0, 0)
-    assert module.launches == Counter({"pack_i16": 3, "pack_i8": 1, "xnor_matmul": 3, "xnor_matmul_sign_add": steps,
-                                "pack_i32": 1, "trigger": 1, "gate_pack_i32": 2, "transpose_bits": 11,
+    assert module.launches == Counter({"pack_i16": 3, "pack_i8": 1, "xnor_matmul": 2, "xnor_matmul_sign_add": steps,
+                                "xnor_matmul_sign_gate": 1, "trigger": 1, "gate_pack_i32": 1, "transpose_bits": 11,
                                 "gated_transposed_product": steps, "select_wrong": 2,
                                 "batch_update": 3, "reinforce": 3})

@@ -18,6 +18,12 @@ import numpy as np
 UPDATE_IMPLS = ("auto", "popcount", "sparse")
 
 
+def check_int_matmul_width(j: int) -> None:
+    """int_matmul sums J products of |h| <= 32768 in int32: exact only while 32768 J < 2^31."""
+    if j > 65535:
+        raise ValueError(f"int_matmul: {j} inputs can overflow the int32 sum (at most 65535)")
+
+
 def update_impl(impl: str | None) -> str:
     """A validated update implementation name (None: the BEP_UPDATE environment variable, else "auto")."""
     impl = os.environ.get("BEP_UPDATE", "auto") if impl is None else impl
@@ -115,12 +121,13 @@ class Backend(ABC):
         rows = row_mask if m == n else xp.tile(row_mask, (n // m, 1))
         return self.group_select(xp.abs(z), (a ^ t) & rows, gamma)
 
-    @abstractmethod
     def batch_update(self, h, sel, t, x, clip: int) -> None:
         """In place: h = clip(h + 2 * sum_n (sel[n] * t[n]) outer x[n], -clip, clip), summed in int32.
 
         h: int16 (K, J); sel, t: (N, n_words(K)) selection and target bits; x: (N, n_words(J)) input bits.
+        This version is apply_delta(h, update_delta(...)); backends may fuse the two (CUDA: one kernel).
         """
+        self.apply_delta(h, self.update_delta(sel, t, x, *h.shape), clip)
 
     def update_delta(self, sel, t, x, k: int, j: int, out=None):
         """int32 (K, J) = sum_n (sel[n] * t[n]) outer x[n]: batch_update's sum, NOT doubled and NOT clipped.

@@ -18,7 +18,7 @@ import numpy as np
 
 from .. import bits as _bits
 from .. import rng as _rng
-from .base import Backend, update_impl
+from .base import Backend, check_int_matmul_width, update_impl
 
 THREADS = 256  # every kernel but the tensor-core ones runs 256-thread blocks (the tiled ones assume exactly that)
 TC_THREADS = 128  # xnor_matmul_tc.cu: 4 warps per 64 x 64 tile
@@ -173,14 +173,9 @@ class CudaBackend(Backend):
         m, n, k = 80, 72, 700
         a = xp.asarray(_bits.pack_bits(gen.choice([-1, 1], size=(m, k))))
         b = xp.asarray(_bits.pack_bits(gen.choice([-1, 1], size=(n, k))))
-        self._tensor_core_ok = True  # let the probe itself run the tensor-core kernel
-        try:
-            ok = bool((self._xnor_matmul(a, b, k, True, False)[0] == self._xnor_matmul(a, b, k, False, False)[0]).all())
-        except BaseException:
-            self._tensor_core_ok = False
-            raise
+        ok = bool((self._xnor_matmul(a, b, k, True, False)[0] == self._xnor_matmul(a, b, k, False, False)[0]).all())
+        self._tensor_core_ok = ok
         if not ok:
-            self._tensor_core_ok = False
             raise RuntimeError("xnor_matmul impl='tensor_core' disagrees with the CUDA-core kernel on this device: the "
                                "mma.m16n8k256 b1 fragment layout of kernels/mma_b1.cuh is wrong here; use cuda_core")
 
@@ -499,6 +494,7 @@ class CudaBackend(Backend):
         if h.ndim != 2:
             raise ValueError(f"int_matmul: h must be (K, J), got {h.shape}")
         k, j = h.shape
+        check_int_matmul_width(j)
         x = self._words(x)
         if x.ndim != 2 or x.shape[1] != _bits.n_words(j):
             raise ValueError(f"int_matmul: x must be (N, {_bits.n_words(j)}) words for J={j}, got {x.shape}")

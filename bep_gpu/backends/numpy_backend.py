@@ -2,7 +2,8 @@
 
 Matrix products unpack bits to +-1 float32 and call BLAS. That is exact: every product is -1, 0 or +1 and every
 partial sum is an integer of magnitude <= K, and float32 represents all integers up to 2^24 exactly, so no
-rounding can happen while K < 2^24; longer rows are split into chunks of 2^23 and summed in int32.
+rounding can happen while K < 2^24. xnor_matmul splits longer rows into chunks of 2^23 and sums them in int32;
+the gated product (over a layer's K units) and the update (over the batch) assume K, N < 2^24.
 It is ~3x faster than popcount broadcasting (np.bitwise_count) on the same data.
 """
 from __future__ import annotations
@@ -11,7 +12,7 @@ import numpy as np
 
 from .. import bits as _bits
 from .. import rng as _rng
-from .base import Backend, update_impl
+from .base import Backend, check_int_matmul_width, update_impl
 
 # Largest K summed in one float32 BLAS call (exact below 2^24, see module docstring).
 _EXACT_CHUNK_BITS = 1 << 23
@@ -105,13 +106,6 @@ class NumpyBackend(Backend):
         np.put_along_axis(sel, idx[..., None], has[..., None], axis=2)
         return _bits.pack_bits(sel.reshape(n_rows, k))
 
-    def batch_update(self, h, sel, t, x, clip):
-        new = self.update_delta(sel, t, x, *h.shape)
-        new *= 2
-        new += h
-        np.clip(new, -clip, clip, out=new)
-        h[...] = new
-
     def update_delta(self, sel, t, x, k, j, out=None):
         if self.update == "sparse":
             delta = _sparse_delta(sel, t, x, k, j)
@@ -124,22 +118,23 @@ class NumpyBackend(Backend):
         out[...] = delta
         return out
 
-    # apply_delta: Backend's (NumPy int32 arithmetic, already exact)
+    # batch_update, apply_delta: Backend's (update_delta, then the int32 doubling, add and one clip)
 
     def reinforce(self, h, threshold, seed, stream, step, layer, clip, active=None):
         if threshold <= 0 or (active is not None and not active[0]):
             return
         step = int(np.asarray(step).reshape(-1)[0])  # an int or a one-element array
-        flat = h.reshape(-1)  # a view: h is updated in place
         fire = _rng.firing_indices(seed, stream, step, layer, h.size, threshold)  # few: touch only them
-        v = flat[fire].astype(np.int32)
+        at = np.unravel_index(fire, h.shape)  # row-major flat indices, written through h (any memory layout)
+        v = h[at].astype(np.int32)
         v += np.where(v >= 0, 2, -2).astype(np.int32)
-        flat[fire] = np.clip(v, -clip, clip)
+        h[at] = np.clip(v, -clip, clip)
 
     def counter_uniform(self, seed, stream, step, layer, n):
         return _rng.counter_uniform(seed, stream, step, layer, n)
 
     def int_matmul(self, x, h):
         j = h.shape[1]
-        # float64 is exact: |sum| <= 32767 * J < 2^53
+        check_int_matmul_width(j)
+        # float64 is exact: |sum| <= 32768 * J < 2^53
         return (unpack_pm1(x, j, np.float64) @ np.asarray(h, dtype=np.float64).T).astype(np.int32)
