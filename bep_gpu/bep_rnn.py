@@ -1,10 +1,11 @@
 """BEP through time for a fully binary recurrent network (BEP_SPEC.md section 9), on the backend primitives.
 
 Matrices H_xs (Ks, Kx), H_ss (Ks, Ks), H_sy (Ky, Ks); sizes = [Kx, Ks, Ky]. Time is batched wherever the
-recurrence allows: the input products of all T steps are one xnor_matmul over T*B rows, the gates of all
-target steps one gate_pack, their masks one group_select, and each matrix's update, summed over steps and
-samples, one batch_update over the stacked rows (so it is summed in int32 and clipped once). Only the forward
-recurrence and the backward target recursion loop over time, and both stay on the device.
+recurrence allows: the input products of all T steps are one xnor_matmul over T*B rows, each recurrent step one
+fused kernel (z_t += W_ss s_{t-1} and the packed s_t), the readout one kernel with its signs and gate bits, the
+gates of all target steps one gate_pack, their masks one select_wrong, and each matrix's update, summed over
+steps and samples, one batch_update over the stacked rows (so it is summed in int32 and clipped once). Only the
+forward recurrence and the backward target recursion loop over time, and both stay on the device.
 Every quantity of a step comes from the pre-update state.
 """
 from __future__ import annotations

@@ -10,11 +10,11 @@ Sections (--sections, comma-separated; default all five):
           (BEP-TT, sequential MNIST shape: 28 steps, Kx = Ks = Ky = 1875, batch 100) on random +-1 data: ours vs
           the dense integer implementation (scripts/baselines/dense_bep.py) and the QAT baseline
           (scripts/baselines/qat_torch.py, if torch is installed); the peers are found from the repository root.
+          On a GPU also the MLP step replayed from a CUDA graph (bep-train --cuda-graph).
   memory  training-state bytes per weight and peak memory, ours vs QAT (same cases as step).
   update  the update in its two exact forms, popcount over every sample vs sparse over the samples that selected
           each unit (backend update='popcount' | 'sparse'): all layers' batch_update on one real step's
-          selections, and whole steps, for the MLP cases. On a GPU the step section also times the step replayed
-          from a CUDA graph (bep-train --cuda-graph).
+          selections, and whole steps, for the MLP cases.
   epoch   one real Fashion-MNIST epoch (L = 2, K = 525, batch 100, 50,000 training samples, bep-train's default
           encoding), timed as the epoch loop of bep-train's Trainer and of qat_torch.train_epoch on the same
           encoded samples in the same order (data loading, encoding, evaluation and checkpoints not timed).
