@@ -4,6 +4,7 @@ import importlib.util
 import pytest
 
 from bep_gpu.cli.bench import main
+from conftest import needs_emulator
 from test_data import write_fmnist
 
 HAS_TORCH = importlib.util.find_spec("torch") is not None
@@ -85,10 +86,11 @@ def test_bench_rejects_bad_options(args, flag, capsys):
     assert flag in capsys.readouterr().err
 
 
+@needs_emulator
 def test_graph_row_task_replays_the_same_steps():
     """bep-bench's CUDA-graph row drives GraphedSteps with _MLPTask; on the emulated kernels (no capture) its steps
     equal plain train_step calls with the step number counted on the device."""
-    emu = pytest.importorskip("emu")
+    import emu
     import numpy as np
 
     from bep_gpu.bep_mlp import train_step
@@ -111,10 +113,11 @@ def test_graph_row_task_replays_the_same_steps():
         assert np.array_equal(a, b)
 
 
+@needs_emulator
 def test_gemm_rows_of_both_cuda_kernels_on_the_emulator():
     """The GPU form of the gemm section (CUDA-core and b1 tensor-core rows with their ceiling fractions, float
     GEMM peers with both ratios) runs on the emulated kernels."""
-    emu = pytest.importorskip("emu")
+    import emu
     from bep_gpu.cli.bench import Table, bench_gemm
 
     table = Table()

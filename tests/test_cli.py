@@ -83,7 +83,6 @@ def test_eval_reproduces_the_run_and_writes_json(model, tmp_path, capsys):
 
 
 def test_eval_rnn(data, tmp_path, capsys):
-    pytest.importorskip("bep_gpu.rnn")
     rng = np.random.default_rng(1)
     y = rng.integers(0, 2, 120)
     x = rng.normal(size=(120, 7, 2)) + 0.6 * y[:, None, None]

@@ -107,7 +107,6 @@ def test_c_inference_matches_predict_mlp(tmp_path, encode):
 
 @needs_cc
 def test_c_inference_matches_predict_rnn(tmp_path):
-    pytest.importorskip("bep_gpu.rnn")
     x_test, _ = _dataset(tmp_path / "s.npz", np.random.default_rng(1), shape=(10, 2), classes=3)
     ckpt = _train(tmp_path, "rnn", tmp_path / "s.npz", "--hidden", "30,20", "--gamma0", "5", "--batch-size", "20",
                   "--encode", "thermometer:2", "--expand", "24", "--window", "8")

@@ -65,7 +65,6 @@ def test_summary_numbers(mlp_run):
 
 
 def test_rnn_model_predicts_like_the_trainer_and_counts_steps(tmp_path):
-    pytest.importorskip("bep_gpu.rnn")
     rng = np.random.default_rng(1)
     y = rng.integers(0, 3, 200)
     x = rng.normal(size=(200, 9, 2)) + 0.5 * y[:, None, None]

@@ -169,7 +169,6 @@ def test_resume_refuses_what_it_cannot_continue(uninterrupted, tmp_path, capsys)
 
 
 def test_rnn_interrupted_and_resumed_bit_for_bit(tmp_path, capsys, monkeypatch):
-    pytest.importorskip("bep_gpu.rnn")
     rng = np.random.default_rng(4)
     y = rng.integers(0, 3, 200)
     x = rng.normal(size=(200, 6, 2)) + 0.5 * y[:, None, None]
