@@ -20,6 +20,7 @@ class TrainConfig:
     epochs: int = 50
     batch_size: int = 20
     backend: str = "auto"
+    threads: int = 0  # CPU threads of numba kernels and BLAS (0: the libraries' defaults)
     seed: int = 0
     out: str = "runs/latest"
     r: float = 0.75
@@ -96,6 +97,8 @@ class TrainConfig:
             bad("--horizon, --window and --expand must be >= 0")
         if self.kind == "rnn" and self.stability != "z":
             bad("--stability hidden is an MLP option: the RNN ranks wrong units by |z_t| (BEP_SPEC.md section 9)")
+        if self.threads < 0:
+            bad("--threads must be >= 0 (0: the default)")
         if self.eval_batch <= 0:
             bad("--eval-batch must be positive")
         if self.distributed not in DISTRIBUTED:

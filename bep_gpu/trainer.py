@@ -19,6 +19,7 @@ from .mlp import MLPTask, init_hidden
 from .profiling import nvtx_range
 from .progress import EpochProgress, log
 from .step_graph import GraphedSteps
+from .threads import set_threads
 from .prototypes import make_prototypes
 
 METRICS_COLUMNS = ["epoch", "step", "train_acc", "triggered_frac", "val_acc", "test_acc", "gammas",
@@ -115,9 +116,10 @@ class Trainer:
         self.comm = make_communicator(cfg.distributed, cfg.dist_timeout)
         if self.comm.rank:  # rank 0 alone logs and writes files (docs/DISTRIBUTED.md)
             cfg.quiet = True
-        if backend is None and cfg.backend != "numpy":
+        if backend is None and cfg.backend in ("auto", "cuda"):
             bind_gpu(self.comm)  # before the backend allocates on the default device
-        self.bk = backend if backend is not None else get_backend(cfg.backend)
+        set_threads(cfg.threads)
+        self.bk = backend if backend is not None else get_backend(cfg.backend, quiet=cfg.quiet)
         if cfg.cuda_graph and (self.bk.name != "cuda" or self.comm.size > 1):
             raise UserError("--cuda-graph replays steps on one GPU: use it with --backend cuda in one process"
                             + (f" (this run uses {self.bk.name})" if self.bk.name != "cuda" else ""))
@@ -184,6 +186,7 @@ class Trainer:
         saved = TrainConfig.from_dict(data["config"])
         saved.resume, saved.out, saved.quiet, saved.plot = cfg.resume, cfg.resume, cfg.quiet, cfg.plot or saved.plot
         saved.backend = cfg.backend if cfg.backend != "auto" else saved.backend
+        saved.threads = cfg.threads  # how to run, not what to train
         saved.init = None
         saved.distributed, saved.dist_timeout = cfg.distributed, cfg.dist_timeout  # this launch's, not the saved
         saved.cuda_graph = cfg.cuda_graph  # how to run, not what to train: same integers either way

@@ -36,7 +36,10 @@ def build_parser() -> argparse.ArgumentParser:
         opt("--epochs", int, DEFAULTS.epochs, "(default: %(default)s)")
         opt("--batch-size", int, DEFAULTS.batch_size, "mini-batch size" + (" (0: a tenth of the training set)"
                                                                           if kind == "rnn" else " (default: %(default)s)"))
-        s.add_argument("--backend", choices=["auto", "numpy", "cuda"], default="auto", help="(default: auto)")
+        s.add_argument("--backend", choices=["auto", "numpy", "numba", "cuda"], default="auto",
+                       help="auto picks cuda, then numba (compiled CPU kernels), then numpy (default: auto)")
+        opt("--threads", int, DEFAULTS.threads, "CPU threads of the numba kernels and BLAS (0: the libraries' "
+            "defaults; default: %(default)s)")
         opt("--seed", int, DEFAULTS.seed, "seed of init, prototypes, splits, shuffling and reinforcement")
         opt("--out", str, f"runs/{kind}", "output directory (default: %(default)s)")
         opt("--r", float, DEFAULTS.r, "trigger margin as a fraction of the last width (default: %(default)s)")
