@@ -22,9 +22,11 @@ _EMPTY_I32 = np.zeros((1, 1), dtype=np.int32)
 _EMPTY_I16 = np.zeros((1, 1), dtype=np.int16)
 _EMPTY_WORDS = np.zeros((1, 1), dtype=np.uint64)
 _INT64_MAX = 2**63 - 1
-# update='auto': the sparse form costs about SPARSE_COST x (selections x input words x 64) element operations,
-# the popcount form (batch words x units x inputs) / 8 vector lanes plus three transposes; measured on Zen 4
-# (`bep-bench --backend numba --sections update`): sparse wins only where few samples select each unit.
+# update='auto': the sparse form visits each selection's input row (cost ~ selections x J), the popcount form
+# every (unit, input) pair over the batch words (cost ~ K x J x n_words(N)); per unit of those counts they cost
+# about the same on Zen 4 (single thread: 100 x 525 x 784 at 1 selection in 25: popcount 0.25 ms, sparse 0.41 ms;
+# 1024 x 4096 x 4096 at 1 in 128: popcount 35 ms, sparse 28 ms), so auto takes sparse when
+# SPARSE_COST x selections < K x n_words(N).
 SPARSE_COST = 1.0
 # Element operations below which a kernel runs on the calling thread alone: waking numba's worker threads costs
 # 5-20 us on an idle machine and up to milliseconds on a loaded one, more than a small kernel's whole work.
@@ -277,7 +279,7 @@ class NumbaBackend(Backend):
         if self.update != "auto":
             return self.update == "sparse"
         selections = int(_row_popcounts(sel).sum())
-        return SPARSE_COST * selections * j < k * j * _bits.n_words(n) * 8
+        return SPARSE_COST * selections < k * _bits.n_words(n)
 
     def _update(self, sel, t, x, n, k, j, delta, h, clip):
         """delta = the update sum (h None), or h = clip(h + 2 * sum) fused."""

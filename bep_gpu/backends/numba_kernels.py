@@ -11,6 +11,7 @@ import numba as nb
 import numpy as np
 from numba import prange
 
+from . import numba_simd as simd
 from .numba_simd import TILE_M, TILE_N, masked_xor_popc_tile, popcount, trailing_zeros, xor_popc_tile
 
 _JIT = dict(cache=True, nogil=True)
@@ -19,12 +20,10 @@ ONE = np.uint64(1)
 INT32_MIN = -(2**31)
 PANELS_PER_TASK = 16  # panels (of TILE_N columns) one parallel task sweeps with its A rows in L1
 
-# Epilogue outputs of popc_gemm (bit flags of `mode`).
-OUT_Z = 1  # int32 values into z
-ADD_Z = 2  # ... added to z (int32, wrapping), the recurrent step's state product
-OUT_SIGN = 4  # sign bits (value >= 0) packed into the bytes of signs
-OUT_GATE = 8  # gate bits (|value| <= threshold, |int32 min| wrapping as NumPy's abs) into gates
-OUT_H = 16  # h = clip(h + 2 * value): the fused weight update
+# Epilogue outputs of popc_gemm (bit flags of `mode`): OUT_Z int32 values into z; ADD_Z added to z (int32,
+# wrapping: the recurrent step's state product); OUT_SIGN sign bits (value >= 0) into the bytes of signs; OUT_GATE
+# gate bits (|value| <= threshold, |int32 min| wrapping as NumPy's abs) into gates; OUT_H h = clip(h + 2 value).
+OUT_Z, ADD_Z, OUT_SIGN, OUT_GATE, OUT_H = simd.OUT_Z, simd.ADD_Z, simd.OUT_SIGN, simd.OUT_GATE, simd.OUT_H
 
 
 @nb.njit(**_JIT)
@@ -94,31 +93,38 @@ def transpose_bits(words, n_rows, n_cols, panels):
     return out
 
 
+@nb.njit(**_JIT)
+def _pack_row(x, r, out, nonzero):
+    """Row r of x into out[r]: bit = x >= 0 (or x != 0); branch-free whole words so that LLVM vectorizes them."""
+    n = x.shape[1]
+    full = n // 64
+    for w in range(full):
+        v = U64(0)
+        for q in range(64):
+            c = x[r, 64 * w + q] != 0 if nonzero else x[r, 64 * w + q] >= 0
+            v |= U64(c) << U64(q)
+        out[r, w] = v
+    if n % 64:
+        v = U64(0)
+        for q in range(n - 64 * full):
+            c = x[r, 64 * full + q] != 0 if nonzero else x[r, 64 * full + q] >= 0
+            v |= U64(c) << U64(q)
+        out[r, full] = v
+
+
 @nb.njit(parallel=True, **_JIT)
 def pack_ge0(x, out):
     """out (R, n_words(n)) = bits of x >= 0 for x (R, n) of any real dtype (NaN -> 0). NumPy mirror: bits.pack_bits;
     CUDA: kernels/pack.cu (pack_i*, pack_f*)."""
-    rows, n = x.shape
-    for r in prange(rows):
-        for w in range(out.shape[1]):
-            v = U64(0)
-            for q in range(min(64, n - 64 * w)):
-                if x[r, 64 * w + q] >= 0:
-                    v |= ONE << U64(q)
-            out[r, w] = v
+    for r in prange(x.shape[0]):
+        _pack_row(x, r, out, False)
 
 
 @nb.njit(parallel=True, **_JIT)
 def pack_nonzero(x, out):
     """As pack_ge0 with bit = x != 0 (bool arrays viewed as uint8). CUDA: kernels/pack.cu (pack_b1)."""
-    rows, n = x.shape
-    for r in prange(rows):
-        for w in range(out.shape[1]):
-            v = U64(0)
-            for q in range(min(64, n - 64 * w)):
-                if x[r, 64 * w + q] != 0:
-                    v |= ONE << U64(q)
-            out[r, w] = v
+    for r in prange(x.shape[0]):
+        _pack_row(x, r, out, True)
 
 
 @nb.njit(parallel=True, **_JIT)
@@ -154,6 +160,10 @@ def popc_gemm(a, g, masked, bp, n, base, mode, z, signs, gates, threshold, h, cl
     npan = bp.shape[0]
     n_tasks_j = (npan + PANELS_PER_TASK - 1) // PANELS_PER_TASK
     n_blocks = (m + TILE_M - 1) // TILE_M
+    if masked:  # the (mask, epilogue) pairs with a whole-tile vector kernel (numba_simd)
+        fast = mode == OUT_SIGN or mode == OUT_Z or mode == OUT_H
+    else:
+        fast = mode == OUT_Z or mode == OUT_Z | OUT_SIGN or mode == OUT_Z | OUT_SIGN | OUT_GATE or mode == ADD_Z | OUT_SIGN
     for task in prange(n_blocks * n_tasks_j):
         rb = task // n_tasks_j
         i0 = rb * TILE_M
@@ -161,7 +171,31 @@ def popc_gemm(a, g, masked, bp, n, base, mode, z, signs, gates, threshold, h, cl
         acc = np.empty((TILE_M, TILE_N), dtype=np.int64)
         a_addr = a[i0:].ctypes.data
         g_addr = g[i0:].ctypes.data if masked else a_addr
+        full_rows = i0 + TILE_M <= m
         for p in range(p0, min(npan, p0 + PANELS_PER_TASK)):
+            if full_rows and fast and (p + 1) * TILE_N <= n:  # a whole tile: the vector epilogue
+                j0 = p * TILE_N
+                args = (a_addr, kw, g_addr, bp[p].ctypes.data, kw, base[i0:].ctypes.data,
+                        z[i0:, j0:].ctypes.data if mode & (OUT_Z | ADD_Z) else 0, z.shape[1],
+                        signs[i0:, p:].ctypes.data if mode & OUT_SIGN else 0,
+                        gates[i0:, p:].ctypes.data if mode & OUT_GATE else 0, signs.shape[1], threshold,
+                        h[i0:, j0:].ctypes.data if mode & OUT_H else 0, h.shape[1], clip)
+                if masked:
+                    if mode == OUT_SIGN:
+                        simd.masked_tile_sign(*args)
+                    elif mode == OUT_Z:
+                        simd.masked_tile_z(*args)
+                    else:
+                        simd.masked_tile_h(*args)
+                elif mode == OUT_Z:
+                    simd.tile_z(*args)
+                elif mode == OUT_Z | OUT_SIGN:
+                    simd.tile_z_sign(*args)
+                elif mode == OUT_Z | OUT_SIGN | OUT_GATE:
+                    simd.tile_z_sign_gate(*args)
+                else:
+                    simd.tile_add_sign(*args)
+                continue
             if masked:
                 masked_xor_popc_tile(a_addr, kw, g_addr, bp[p].ctypes.data, kw, acc.ctypes.data)
             else:
@@ -221,13 +255,16 @@ def sparse_update(sel_t, t_t, x, j, delta, h, clip, fused):
                 b = trailing_zeros(s)
                 s &= s - ONE
                 row = 64 * w + b
-                plus = (tw >> U64(b)) & ONE
-                step = np.int32(1) if plus else np.int32(-1)
-                t_sum += step
-                for jw in range(nwj):
+                neg = np.int32(((tw >> U64(b)) & ONE) ^ ONE) * np.int32(-1)  # 0 for target +1, -1 for -1
+                t_sum += 2 * neg + 1
+                for jw in range(j // 64):  # (bit ^ neg) - neg = +-bit, branch-free so that LLVM vectorizes it
                     xw = x[row, jw]
-                    for q in range(min(64, j - 64 * jw)):
-                        ones[64 * jw + q] += step * np.int32((xw >> U64(q)) & ONE)
+                    for q in range(64):
+                        ones[64 * jw + q] += (np.int32((xw >> U64(q)) & ONE) ^ neg) - neg
+                if j % 64:
+                    xw = x[row, j // 64]
+                    for q in range(j % 64):
+                        ones[j - j % 64 + q] += (np.int32((xw >> U64(q)) & ONE) ^ neg) - neg
         for c in range(j):  # t' * x' = t' * (2 bit - 1) summed: 2 ones - t_sum
             v = 2 * ones[c] - t_sum
             if fused:
@@ -248,27 +285,34 @@ def apply_delta(h, delta, clip):
 def select_groups(score, cand, a, t, row_mask, fused, gamma, out):
     """Per row and contiguous group of gamma units, the candidate with the smallest score (lowest index on ties),
     OR-ed into the zeroed words out. Candidates and scores: cand and score; with fused, (a ^ t) & row_mask[r % M]
-    and the wrapping |score| (select_wrong). NumPy mirror: NumpyBackend.group_select / Backend.select_wrong;
-    CUDA: kernels/group_select.cu (group_select, select_wrong)."""
+    and the wrapping |score| (select_wrong). Only candidate bits are visited (find-first-set). NumPy mirror:
+    NumpyBackend.group_select / Backend.select_wrong; CUDA: kernels/group_select.cu (group_select, select_wrong)."""
     rows, k = score.shape
     m = row_mask.shape[0]
+    nw = out.shape[1]
     for r in prange(rows):
-        rm = row_mask[r % m, 0] if fused else U64(0)
+        words = np.empty(nw, dtype=np.uint64)
+        for w in range(nw):
+            words[w] = ((a[r, w] ^ t[r, w]) & row_mask[r % m, 0]) if fused else cand[r, w]
         for g0 in range(0, k, gamma):
+            g1 = g0 + gamma
             best = -1
             best_v = np.int64(0)
-            for u in range(g0, g0 + gamma):
-                w = u >> 6
-                bit = U64(u & 63)
-                if fused:
-                    c = (((a[r, w] ^ t[r, w]) & rm) >> bit) & ONE
-                    v = _wrapping_abs32(np.int64(score[r, u]))
-                else:
-                    c = (cand[r, w] >> bit) & ONE
-                    v = np.int64(score[r, u])
-                if c and (best < 0 or v < best_v):
-                    best = u
-                    best_v = v
+            for w in range(g0 >> 6, ((g1 - 1) >> 6) + 1):
+                bitset = words[w]
+                lo = g0 - 64 * w
+                if lo > 0:
+                    bitset &= ~U64(0) << U64(lo)
+                hi = g1 - 64 * w
+                if hi < 64:
+                    bitset &= (ONE << U64(hi)) - ONE
+                while bitset:
+                    u = 64 * w + trailing_zeros(bitset)
+                    bitset &= bitset - ONE
+                    v = _wrapping_abs32(np.int64(score[r, u])) if fused else np.int64(score[r, u])
+                    if best < 0 or v < best_v:
+                        best = u
+                        best_v = v
             if best >= 0:
                 out[r, best >> 6] |= ONE << U64(best & 63)
 
@@ -313,14 +357,20 @@ _RNG_CHUNK = 1 << 14  # flat indices per parallel task
 @nb.njit(parallel=True, **_JIT)
 def reinforce(h, key, bound, always, clip):
     """In place on the flat h: entries f with mix(key ^ f) < bound (u(f) < threshold, bound = threshold << 32; or
-    always) become clip(h + 2 sign(h)), 0 -> +2. NumPy mirror: NumpyBackend.reinforce; CUDA: kernels/reinforce.cu."""
+    always) become clip(h + 2 sign(h)), 0 -> +2. NumPy mirror: NumpyBackend.reinforce; CUDA: kernels/reinforce.cu.
+    A chunk's draws are mixed into a buffer first (a loop LLVM vectorizes), then scanned for the few that fire."""
     n = h.shape[0]
     for c in prange((n + _RNG_CHUNK - 1) // _RNG_CHUNK):
-        for f in range(c * _RNG_CHUNK, min(n, (c + 1) * _RNG_CHUNK)):
-            if always or _mix(key ^ U64(f)) < bound:
-                v = np.int64(h[f])
+        f0 = c * _RNG_CHUNK
+        f1 = min(n, f0 + _RNG_CHUNK)
+        draws = np.empty(f1 - f0, dtype=np.uint64)
+        for i in range(f1 - f0):
+            draws[i] = _mix(key ^ U64(f0 + i))
+        for i in range(f1 - f0):
+            if always or draws[i] < bound:
+                v = np.int64(h[f0 + i])
                 v += 2 if v >= 0 else -2
-                h[f] = max(-clip, min(clip, v))
+                h[f0 + i] = max(-clip, min(clip, v))
 
 
 @nb.njit(parallel=True, **_JIT)
