@@ -142,6 +142,7 @@ def test_data_parallel_step_equals_one_process(size, batch, stability):
         th.start()
     for th in threads:
         th.join(60)
+        assert not th.is_alive(), "a rank did not finish"
     for hidden, counts in out:
         assert counts == expect[1]
         assert all(np.array_equal(a, b) for a, b in zip(hidden, expect[0]))
