@@ -1,8 +1,6 @@
 """The data-parallel MLP and RNN steps (ranks as threads of this process, test_distributed.ThreadComm) equal one
-NumPy process bit for bit on every backend: uneven shards and a rank without rows. (test_distributed and
-test_rnn run more splits, both stabilities and both RNN masks on NumPy.)"""
-import threading
-
+NumPy process bit for bit on every backend: uneven shards, a rank without rows, both RNN masks.
+(test_distributed runs more MLP splits, with both stabilities, on NumPy.)"""
 import numpy as np
 import pytest
 
@@ -12,9 +10,10 @@ from bep_gpu.distributed import shard
 from bep_gpu.mlp import init_hidden
 from bep_gpu.prototypes import make_prototypes
 from conftest import BACKENDS, make_backend, needs_emulator
-from test_distributed import ThreadComm
+from test_distributed import in_ranks, run_steps as run_mlp_steps
 
 NB = NumpyBackend()
+MLP_SIZES = [70, 20, 15]
 
 
 # The product implementation never reaches the data-parallel path (update sums, one all-reduce, apply), so the
@@ -23,21 +22,6 @@ NB = NumpyBackend()
                                         for n in BACKENDS if n != "cuda-emu-tc"])
 def dp_bk(request):
     return make_backend(request.param)
-
-
-def run_mlp_steps(bk, stability, batches, comm=None):
-    sizes, seed = [70, 20, 15], 11
-    hidden = [bk.asarray(h) for h in init_hidden([(20, 70), (15, 20)], 3.0, seed)]
-    protos = bk.asarray(pack_bits(make_prototypes(4, sizes[-1], seed, 1.0, 2)))
-    rules = bep_mlp.StepRules.make(sizes, 0.75, 0.2, 40, stability)  # small clip: the clip matters
-    thresholds = bep_mlp.reinforcement_thresholds(sizes[:-1], 0.5, 1.0)
-    all_counts = []
-    for step, (x, y) in enumerate(batches):
-        lo, hi = shard(len(y), comm.rank, comm.size) if comm is not None else (0, len(y))
-        counts = bep_mlp.train_step(bk, hidden, sizes, protos, bk.asarray(x[lo:hi]), bk.asarray(y[lo:hi]), [5, 5],
-                                    rules, thresholds, seed, step, comm=comm)
-        all_counts.append(bk.to_numpy(counts).tolist())
-    return {str(i): bk.to_numpy(h) for i, h in enumerate(hidden)}, all_counts
 
 
 def run_rnn_steps(bk, rnn_mask, batches, comm=None):
@@ -52,41 +36,24 @@ def run_rnn_steps(bk, rnn_mask, batches, comm=None):
         counts = bep_rnn.train_step(bk, hidden, [kx, ks, ky], protos, bk.asarray(x[lo:hi]), bk.asarray(y[lo:hi]),
                                     [7, 7], rules, 0, rnn_mask == "shared", thresholds, seed, step, comm=comm)
         all_counts.append(bk.to_numpy(counts).tolist())
-    return {name: bk.to_numpy(h) for name, h in zip(("xs", "ss", "sy"), hidden)}, all_counts
-
-
-def in_ranks(size, run):
-    """run(comm) in `size` thread ranks; their results in rank order (every thread must have finished)."""
-    slots, barrier, out = [None] * size, threading.Barrier(size), [None] * size
-
-    def rank_main(r):
-        out[r] = run(ThreadComm(slots, barrier, r))
-
-    threads = [threading.Thread(target=rank_main, args=(r,)) for r in range(size)]
-    for th in threads:
-        th.start()
-    for th in threads:
-        th.join(120)
-        assert not th.is_alive(), "a rank did not finish"
-    assert all(o is not None for o in out), "a rank failed"
-    return out
+    return [bk.to_numpy(h) for h in hidden], all_counts
 
 
 def same_run(got, want):
-    hidden, counts = got[:2]
+    hidden, counts = got
     assert counts == want[1]
-    assert hidden.keys() == want[0].keys()
-    for name in want[0]:
-        np.testing.assert_array_equal(hidden[name], want[0][name])
+    assert len(hidden) == len(want[0])
+    for h, w in zip(hidden, want[0]):
+        np.testing.assert_array_equal(h, w)
 
 
 def test_mlp_data_parallel_step_equals_one_numpy_process(dp_bk):
     rng = np.random.default_rng(11)
     # 5 rows over 3 ranks (1, 2, 2), then 2 rows over 3 (a rank without rows); stability "hidden" adds int_matmul
     batches = [(pack_bits(np.where(rng.random((b, 70)) < 0.5, 1, -1)), rng.integers(0, 4, b)) for b in (5, 2)]
-    want = run_mlp_steps(NB, "hidden", batches)
+    want = run_mlp_steps(MLP_SIZES, "hidden", batches, 11)
     assert any(c[1] for c in want[1])  # the update paths ran
-    for got in in_ranks(3, lambda comm: run_mlp_steps(dp_bk, "hidden", batches, comm)):
+    for got in in_ranks(3, lambda comm: run_mlp_steps(MLP_SIZES, "hidden", batches, 11, comm, dp_bk)):
         same_run(got, want)
 
 

@@ -109,9 +109,27 @@ class ThreadComm(Communicator):
         self._barrier.wait(timeout=30)
 
 
-def run_steps(sizes, stability, batches, seed, comm=None):
-    hidden = init_hidden([(sizes[i + 1], sizes[i]) for i in range(len(sizes) - 1)], 3.0, seed)
-    protos = pack_bits(make_prototypes(4, sizes[-1], seed, 1.0, 2))
+def in_ranks(size, run):
+    """run(comm) in `size` thread ranks; their results in rank order (every thread must have finished)."""
+    slots, barrier, out = [None] * size, threading.Barrier(size), [None] * size
+
+    def rank_main(r):
+        out[r] = run(ThreadComm(slots, barrier, r))
+
+    threads = [threading.Thread(target=rank_main, args=(r,)) for r in range(size)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(120)
+        assert not th.is_alive(), "a rank did not finish"
+    assert all(o is not None for o in out), "a rank failed"
+    return out
+
+
+def run_steps(sizes, stability, batches, seed, comm=None, bk=B):
+    """Steps from a seeded state on backend bk: the final hidden matrices (NumPy) and the per-step counts."""
+    hidden = [bk.asarray(h) for h in init_hidden([(sizes[i + 1], sizes[i]) for i in range(len(sizes) - 1)], 3.0, seed)]
+    protos = bk.asarray(pack_bits(make_prototypes(4, sizes[-1], seed, 1.0, 2)))
     rules = bep_mlp.StepRules.make(sizes, 0.75, 0.2, 40, stability)  # small clip: the clip matters
     thresholds = bep_mlp.reinforcement_thresholds(sizes[:-1], 0.5, 1.0)
     all_counts = []
@@ -119,10 +137,10 @@ def run_steps(sizes, stability, batches, seed, comm=None):
         if comm is not None:
             lo, hi = shard(len(y), comm.rank, comm.size)
             x, y = x[lo:hi], y[lo:hi]
-        counts = bep_mlp.train_step(B, hidden, sizes, protos, x, y, [5] * (len(sizes) - 1), rules, thresholds,
-                                    seed, step, comm=comm)
-        all_counts.append(counts.tolist())
-    return hidden, all_counts
+        counts = bep_mlp.train_step(bk, hidden, sizes, protos, bk.asarray(x), bk.asarray(y), [5] * (len(sizes) - 1),
+                                    rules, thresholds, seed, step, comm=comm)
+        all_counts.append(bk.to_numpy(counts).tolist())
+    return [bk.to_numpy(h) for h in hidden], all_counts
 
 
 @pytest.mark.parametrize("size,batch", [(2, 16), (3, 20), (4, 2)])  # uneven splits; (4, 2): ranks without rows
@@ -132,18 +150,7 @@ def test_data_parallel_step_equals_one_process(size, batch, stability):
     rng = np.random.default_rng(seed)
     batches = [(pack_bits(pm1(rng, batch, sizes[0])), rng.integers(0, 4, batch)) for _ in range(6)]
     expect = run_steps(sizes, stability, batches, seed)
-    slots, barrier, out = [None] * size, threading.Barrier(size), [None] * size
-
-    def rank_main(r):
-        out[r] = run_steps(sizes, stability, batches, seed, ThreadComm(slots, barrier, r))
-
-    threads = [threading.Thread(target=rank_main, args=(r,)) for r in range(size)]
-    for th in threads:
-        th.start()
-    for th in threads:
-        th.join(60)
-        assert not th.is_alive(), "a rank did not finish"
-    for hidden, counts in out:
+    for hidden, counts in in_ranks(size, lambda comm: run_steps(sizes, stability, batches, seed, comm)):
         assert counts == expect[1]
         assert all(np.array_equal(a, b) for a, b in zip(hidden, expect[0]))
 
