@@ -19,17 +19,18 @@ extern "C" __global__ void __launch_bounds__(BEP_TILE_THREADS)
 }
 
 // NumPy mirror: NumpyBackend.gated_transposed_product in bep_gpu/backends/numpy_backend.py
-// The same bits on the b1 tensor cores (tc_gemm.cuh, gated form: A = t, G = g, B = wt), sm_80+.
+// The same bits on the b1 tensor cores (tc_gemm.cuh, gated form: A = t, G = g, B = wt), sm_80+; pops: popc(t & g)
+// of the N rows, then popc(g) (row_popcounts.cu).
 // Grid (ceil(J / 128), ceil(N / 64)), block 256, dynamic shared memory BEP_TCG_SMEM.
 extern "C" __global__ void __launch_bounds__(BEP_TCG_THREADS, 2)
     gated_transposed_product_tc(const u64* __restrict__ t, const u64* __restrict__ g, const u64* __restrict__ wt,
-                                u64* __restrict__ out, int N, int J, int kw) {
-    __shared__ u32 sPopG[TcTile<true>::BM], sPopU[TcTile<true>::BM];
+                                const u32* __restrict__ pops, u64* __restrict__ out, int N, int J, int kw) {
     __shared__ u32 sHalf[4 * TcTile<true>::BM];
     TcTile<true> tile;
     tc_gemm<true>(t, g, wt, N, J, kw, 0, tile);
-    tc_row_counts<true>(tile, sPopG, sPopU);
+    const int m0 = blockIdx.y * TcTile<true>::BM;
     tc_store_bits<true>(out, N, J, sHalf, [&](int rl, int, int i, int j, int r) {
-        return bep_tcg_gated_value(sPopG[rl], sPopU[rl], tile.acc[0][i][j][r], tile.acc[1][i][j][r]) >= 0;
+        const int n = min(m0 + rl, N - 1);  // rows past N are not stored
+        return bep_tcg_gated_value(pops[n], pops[N + n], tile.acc[0][i][j][r], tile.acc[1][i][j][r]) >= 0;
     });
 }

@@ -13,9 +13,9 @@
 // 16-byte units; unit u of row r sits at unit u ^ (r & 7) (XOR swizzle), so the eight rows an ldmatrix phase
 // reads, and the eight units a cp.async phase writes, fall into distinct bank groups.
 // Fragments come from ldmatrix: the b1 8x8 blocks of 32-bit chunks are ldmatrix's b16 8x8 layout.
-// Row popcounts (popc(a), popc(b); popc(g), popc(u)) are counted from each landed stage, one 64-byte half-row
-// per thread, overlapping the mma of other warps; the plain form masks bits past k in the last word in shared
-// memory first (callers may leave padding bits set). The gated form counts full words, as its NumPy mirrors do.
+// Row popcounts (popc(a), popc(b); popc(t & g), popc(g)) come from row_popcounts.cu, counted once per operand
+// rather than once per block tile. The plain form masks bits past k in the last word in shared memory (callers
+// may leave padding bits set); the gated form counts full words, as its NumPy mirrors do.
 #pragma once
 #include "async_copy.cuh"
 #include "mma_b1.cuh"
@@ -35,7 +35,6 @@ struct TcTile {
     static constexpr int WM = GATED ? 2 : 4;  // m16 tiles per warp
     static constexpr int BM = 2 * 16 * WM;    // block rows: 128 plain, 64 gated
     int acc[GATED ? 2 : 1][WM][4][4];         // [g.w, u.w] or [a.b]; [m16][n8][register]
-    u32 pop_a, pop_b;                         // this thread's row-popcount partials (see tc_gemm)
 };
 
 // Byte offset of 16-byte unit u of slab row r.
@@ -77,10 +76,7 @@ __device__ __forceinline__ void bep_tcg_fill(unsigned char* side, const u64* __r
     }
 }
 
-// Plain: acc[0] = popc(A & B) per output; pop_a / pop_b partial row popcounts of A row (t / 2) and B row
-// (t / 2) of the block (reduce over lane pairs). Gated (A = t, G = g): acc[0] = popc(g & b), acc[1] =
-// popc(t & g & b); pop_a = partial popc(g), pop_b = partial popc(t & g) of row t / 4 (reduce over lane quads).
-// The accumulators and partials must start at 0 (tc_gemm).
+// Plain: acc[0] += popc(A & B) per output. Gated (A = t, G = g): acc[0] += popc(g & b), acc[1] += popc(t & g & b).
 template <bool GATED, bool WIDE>
 __device__ __forceinline__ void tc_gemm_loop(const u64* __restrict__ A, const u64* __restrict__ G,
                                              const u64* __restrict__ B, int M, int N, int kw, int k,
@@ -128,28 +124,6 @@ __device__ __forceinline__ void tc_gemm_loop(const u64* __restrict__ A, const u6
             u64* word = reinterpret_cast<u64*>(st + bep_tcg_unit(t, lw >> 1)) + (lw & 1);
             *word &= last_mask;
             __syncthreads();
-        }
-        {
-            // Row popcounts of this slab: plain, thread t counts units 4 (t & 1) .. + 3 of A row t / 2 and B row
-            // t / 2; gated, units 2 (t & 3), + 1 of row t / 4 of t and of g.
-            const u64* q = reinterpret_cast<const u64*>(st);
-            if constexpr (GATED) {
-                const int r = t >> 2, u = 2 * (t & 3);
-#pragma unroll
-                for (int h = 0; h < 4; ++h) {
-                    const u64 tv = q[bep_tcg_unit(r, u + (h >> 1)) / 8 + (h & 1)];
-                    const u64 gv = q[bep_tcg_unit(BM + r, u + (h >> 1)) / 8 + (h & 1)];
-                    tile.pop_a += __popcll(gv);
-                    tile.pop_b += __popcll(tv & gv);
-                }
-            } else {
-                const int r = t >> 1, u = 4 * (t & 1);
-#pragma unroll
-                for (int h = 0; h < 8; ++h) {
-                    tile.pop_a += __popcll(q[bep_tcg_unit(r, u + (h >> 1)) / 8 + (h & 1)]);
-                    tile.pop_b += __popcll(q[bep_tcg_unit(BEP_TCG_SIDE_ROWS + r, u + (h >> 1)) / 8 + (h & 1)]);
-                }
-            }
         }
 #pragma unroll
         for (int ks = 0; ks < BEP_TCG_SLAB_WORDS / 4; ++ks) {
@@ -200,28 +174,10 @@ __device__ __forceinline__ void tc_gemm(const u64* __restrict__ A, const u64* __
             for (int j = 0; j < 4; ++j)
 #pragma unroll
                 for (int r = 0; r < 4; ++r) tile.acc[s][i][j][r] = 0;
-    tile.pop_a = tile.pop_b = 0;
     const bool wide = !(kw & 1) && !(((unsigned long long)A | (unsigned long long)B |
                                       (unsigned long long)(GATED ? G : A)) & 15ull);
     if (wide) tc_gemm_loop<GATED, true>(A, G, B, M, N, kw, k, tile);
     else tc_gemm_loop<GATED, false>(A, G, B, M, N, kw, k, tile);
-}
-
-// Per-row popcounts of the block, from the partials of tc_gemm, into shared arrays indexed by block row / column.
-template <bool GATED>
-__device__ __forceinline__ void tc_row_counts(TcTile<GATED>& tile, u32* pa, u32* pb) {
-    const int t = threadIdx.x;
-    u32 a = tile.pop_a, b = tile.pop_b;
-    a += __shfl_xor_sync(BEP_FULL_MASK, a, 1);
-    b += __shfl_xor_sync(BEP_FULL_MASK, b, 1);
-    if constexpr (GATED) {
-        a += __shfl_xor_sync(BEP_FULL_MASK, a, 2);
-        b += __shfl_xor_sync(BEP_FULL_MASK, b, 2);
-        if ((t & 3) == 0) pa[t >> 2] = a, pb[t >> 2] = b;
-    } else if ((t & 1) == 0) {
-        pa[t >> 1] = a, pb[t >> 1] = b;
-    }
-    __syncthreads();
 }
 
 // Calls f(row, col, i, j, r) (block-local row and column) for accumulator register r of mma tile (i, j) of this
@@ -276,8 +232,8 @@ __device__ __forceinline__ void tc_store_bits(u64* __restrict__ out, int M, int 
     }
 }
 
-// The value of a gated output from the accumulators and row counts (pg = popc(g), pu = popc(t & g) of the row):
+// The value of a gated output from the accumulators and row counts (pu = popc(t & g), pg = popc(g) of the row):
 // sum over the gate of (+-1 t)(+-1 w) = popc(g) - 2 popc((t ^ w) & g), in uint32 arithmetic (exact: < 2^31).
-__device__ __forceinline__ int bep_tcg_gated_value(u32 pg, u32 pu, int gw, int uw) {
+__device__ __forceinline__ int bep_tcg_gated_value(u32 pu, u32 pg, int gw, int uw) {
     return (int)(pg - 2u * pu - 2u * (u32)gw + 4u * (u32)uw);
 }

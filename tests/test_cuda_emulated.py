@@ -629,10 +629,11 @@ def test_mlp_step_kernel_launches(matmul):
     protos = rand_bits(gen, 4, sizes[-1])
     x, y = rand_bits(gen, 30, sizes[0]), gen.integers(0, 4, size=30)
     bep_mlp.train_step(bk, hidden, sizes, protos, x, y, [7, 7], rules, [2**20, 2**20], 0, 0)
+    # With tensor cores each of the six products also counts its operands' row popcounts (row_popcounts.cu).
     assert module.launches == Counter({"pack_i16": 2, "xnor_matmul_sign" + tc: 1, "xnor_matmul_sign_gate" + tc: 1,
                                        "xnor_matmul" + tc: 1, "trigger": 1, "transpose_bits": 7,
                                        "gated_transposed_product" + tc: 1, "select_wrong": 2, "batch_update" + tc: 2,
-                                       "reinforce": 2})
+                                       "reinforce": 2, **({"row_popcounts": 6} if tc else {})})
 
 
 @pytest.mark.parametrize("matmul", ["cuda_core", "tensor_core"])
@@ -656,4 +657,20 @@ def test_rnn_step_kernel_launches(matmul):
                                        "xnor_matmul_sign_add" + tc: steps, "xnor_matmul_sign_gate" + tc: 1,
                                        "trigger": 1, "gate_pack_i32": 1, "transpose_bits": 11,
                                        "gated_transposed_product" + tc: steps, "select_wrong": 2,
-                                       "batch_update" + tc: 3, "reinforce": 3})
+                                       "batch_update" + tc: 3, "reinforce": 3,
+                                       **({"row_popcounts": 2 + steps + 1 + steps + 3} if tc else {})})
+
+
+@pytest.mark.parametrize("rows_x,rows_z,k", [(1, 1, 1), (70, 3, 63), (5, 130, 2049), (0, 4, 64), (33, 0, 700)])
+def test_row_popcounts(cb, rows_x, rows_z, k):
+    """The tensor-core epilogues' row counts: popc(x & y) per row of x, then popc(z), bits past k ignored even
+    when set."""
+    gen = np.random.default_rng(rows_x * 31 + rows_z + k)
+    x, y, z = rand_bits(gen, rows_x, k), rand_bits(gen, rows_x, k), rand_bits(gen, rows_z, k)
+    if k % 64:
+        x[:, -1] |= ~np.uint64((1 << (k % 64)) - 1)
+        y[:, -1] |= ~np.uint64((1 << (k % 64)) - 1)
+        z[:, -1] |= ~np.uint64((1 << (k % 64)) - 1)
+    want = np.concatenate([bits.row_popcounts(x & y, k), bits.row_popcounts(z, k)])
+    same(cb._row_popcounts(x, y, z, k), want)
+    same(cb._row_popcounts(z, z, x, None), np.concatenate([bits.row_popcounts(z), bits.row_popcounts(x)]))

@@ -158,10 +158,23 @@ class CudaBackend(Backend):
         fn(tuple(grid), (threads,), tuple(args), shared_mem=shared_mem)
 
     def _launch_tc(self, name: str, rows: int, block_rows: int, cols: int, args) -> None:
-        """A tensor-core kernel over a rows x cols output in block_rows x TC_BN tiles."""
+        """A tensor-core kernel over a rows x cols output in block_rows x TC_BN tiles (its word operands are
+        indexed in int32: every one must stay below 2^31 words)."""
         if -(-rows // block_rows) > MAX_GRID_Y:
             raise ValueError(f"{name}: {rows} rows exceed one launch")
+        if any(a.size >= 2**31 for a in args if hasattr(a, "dtype") and a.dtype == np.uint64):
+            raise ValueError(f"{name}: an operand of 2^31 words or more; use matmul='cuda_core'")
         self._launch(name, (-(-cols // TC_BN), -(-rows // block_rows)), args, TC_THREADS, TC_SMEM)
+
+    def _row_popcounts(self, x, y, z, k=None):
+        """uint32 popc(x & y) per row of x, then popc(z) per row of z (bits past k ignored): the row counts
+        the tensor-core epilogues need, in one launch."""
+        rows_x, rows_z, kw = x.shape[0], z.shape[0], x.shape[1]
+        out = self.xp.empty(rows_x + rows_z, dtype=self.xp.uint32)
+        last = ~np.uint64(0) if k is None or k % 64 == 0 else np.uint64((1 << (k % 64)) - 1)
+        self._launch("row_popcounts", (_blocks((rows_x + rows_z) * 32),),
+                     (x, y, _i32(rows_x), z, _i32(rows_z), _i32(kw), last, out))
+        return out
 
     @staticmethod
     def _matmul_impl(impl: str) -> str:
@@ -369,6 +382,7 @@ class CudaBackend(Backend):
         name = ("xnor_matmul" + ("_sign" if sign else "") + ("_gate" if gated is not None else "")
                 + ("_add" if add else "") + ("_tc" if tensor_core else ""))
         args = (a, b, out) + ((packed,) if sign else ()) + ((gated,) if gated is not None else ())
+        args += (self._row_popcounts(a, a, b, k),) if tensor_core else ()
         args += (_i32(m), _i32(n), _i32(kw), _i32(k))
         if gated is not None:
             args += (np.int32(max(-1, min(2**31 - 1, int(gate)))),)  # |z| <= k < 2^31: the clamp changes no bit
@@ -406,13 +420,14 @@ class CudaBackend(Backend):
         n, kw = t.shape
         j = wt.shape[0]
         out = self.xp.empty((n, _bits.n_words(j)), dtype=self.xp.uint64)  # the blocks write every word
-        args = (t, g, wt, out, _i32(n), _i32(j), _i32(kw))
+        args = (out, _i32(n), _i32(j), _i32(kw))
         if tensor_core:
-            self._launch_tc("gated_transposed_product_tc", n, TC_BM_GATED, j, args)
+            self._launch_tc("gated_transposed_product_tc", n, TC_BM_GATED, j,
+                            (t, g, wt, self._row_popcounts(t, g, g)) + args)
         else:
             if _tiles(n) > MAX_GRID_Y:
                 raise ValueError(f"gated_transposed_product: {n} rows exceed one launch")
-            self._launch("gated_transposed_product", (_bits.n_words(j), _tiles(n)), args)
+            self._launch("gated_transposed_product", (_bits.n_words(j), _tiles(n)), (t, g, wt) + args)
         return out
 
     def group_select(self, score, cand, gamma):
@@ -496,10 +511,12 @@ class CudaBackend(Backend):
 
     def _update_popcount(self, kernel, out, sel_t, t_t, x_t, n, k, j, tensor_core: bool, extra=()):
         """The popcount form on batch-packed operands (K, J and n_words(n) words per row)."""
-        args = (out, sel_t, t_t, x_t, _i32(k), _i32(j), _i32(_bits.n_words(n))) + extra
+        args = (_i32(k), _i32(j), _i32(_bits.n_words(n))) + extra
         if tensor_core:
-            self._launch_tc(kernel + "_tc", k, TC_BM_GATED, j, args)
+            self._launch_tc(kernel + "_tc", k, TC_BM_GATED, j,
+                            (out, sel_t, t_t, x_t, self._row_popcounts(t_t, sel_t, sel_t)) + args)
             return
+        args = (out, sel_t, t_t, x_t) + args
         if _tiles(k) > MAX_GRID_Y:
             raise ValueError(f"{kernel}: {k} rows exceed one launch")
         self._launch(kernel, (_tiles(j), _tiles(k)), args)
