@@ -126,7 +126,9 @@ def primitive_calls(bk, batch=1024, k_out=525, k_in=784):
     profiling/kernel_workload.py, whose NVTX ranges take these names)."""
     o = primitive_operands(bk, batch, k_out, k_in)
     x, w, t, h, z, g, wt, score, sel = (o[k] for k in ("x", "w", "t", "h", "z", "g", "wt", "score", "sel"))
-    popcount, sparse = bk.variant(update="popcount"), bk.variant(update="sparse")
+    popcount, sparse = bk.variant(matmul="cuda_core", update="popcount"), bk.variant(update="sparse")
+    tc_popcount = bk.variant(matmul="tensor_core", update="popcount")
+    cuda_core = bk.variant(matmul="cuda_core")
     calls = {
         "xnor_matmul": lambda: bk.xnor_matmul(x, w, k_in, impl="cuda_core"),
         "xnor_matmul tensor cores": lambda: bk.xnor_matmul(x, w, k_in, impl="tensor_core"),
@@ -143,14 +145,18 @@ def primitive_calls(bk, batch=1024, k_out=525, k_in=784):
         "pack int16 H": lambda: bk.pack(h),
         "gate_pack": lambda: bk.gate_pack(z, k_in // 4),
         "transpose_bits W": lambda: bk.transpose_bits(w, k_out, k_in),
-        "gated_transposed_product": lambda: bk.gated_transposed_product(t, g, wt),
+        "gated_transposed_product": lambda: cuda_core.gated_transposed_product(t, g, wt),
+        "gated_transposed_product tensor cores": lambda: tc_popcount.gated_transposed_product(t, g, wt),
         "trigger (logits = z)": lambda: bk.trigger(z, o["labels"], k_out // 4),
         "group_select gamma=5": lambda: bk.group_select(score, t, 5),
         "group_select gamma=K_l": lambda: bk.group_select(score, t, k_out),
         "select_wrong gamma=5 (fused masks)": lambda: bk.select_wrong(z, o["a"], t, o["row_mask"], 5),
         "batch_update popcount (3 transposes + kernel)": lambda: popcount.batch_update(h, sel, t, x, 32767),
         "batch_update sparse (2 transposes + kernel)": lambda: sparse.batch_update(h, sel, t, x, 32767),
+        "batch_update popcount tensor cores (3 transposes + kernel)":
+            lambda: tc_popcount.batch_update(h, sel, t, x, 32767),
         "update_delta popcount (data-parallel sum)": lambda: popcount.update_delta(sel, t, x, k_out, k_in),
+        "update_delta popcount tensor cores": lambda: tc_popcount.update_delta(sel, t, x, k_out, k_in),
         "update_delta sparse (data-parallel sum)": lambda: sparse.update_delta(sel, t, x, k_out, k_in),
         "reinforce": lambda: bk.reinforce(h, 2**28, 1, 1, 0, 0, 32767),
         "reinforce, step on the device (CUDA graphs)":
