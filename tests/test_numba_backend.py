@@ -1,6 +1,6 @@
 """The numba backend equals the NumPy backend bit for bit: the very test bodies that hold the emulated CUDA
 kernels to NumPy (tests/test_cuda_emulated.py, every primitive on shapes that straddle words, half-words, tiles
-and groups, empty batches, both update forms, the reinforcement RNG), run here with `cb` = the numba backend,
+and groups, empty batches, every update form, the reinforcement RNG), run here with `cb` = the numba backend,
 plus the numba backend's own tiling edges and whole trainings identical to NumPy."""
 import inspect
 import zlib
@@ -17,14 +17,28 @@ from bep_gpu.config import TrainConfig
 from bep_gpu.trainer import Trainer
 
 NB = NumpyBackend()
-# Tests of CUDA-only choices: the tensor-core impl, the impl switch, the raw-kernel grid, launch counts.
+# Tests of CUDA-only machinery: the tensor-core kernels and their probe, the impl switch, the tensor-core row counts.
 CUDA_ONLY = {"test_xnor_matmul_tc", "test_xnor_matmul_tc_ignores_padding_bits_and_extremes",
-             "test_xnor_matmul_tc_property", "test_xnor_matmul_sign", "test_xnor_matmul_impl_selection"}
+             "test_xnor_matmul_tc_property", "test_xnor_matmul_impl_selection", "test_row_popcounts"}
+
+
+class NumbaUnderCudaTests(NumbaBackend):
+    """The numba backend as the CUDA file's tests call it: they pick the CUDA product kernel (impl= or
+    variant(matmul=)), a choice numba does not have, so every pick runs numba's one kernel on the test's shapes."""
+
+    def variant(self, matmul=None, update=None):
+        return NumbaUnderCudaTests(update=self.update if update is None else update)
+
+    def xnor_matmul(self, a, b, k, impl=None):
+        return super().xnor_matmul(a, b, k)
+
+    def xnor_matmul_sign(self, a, b, k, gate=None, add=None, impl=None):
+        return super().xnor_matmul_sign(a, b, k, gate=gate, add=add)
 
 
 @pytest.fixture(scope="module")
 def cb():
-    return NumbaBackend()
+    return NumbaUnderCudaTests()
 
 
 @pytest.fixture(scope="module", params=["popcount", "sparse", "auto"])
