@@ -99,7 +99,8 @@ def conv_step(hidden, strides, pads, prototypes, x, labels, gammas, tile, margin
         zs.append(conv_z(acts[-1], w[l], strides[l], pads[l]))
         acts.append(sgn(zs[-1]))
     flat_shape = acts[-1].shape
-    acts[-1] = acts[-1].reshape(len(x), -1)  # (y, x, c) order, c fastest
+    flat = int(np.prod(flat_shape[1:]))
+    acts[-1] = acts[-1].reshape(len(x), flat)  # (y, x, c) order, c fastest
     for l in range(n_conv, len(hidden)):
         zs.append(acts[-1] @ w[l].T)
         acts.append(sgn(zs[-1]))
@@ -127,7 +128,7 @@ def conv_step(hidden, strides, pads, prototypes, x, labels, gammas, tile, margin
             mt = tile_mask(wrong, np.abs(zs[l]), tile, gammas[l]) * targets[l]
             d = conv_delta(mt, acts[l], hidden[l].shape[1], strides[l], pads[l])
         else:
-            a_in = acts[l].reshape(len(x), -1)
+            a_in = acts[l].reshape(len(x), hidden[l].shape[1])
             wrong = (out != targets[l]) & trig[:, None]
             d = (dense_mask(wrong, np.abs(zs[l]), gammas[l]) * targets[l]).T @ a_in
         hidden[l][...] = np.clip(hidden[l].astype(np.int64) + 2 * d, -clip, clip)
