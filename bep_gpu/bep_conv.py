@@ -132,7 +132,7 @@ def select_updates(bk: Backend, hidden, geoms, dense_sizes, prototypes, x, label
         targets = [None] * n_layers
         targets[-1] = prototypes[labels]
         for l in range(n_layers - 1, 0, -1):
-            k_out, fan_in = matrices(hidden)[l].shape
+            k_out, fan_in = hidden[l].shape[0], hidden[l].size // hidden[l].shape[0]
             wt = bk.transpose_bits(weights[l], k_out, fan_in)
             if l > n_conv:  # dense below dense
                 targets[l - 1] = bk.gated_transposed_product(targets[l], gate_bits[l], wt)
