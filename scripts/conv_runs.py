@@ -35,8 +35,8 @@ def rows() -> list[dict]:
     out = []
     for name in sorted(os.listdir(RUNS)):
         d = os.path.join(RUNS, name)
-        if not os.path.isfile(os.path.join(d, "results.json")):
-            continue  # unfinished
+        if not os.path.isfile(os.path.join(d, "config.json")) or not os.path.isfile(os.path.join(d, "results.json")):
+            continue  # unfinished, or a QAT run
         cfg = json.load(open(os.path.join(d, "config.json")))
         res = json.load(open(os.path.join(d, "results.json")))
         metrics = list(csv.DictReader(open(os.path.join(d, "metrics.csv"))))
@@ -52,14 +52,33 @@ def rows() -> list[dict]:
     return out
 
 
-def table() -> str:
-    data = rows()
-    if not data:
-        return "(no finished runs)\n"
+def qat_rows() -> list[dict]:
+    """The QAT peer's runs (scripts/baselines/qat_conv.py results.json) in the same folder."""
+    out = []
+    for name in sorted(os.listdir(RUNS)):
+        path = os.path.join(RUNS, name, "results.json")
+        if os.path.isfile(path) and not os.path.isfile(os.path.join(RUNS, name, "config.json")):
+            res = json.load(open(path))
+            epochs = res["epochs"]
+            out.append({"run": name, "conv": ",".join(":".join(map(str, c)) for c in res["conv"]),
+                        "dense": ",".join(map(str, res["hidden"])), "BN": "yes" if res["bn"] else "no",
+                        "encode": res["encode"], "train": res["n_train"], "epochs": len(epochs),
+                        "test %": f"{100 * res['test_accuracy']:.2f}",
+                        "s/epoch": f"{sum(e['epoch_time_s'] for e in epochs) / max(1, len(epochs)):.1f}"})
+    return out
+
+
+def markdown(data: list[dict]) -> str:
     head = list(data[0])
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     lines += ["| " + " | ".join(str(r[k]) for k in head) + " |" for r in data]
     return "\n".join(lines) + "\n"
+
+
+def table() -> str:
+    data, qat = rows(), qat_rows()
+    text = markdown(data) if data else "(no finished BEP runs)\n"
+    return text + ("\nQAT peer (latent fp32 weights, STE, Adam), same architecture:\n\n" + markdown(qat) if qat else "")
 
 
 def write_tables() -> None:

@@ -41,7 +41,8 @@ def run_steps(bk, net, seed, batches):
         got = bk.to_numpy(task.step(bk.asarray(bits.pack_bits(x)), bk.asarray(y), gammas, thresholds, step))
         want = ref.conv_step(ref_hidden, [s[2] for s in specs], [s[3] for s in specs], protos, x, y, gammas, tile,
                              task.rules.trigger_margin, task.rules.gates, thresholds, cfg.hidden_clip, seed, step)
-        out.append((list(got), list(want), [np.array(bk.to_numpy(x)) for x in task.hidden], [x.copy() for x in ref_hidden]))
+        out.append((list(got), list(want), [np.array(bk.to_numpy(x)) for x in task.hidden],
+                    [x.copy() for x in ref_hidden]))
     return out
 
 
@@ -77,8 +78,9 @@ def test_emulated_cuda_steps_equal_the_dense_reference(i):
 def images(path, rng, n=160, shape=(6, 7), classes=3):
     y = rng.integers(0, classes, n)
     x = (rng.normal(size=(n,) + shape) + 0.9 * y.reshape((-1,) + (1,) * len(shape))).astype(np.float32)
-    np.savez(path, x_train=x[:120], y_train=y[:120], x_test=x[120:], y_test=y[120:])
-    return x[120:], y[120:]
+    cut = 3 * n // 4
+    np.savez(path, x_train=x[:cut], y_train=y[:cut], x_test=x[cut:], y_test=y[cut:])
+    return x[cut:], y[cut:]
 
 
 def train(args):
@@ -110,6 +112,9 @@ def test_cli_trains_evaluates_summarises_and_loads_a_convnet(tmp_path, capsys):
     capsys.readouterr()
     assert eval_main([str(run / "model.npz"), "--backend", "numpy"]) == 0
     assert f"test accuracy {acc:.4f}" in capsys.readouterr().out
+    images(tmp_path / "big.npz", np.random.default_rng(1), shape=(8, 7, 2))
+    assert eval_main([str(run / "model.npz"), "--backend", "numpy", "--dataset", f"npz:{tmp_path / 'big.npz'}"]) == 2
+    assert "images of 8x7, the model was trained on 6x7" in capsys.readouterr().err
     assert summary_main([str(run / "model.npz")]) == 0
     text = capsys.readouterr().out
     assert "6 x 3 x 3 x 6" in text and f"{6 * 54 * 42:,}" in text  # 6 filters of 3x3x6 at 6x7 output positions
@@ -140,3 +145,42 @@ def test_conv_cli_errors_are_one_line(tmp_path, capsys, args, message):
     assert train([v for kv in base.items() for v in kv] + ["--out", str(tmp_path / "r")]) == 2
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1, err
+
+
+@needs_emulator
+def test_conv_training_run_identical_on_numpy_and_emulated_cuda(tmp_path):
+    """Through the trainer (shuffling, schedule, E rule, a short last batch, the --cuda-graph data flow)."""
+    import emu
+    from bep_gpu.trainer import Trainer
+
+    images(tmp_path / "d.npz", np.random.default_rng(1), n=64, shape=(6, 6))
+    common = dict(kind="conv", dataset=f"npz:{tmp_path / 'd.npz'}", conv=[[4, 3, 2, 1]], hidden=[9], gamma0=[2, 3],
+                  conv_tile=2, epochs=2, batch_size=20, patience=1, quiet=True, backend="numpy")
+    runs = {}
+    for name, backend, graph in (("numpy", None, False), ("emu", emu.make_emulated_backend(), True)):
+        Trainer(TrainConfig(out=str(tmp_path / name), cuda_graph=graph, **common), backend=backend).run()
+        runs[name] = np.load(tmp_path / name / "model.npz")
+    keys = [k for k in runs["numpy"].files if k.startswith("hidden.")] + ["train.state"]
+    assert len(keys) == 3
+    for key in keys:
+        assert np.array_equal(runs["numpy"][key], runs["emu"][key]), key
+
+
+@pytest.mark.parametrize("shapes, ok", [
+    ([(4, 3, 3, 2), (5, 3, 3, 4), (7, 20), (3, 7)], True),
+    ([(4, 3, 3, 2), (5, 3, 3, 3), (7, 20), (3, 7)], False),  # channels do not chain
+    ([(4, 3, 3, 2), (7, 20), (3, 6)], False),  # dense widths do not chain
+    ([(4, 3, 2, 2), (3, 20)], False),  # non-square kernel
+    ([(4, 3, 3, 2)], False),  # no dense layer
+])
+def test_conv_checkpoint_shapes_are_checked(tmp_path, shapes, ok):
+    from bep_gpu.checkpoint import load_checkpoint, save_checkpoint
+    from bep_gpu.errors import UserError
+
+    hidden = {str(i): np.zeros(s, np.int16) for i, s in enumerate(shapes)}
+    save_checkpoint(str(tmp_path / "c.npz"), "conv", {}, np.ones((2, shapes[-1][0]), np.int8), hidden)
+    if ok:
+        assert str(load_checkpoint(str(tmp_path / "c.npz"), kind="conv")["kind"]) == "conv"
+    else:
+        with pytest.raises(UserError, match="conv|chain"):
+            load_checkpoint(str(tmp_path / "c.npz"))

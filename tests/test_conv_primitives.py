@@ -46,8 +46,9 @@ def targets(bk, wts, t, g, h, w, s, p):
 def masks(bk, z, a, t, trig, ho, wo, q, gamma):
     o = z.shape[-1]
     row_mask = (np.uint64(0) - trig.astype(np.uint64))[:, None]
-    sel = bk.conv_select_wrong(bk.asarray(z.reshape(-1, o).astype(np.int32)), bk.asarray(bits.pack_bits(a.reshape(-1, o))),
-                               bk.asarray(bits.pack_bits(t.reshape(-1, o))), bk.asarray(row_mask), ho, wo, q, gamma)
+    words = [bk.asarray(bits.pack_bits(v.reshape(-1, o))) for v in (a, t)]
+    sel = bk.conv_select_wrong(bk.asarray(z.reshape(-1, o).astype(np.int32)), *words, bk.asarray(row_mask), ho, wo, q,
+                               gamma)
     return bk.to_numpy(sel)
 
 

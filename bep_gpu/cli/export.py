@@ -183,13 +183,14 @@ INFER_H = """\
 #define BEP_INFER_H
 #include <stdint.h>
 
-/* Encode BEP_N_FEATURES floats (one sample of an MLP, one time step of an RNN) into BEP_N_INPUTS bits:
+/* Encode BEP_N_FEATURES floats (an MLP sample, an RNN time step, a convnet pixel) into BEP_N_INPUTS bits:
    bits[j / 32] bit j % 32, +1 = bit 1, padding bits 0. bits holds BEP_WORDS(BEP_MAX_WIDTH) words. */
 void bep_encode(const float *x, uint32_t *bits);
 
 /* The predicted class: argmax of the prototype logits, lowest index on ties. MLP: x holds BEP_N_FEATURES floats
    (n_steps is ignored). Conv: x holds one image, BEP_IMAGE_H x BEP_IMAGE_W pixels of BEP_N_FEATURES channels,
-   row-major with channels innermost (n_steps is ignored). RNN: x holds n_steps >= 1 time steps of BEP_N_FEATURES floats, step-major; with
+   row-major with channels innermost (n_steps is ignored).
+   RNN: x holds n_steps >= 1 time steps of BEP_N_FEATURES floats, step-major; with
    BEP_WINDOW > 0 only the last BEP_WINDOW steps are used. Uses static buffers: not reentrant. */
 int bep_predict(const float *x, int n_steps);
 
@@ -298,7 +299,8 @@ static void bep_conv_layer(const uint32_t *in, const int *g, const uint32_t *w, 
                         if (!inside || BEP_GET(in, ((long)yy * wd + xx) * c + ch)) BEP_SET(patch, (i * k + j) * c + ch);
                 }
             for (o = 0; o < c_out; o++)
-                if (bep_dot(patch, w + (long)o * BEP_WORDS(fan), fan) >= 0) BEP_SET(out, ((long)y * wo + x) * c_out + o);
+                if (bep_dot(patch, w + (long)o * BEP_WORDS(fan), fan) >= 0)
+                    BEP_SET(out, ((long)y * wo + x) * c_out + o);
         }
 }
 
@@ -313,7 +315,8 @@ int bep_predict(const float *x, int n_steps) {
         for (i = 0; i < BEP_ENC_OUT; i++)
             if (BEP_GET(px, i)) BEP_SET(buf[0], p * BEP_ENC_OUT + i);
     }
-    for (l = 0; l < BEP_N_CONV; l++, cur ^= 1) bep_conv_layer(buf[cur], bep_conv_geom[l], bep_conv_weights[l], buf[cur ^ 1]);
+    for (l = 0; l < BEP_N_CONV; l++, cur ^= 1)
+        bep_conv_layer(buf[cur], bep_conv_geom[l], bep_conv_weights[l], buf[cur ^ 1]);
     for (l = 0; l < BEP_N_LAYERS; l++, cur ^= 1)  /* the last map's bits are already in (y, x, c) order */
         bep_layer(buf[cur], bep_widths[l], bep_weights[l], bep_widths[l + 1], buf[cur ^ 1]);
     return bep_readout(buf[cur]);

@@ -53,7 +53,7 @@ def validate_dataset(ds: Dataset) -> None:
         if x.dtype.kind not in "biuf":
             fail(f"x_{split} must be numeric, not {x.dtype}")
         if x.ndim not in (2, 3, 4):
-            fail(f"x_{split} must be (N, F), (N, T, F) or images (N, H, W, C), not shape {x.shape}")
+            fail(f"x_{split} must be (N, F) or (N, T, F), or images (N, H, W, C), not shape {x.shape}")
         if y.ndim != 1 or y.dtype.kind not in "iu":
             fail(f"y_{split} must be a 1-D integer array, not {y.dtype} of shape {y.shape}")
         if len(x) != len(y):
