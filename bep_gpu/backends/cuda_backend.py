@@ -20,6 +20,7 @@ import numpy as np
 from .. import bits as _bits
 from .. import rng as _rng
 from .base import Backend, check_int_matmul_width, update_impl
+from .cuda_conv import CudaConvKernels
 
 THREADS = 256  # every kernel but the tensor-core ones runs 256-thread blocks (the tiled ones assume exactly that)
 # The b1 tensor-core kernels (kernels/tc_gemm.cuh): 8 warps; block tiles TC_BM_PLAIN (forward) or TC_BM_GATED
@@ -106,8 +107,11 @@ def _i32(v) -> np.int32:
     return np.int32(v)
 
 
-class CudaBackend(Backend):
+class CudaBackend(CudaConvKernels, Backend):
     name = "cuda"
+    # launch helpers for the conv launchers (cuda_conv.py)
+    _i32, _grid_blocks, _grid_tiles = staticmethod(_i32), staticmethod(_blocks), staticmethod(_tiles)
+    _max_grid_y = MAX_GRID_Y
 
     def __init__(self, module=None, xp=None, matmul: str | None = None, update: str | None = None):
         if xp is None:

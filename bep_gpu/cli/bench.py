@@ -299,6 +299,50 @@ def _bench_case(bk, table, case, label, step, arrays, min_time, min_reps, batch,
     return (hidden, p, x, yy), t_ours
 
 
+def bench_conv_steps(bk, table, min_time, qat, image=(28, 28, 1), specs=((16, 3, 2, 1), (32, 3, 2, 1)), dense=(256,),
+                     batch=100, gamma=8, epoch_samples=50000):
+    """One BEP-Conv step (the Fashion-MNIST convnet of RESULTS.md) beside the QAT peer's (scripts/baselines/qat_conv.py,
+    no BN) on the same shapes."""
+    from .. import bep_conv
+
+    geoms = bep_conv.geometries(image, specs)
+    sizes = [bep_conv.flat_size(geoms)] + list(dense)
+    shapes = [(g.c_out, g.k, g.k, g.c_in) for g in geoms] + [(sizes[i + 1], sizes[i]) for i in range(len(dense))]
+    rng = np.random.default_rng(1)
+    hidden = [bk.asarray(h) for h in init_hidden(shapes, 8.0, 0)]
+    protos = bk.pack(bk.asarray(make_prototypes(10, dense[-1], 0, sweeps=2)))
+    x = bk.pack(bk.asarray(rng.choice(np.array([-1, 1], np.int8), size=(batch,) + tuple(image))))
+    y = bk.asarray(rng.integers(0, 10, size=batch))
+    rules = bep_conv.step_rules(geoms, dense, 0.75, 0.2, 32767)
+    thresholds = reinforcement_thresholds([g.fan_in for g in geoms] + sizes[:-1], 0.5, 0.5)
+    case = f"convnet {'x'.join(map(str, image))} {','.join(':'.join(map(str, c)) for c in specs)} -> " \
+           f"{'-'.join(map(str, dense))} batch {batch}"
+    print(f"bep-bench: step {case}", file=sys.stderr, flush=True)
+    counter = [0]
+
+    def ours():
+        bep_conv.train_step(bk, hidden, geoms, dense, protos, x, y, [gamma] * len(shapes), 0, rules, thresholds, 0,
+                            counter[0])
+        counter[0] += 1
+
+    t_ours = timed(ours, bk.synchronize, min_time)
+    table.add("step", case, f"BEP-Conv packed ({bk.name})", t_ours * 1e3, "ms/step")
+    table.add("epoch", case, f"BEP-Conv packed ({bk.name})", t_ours * -(-epoch_samples // batch),
+              f"s/epoch ({epoch_samples} samples)")
+    if qat is None:
+        return
+    try:
+        from baselines import qat_conv
+    except ImportError:
+        return
+    r = qat_conv.time_qat_conv_step(image[:2], image[2], specs, dense, batch_size=batch,
+                                    device="cuda" if bk.name == "cuda" else "cpu")
+    table.add("step", case, "QAT torch conv", r["step_time_s"] * 1e3, "ms/step", r["step_time_s"] / t_ours,
+              "ratio = this / ours; no BN, batch gather included")
+    table.add("epoch", case, "QAT torch conv", r["step_time_s"] * -(-epoch_samples // batch),
+              f"s/epoch ({epoch_samples} samples)", r["step_time_s"] / t_ours)
+
+
 def bench_steps(bk, table, cases, min_time, dense, qat, others=()):
     for name, sizes, batch, gamma, epoch_samples in cases:
         print(f"bep-bench: step {name} {sizes} batch {batch}", file=sys.stderr, flush=True)
@@ -483,7 +527,7 @@ def _main(argv):
     p.add_argument("--min-time", type=float, default=0.5, help="seconds of repetitions per measurement")
     p.add_argument("--gemm-sizes", default=None, help="GEMM shapes to time instead of the defaults, e.g. 1024x1024x4096")
     p.add_argument("--peers", default="dense,qat", help="baselines to time beside ours (dense, qat; '' for none)")
-    p.add_argument("--cases", default="mlp,rnn", help="step/memory cases to run: mlp, rnn or both (default)")
+    p.add_argument("--cases", default="mlp,rnn", help="step/memory cases to run: mlp, rnn, conv (default: mlp,rnn)")
     p.add_argument("--data-dir", default=None, help="directory holding the Fashion-MNIST IDX files (epoch section)")
     p.add_argument("--epoch-samples", type=int, default=None,
                    help="epoch section: train on the first N training images, no validation split (default: the "
@@ -494,8 +538,8 @@ def _main(argv):
     if not sections <= {"gemm", "step", "memory", "update", "epoch"}:
         raise UserError(f"--sections takes gemm, step, memory, update, epoch; got {args.sections}")
     kinds = set(filter(None, args.cases.split(",")))
-    if not kinds or not kinds <= {"mlp", "rnn"}:
-        raise UserError(f"--cases takes mlp, rnn or mlp,rnn; got {args.cases!r}")
+    if not kinds or not kinds <= {"mlp", "rnn", "conv"}:
+        raise UserError(f"--cases takes mlp, rnn, conv or a comma list of them; got {args.cases!r}")
     if args.epoch_samples is not None and args.epoch_samples < 1:
         raise UserError(f"--epoch-samples must be at least 1, got {args.epoch_samples}")
     try:  # before minutes of measuring, not after them
@@ -558,6 +602,11 @@ def _main(argv):
                 bench_steps(bk, table, cases, args.min_time, dense, qat, others)
             if "rnn" in kinds:
                 bench_rnn_steps(bk, table, rnn_cases, args.min_time, dense, qat, others)
+            if "conv" in kinds and "step" in sections:
+                quick = dict(image=(14, 14, 1), batch=20) if args.quick else {}
+                bench_conv_steps(bk, table, args.min_time, qat, **quick)
+                for ob in others:  # the same step on the other backends (the QAT row is bk's)
+                    bench_conv_steps(ob, table, args.min_time, None, **quick)
         if "update" in sections and "mlp" in kinds:
             for b in bks:
                 bench_update(b, table, cases, args.min_time)
