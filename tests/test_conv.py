@@ -67,6 +67,13 @@ def test_numpy_steps_equal_the_dense_reference(i):
     check(NumpyBackend(), NETS[i], seed=i)
 
 
+@pytest.mark.parametrize("i", range(len(NETS)))
+def test_numba_steps_equal_the_dense_reference(i):
+    from bep_gpu.backends.numba_backend import NumbaBackend
+
+    check(NumbaBackend(), NETS[i], seed=i)
+
+
 @needs_emulator
 @pytest.mark.parametrize("i", [0, 2])
 def test_emulated_cuda_steps_equal_the_dense_reference(i):
@@ -157,13 +164,17 @@ def test_conv_training_run_identical_on_numpy_and_emulated_cuda(tmp_path):
     common = dict(kind="conv", dataset=f"npz:{tmp_path / 'd.npz'}", conv=[[4, 3, 2, 1]], hidden=[9], gamma0=[2, 3],
                   conv_tile=2, epochs=2, batch_size=20, patience=1, quiet=True, backend="numpy")
     runs = {}
-    for name, backend, graph in (("numpy", None, False), ("emu", emu.make_emulated_backend(), True)):
+    from bep_gpu.backends.numba_backend import NumbaBackend
+
+    for name, backend, graph in (("numpy", None, False), ("emu", emu.make_emulated_backend(), True),
+                                 ("numba", NumbaBackend(), False)):
         Trainer(TrainConfig(out=str(tmp_path / name), cuda_graph=graph, **common), backend=backend).run()
         runs[name] = np.load(tmp_path / name / "model.npz")
     keys = [k for k in runs["numpy"].files if k.startswith("hidden.")] + ["train.state"]
     assert len(keys) == 3
     for key in keys:
-        assert np.array_equal(runs["numpy"][key], runs["emu"][key]), key
+        for name in ("emu", "numba"):
+            assert np.array_equal(runs["numpy"][key], runs[name][key]), (name, key)
 
 
 @pytest.mark.parametrize("shapes, ok", [

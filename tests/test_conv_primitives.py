@@ -90,14 +90,18 @@ def test_im2col_rejects_shapes_that_do_not_fit(bad):
         NB.im2col(np.zeros((1, 5, 5, 1), np.uint64), **args)
 
 
-@pytest.fixture(scope="module")
-def cb():
+@pytest.fixture(scope="module", params=[pytest.param("cuda-emu", marks=needs_emulator), "numba"])
+def cb(request):
+    """The compiled backends: CUDA kernels run by the emulator, and the numba CPU kernels."""
+    if request.param == "numba":
+        from bep_gpu.backends.numba_backend import NumbaBackend
+
+        return NumbaBackend()
     from emu import make_emulated_backend
 
     return make_emulated_backend()
 
 
-@needs_emulator
 @pytest.mark.parametrize("shape", SHAPES)
 def test_conv_kernels_match_numpy(cb, shape):
     n, h, w, c, o, k, s, p = shape

@@ -14,7 +14,7 @@ import numpy as np
 from .. import bits as _bits
 from .. import rng as _rng
 from . import numba_kernels as nk
-from .base import Backend, check_int_matmul_width, update_impl
+from .base import Backend, _conv_shape, check_int_matmul_width, update_impl
 from .numba_simd import TILE_M
 
 _EMPTY_U8 = np.zeros((1, 1), dtype=np.uint8)
@@ -375,4 +375,54 @@ class NumbaBackend(Backend):
         out = np.zeros((x.shape[0], k), dtype=np.int32)
         if out.size and j:
             _run(out.size * j, nk.int_matmul, x, np.ascontiguousarray(h, dtype=np.int16), out)
+        return out
+
+    # --- convolution -----------------------------------------------------------------------------------------------
+    def im2col(self, x, c, kh, kw, stride, pad):
+        x = _words(x)
+        n, h, w, ho, wo = _conv_shape("im2col", x, c, kh, kw, stride, pad)
+        out = np.zeros((n, ho, wo, _bits.n_words(kh * kw * c)), dtype=np.uint64)
+        if out.size:
+            _run(out.size * kh * kw, nk.im2col, x, int(c), int(kh), int(kw), int(stride), int(pad), out)
+        return out
+
+    def col2im_sign(self, s, h, w, c, kh, kw, stride, pad):
+        s = np.asarray(s)
+        n, ho, wo = s.shape[0], (h + 2 * pad - kh) // stride + 1, (w + 2 * pad - kw) // stride + 1
+        if min(h, w, c, kh, kw, stride) <= 0 or pad < 0 or ho <= 0 or wo <= 0 or s.shape != (n, ho, wo, kh * kw * c):
+            raise ValueError(f"col2im_sign: sums {s.shape} do not fit a {h}x{w}x{c} map, kernel {kh}x{kw}, "
+                             f"stride {stride}, padding {pad}")
+        if s.dtype != np.int32:
+            raise TypeError(f"col2im_sign: sums must be int32, got {s.dtype}")
+        out = np.zeros((n, h, w, _bits.n_words(c)), dtype=np.uint64)
+        if out.size:
+            _run(s.size, nk.col2im_sign, np.ascontiguousarray(s), int(h), int(w), int(c), int(kh), int(kw),
+                 int(stride), int(pad), out)
+        return out
+
+    def gated_transposed_sum(self, t, g, wt):
+        t, g, wt = _words(t), _words(g), _words(wt)
+        if t.ndim != 2 or g.shape != t.shape or wt.ndim != 2 or wt.shape[1] != t.shape[1]:
+            raise ValueError(f"gated_transposed_sum: t {t.shape}, g {g.shape}, wt {wt.shape} do not match")
+        n, j = t.shape[0], wt.shape[0]
+        z = np.zeros((n, j), dtype=np.int32)
+        if t.shape[1]:
+            self._gemm(t, _panelize(wt), j, _row_popcounts(g), nk.OUT_Z, g=g, z=z)
+        return z
+
+    def conv_select_wrong(self, z, a, t, row_mask, out_h, out_w, tile, gamma):
+        z = np.ascontiguousarray(z)
+        a, t, row_mask = _words(a), _words(t), _words(row_mask)
+        rows, ch = z.shape
+        n = row_mask.shape[0]
+        if (z.dtype != np.int32 or gamma <= 0 or ch % gamma or tile < 0 or rows != n * out_h * out_w
+                or a.shape != (rows, _bits.n_words(ch)) or t.shape != a.shape or row_mask.shape != (n, 1)):
+            raise ValueError(f"conv_select_wrong: z {z.dtype} {z.shape}, a {a.shape}, t {t.shape}, row_mask "
+                             f"{row_mask.shape} do not fit {n} samples of {out_h}x{out_w} positions and groups of "
+                             f"{gamma}")
+        qy, qx = (out_h, out_w) if tile == 0 else (min(tile, out_h), min(tile, out_w))
+        out = np.zeros_like(a)
+        if z.size:
+            _run(z.size, nk.conv_select_wrong, z, a, t, row_mask, int(out_h), int(out_w), int(qy), int(qx),
+                 int(gamma), out)
         return out

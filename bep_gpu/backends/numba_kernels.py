@@ -398,3 +398,95 @@ def int_matmul(x, h, out):
             for c in range(j):
                 acc += s[c] * np.int32(h[u, c])
             out[i, u] = acc
+
+
+# --- convolution (BEP-Conv: NHWC bit maps packed along C) ---------------------------------------------------------
+@nb.njit(parallel=True, **_JIT)
+def im2col(x, c, kh, kw, stride, pad, out):
+    """out (N, H', W', n_words(kh kw c)) zeroed: patch bit (i kw + j) c + ch of (n, y, x) = bit ch of
+    x[n, y stride + i - pad, x stride + j - pad], 1 outside the map. NumPy mirror: Backend.im2col;
+    CUDA: kernels/conv_im2col.cu."""
+    n, h, w = x.shape[0], x.shape[1], x.shape[2]
+    ho, wo = out.shape[1], out.shape[2]
+    cw = x.shape[3]
+    for task in prange(n * ho):
+        b = task // ho
+        y = task - b * ho
+        for xo in range(wo):
+            for i in range(kh):
+                yy = y * stride + i - pad
+                for j in range(kw):
+                    xx = xo * stride + j - pad
+                    inside = 0 <= yy < h and 0 <= xx < w
+                    pos = (i * kw + j) * c
+                    for q in range(cw):
+                        bits = c - 64 * q if c - 64 * q < 64 else 64
+                        word = x[b, yy, xx, q] if inside else ~U64(0)
+                        if bits < 64:
+                            word &= (ONE << U64(bits)) - ONE
+                        at = pos + 64 * q
+                        sh = at & 63
+                        out[b, y, xo, at >> 6] |= word << U64(sh)
+                        if sh and sh + bits > 64:
+                            out[b, y, xo, (at >> 6) + 1] |= word >> U64(64 - sh)
+
+
+@nb.njit(parallel=True, **_JIT)
+def col2im_sign(s, h, w, c, kh, kw, stride, pad, out):
+    """out (N, H, W, n_words(c)) zeroed: bit ch of (n, Y, X) = sign of the int32 sum of s over every patch entry
+    reading (Y, X, ch) (padding entries dropped; sign(0) = +1). NumPy mirror: Backend.col2im_sign;
+    CUDA: kernels/conv_targets.cu."""
+    n, ho, wo = s.shape[0], s.shape[1], s.shape[2]
+    for b in prange(n):
+        acc = np.zeros((h, w, c), dtype=np.int32)
+        for y in range(ho):
+            for xo in range(wo):
+                for i in range(kh):
+                    yy = y * stride + i - pad
+                    if yy < 0 or yy >= h:
+                        continue
+                    for j in range(kw):
+                        xx = xo * stride + j - pad
+                        if xx < 0 or xx >= w:
+                            continue
+                        base = (i * kw + j) * c
+                        for ch in range(c):
+                            acc[yy, xx, ch] += s[b, y, xo, base + ch]
+        for yy in range(h):
+            for xx in range(w):
+                for ch in range(c):
+                    if acc[yy, xx, ch] >= 0:
+                        out[b, yy, xx, ch >> 6] |= ONE << U64(ch & 63)
+
+
+@nb.njit(parallel=True, **_JIT)
+def conv_select_wrong(z, a, t, row_mask, out_h, out_w, qy, qx, gamma, out):
+    """Per sample, tile of qy x qx output positions and run of gamma channels, the wrong unit ((a ^ t) & the
+    sample's trigger word) with the smallest |z| (int64, not wrapping); ties: lowest channel, then y, then x.
+    OR-ed into the zeroed out. NumPy mirror: Backend.conv_select_wrong; CUDA: kernels/conv_select.cu."""
+    n = row_mask.shape[0]
+    ch = z.shape[1]
+    hw = out_h * out_w
+    for b in prange(n):
+        rm = row_mask[b, 0]
+        for y0 in range(0, out_h, qy):
+            for x0 in range(0, out_w, qx):
+                for g0 in range(0, ch, gamma):
+                    best = -1
+                    best_v = np.int64(0)
+                    for cc in range(g0, g0 + gamma):
+                        w = cc >> 6
+                        bit = U64(cc & 63)
+                        for y in range(y0, min(out_h, y0 + qy)):
+                            for xo in range(x0, min(out_w, x0 + qx)):
+                                r = b * hw + y * out_w + xo
+                                if (((a[r, w] ^ t[r, w]) & rm) >> bit) & ONE:
+                                    v = np.int64(z[r, cc])
+                                    v = -v if v < 0 else v
+                                    if best < 0 or v < best_v:
+                                        best = r * ch + cc
+                                        best_v = v
+                    if best >= 0:
+                        r = best // ch
+                        cc = best - r * ch
+                        out[r, cc >> 6] |= ONE << U64(cc & 63)
