@@ -34,6 +34,29 @@ def update_impl(impl: str | None) -> str:
     return impl
 
 
+def group_shape(what: str, score, gamma) -> tuple[int, int, int, int]:
+    """(rows, K, n_words(K), gamma) of a group_select-family call; ValueError when gamma does not divide K."""
+    if score.ndim != 2:
+        raise ValueError(f"{what}: scores must be (N, K), got {score.shape}")
+    n_rows, k = score.shape
+    gamma = int(gamma)
+    if gamma <= 0 or k % gamma:
+        raise ValueError(f"{what}: group size {gamma} does not divide {k}")
+    return n_rows, k, n_words(k), gamma
+
+
+def check_select_wrong(z, a, t, row_mask) -> int:
+    """select_wrong's operand shapes (z (N, K), a and t (N, n_words(K)), row_mask (M, 1) with M dividing N):
+    returns M, or raises ValueError."""
+    n_rows, nw = z.shape[0], n_words(z.shape[1])
+    m = row_mask.shape[0] if row_mask.ndim == 2 else 0
+    if (a.shape != (n_rows, nw) or t.shape != a.shape or row_mask.shape != (m, 1) or m == 0 and n_rows
+            or m and n_rows % m):
+        raise ValueError(f"select_wrong: a {a.shape}, t {t.shape}, row_mask {row_mask.shape} do not match "
+                         f"z {z.shape}")
+    return m
+
+
 class Backend(ABC):
     """Exact integer/bit primitives of BEP (BEP_SPEC.md sections 1, 3-4, 8, 9)."""
 

@@ -14,7 +14,7 @@ import numpy as np
 from .. import bits as _bits
 from .. import rng as _rng
 from . import numba_kernels as nk
-from .base import Backend, _conv_shape, check_int_matmul_width, update_impl
+from .base import Backend, _conv_shape, check_int_matmul_width, check_select_wrong, group_shape, update_impl
 from .numba_simd import TILE_M
 
 _EMPTY_U8 = np.zeros((1, 1), dtype=np.uint8)
@@ -63,6 +63,14 @@ def _panelize(b):
 
 def _row_popcounts(words):
     return _run(words.size, nk.row_popcounts, words)
+
+
+def _gated_operands(what, t, g, wt):
+    """(t, g, wt, N, J) as words for the gated products; ValueError when the shapes do not match."""
+    t, g, wt = _words(t), _words(g), _words(wt)
+    if t.ndim != 2 or g.shape != t.shape or wt.ndim != 2 or wt.shape[1] != t.shape[1]:
+        raise ValueError(f"{what}: t {t.shape}, g {g.shape}, wt {wt.shape} do not match")
+    return t, g, wt, t.shape[0], wt.shape[0]
 
 
 def _clear_padding(words: np.ndarray, k: int) -> np.ndarray:
@@ -198,31 +206,18 @@ class NumbaBackend(Backend):
         return out
 
     def gated_transposed_product(self, t, g, wt):
-        t, g, wt = _words(t), _words(g), _words(wt)
-        if t.ndim != 2 or g.shape != t.shape or wt.ndim != 2 or wt.shape[1] != t.shape[1]:
-            raise ValueError(f"gated_transposed_product: t {t.shape}, g {g.shape}, wt {wt.shape} do not match")
-        n, j = t.shape[0], wt.shape[0]
+        t, g, wt, n, j = _gated_operands("gated_transposed_product", t, g, wt)
         if t.shape[1] == 0:
             return self.pack(np.zeros((n, j), dtype=np.int8))  # no units: every sum is 0, sign +1
         signs, _ = self._gemm(t, _panelize(wt), j, _row_popcounts(g), nk.OUT_SIGN, g=g)
         return signs
 
     # --- masks and trigger -------------------------------------------------------------------------------------
-    @staticmethod
-    def _group_shape(what, score, gamma):
-        if score.ndim != 2:
-            raise ValueError(f"{what}: scores must be (N, K), got {score.shape}")
-        n_rows, k = score.shape
-        gamma = int(gamma)
-        if gamma <= 0 or k % gamma:
-            raise ValueError(f"{what}: group size {gamma} does not divide {k}")
-        return n_rows, k, _bits.n_words(k), gamma
-
     def group_select(self, score, cand, gamma):
         score = np.asarray(score)
         if score.dtype.kind not in "iu" or score.dtype == np.uint64:
             raise TypeError(f"group_select: integer scores expected (int64 at most), got {score.dtype}")
-        n_rows, k, nw, gamma = self._group_shape("group_select", score, gamma)
+        n_rows, k, nw, gamma = group_shape("group_select", score, gamma)
         cand = _words(cand)
         if cand.shape != (n_rows, nw):
             raise ValueError(f"group_select: cand must be {(n_rows, nw)}, got {cand.shape}")
@@ -237,13 +232,9 @@ class NumbaBackend(Backend):
         z = np.asarray(z)
         if z.dtype != np.int32:
             raise TypeError(f"select_wrong: z must be int32, got {z.dtype}")
-        n_rows, k, nw, gamma = self._group_shape("select_wrong", z, gamma)
+        n_rows, k, nw, gamma = group_shape("select_wrong", z, gamma)
         a, t, row_mask = _words(a), _words(t), _words(row_mask)
-        m = row_mask.shape[0] if row_mask.ndim == 2 else 0
-        if (a.shape != (n_rows, nw) or t.shape != a.shape or row_mask.shape != (m, 1) or m == 0 and n_rows
-                or m and n_rows % m):
-            raise ValueError(f"select_wrong: a {a.shape}, t {t.shape}, row_mask {row_mask.shape} do not match "
-                             f"z {z.shape}")
+        m = check_select_wrong(z, a, t, row_mask)
         out = np.zeros((n_rows, nw), dtype=np.uint64)
         if n_rows and k:
             _run(z.size, nk.select_groups, np.ascontiguousarray(z), _EMPTY_WORDS, a, t, row_mask, True, gamma, out)
@@ -401,10 +392,7 @@ class NumbaBackend(Backend):
         return out
 
     def gated_transposed_sum(self, t, g, wt):
-        t, g, wt = _words(t), _words(g), _words(wt)
-        if t.ndim != 2 or g.shape != t.shape or wt.ndim != 2 or wt.shape[1] != t.shape[1]:
-            raise ValueError(f"gated_transposed_sum: t {t.shape}, g {g.shape}, wt {wt.shape} do not match")
-        n, j = t.shape[0], wt.shape[0]
+        t, g, wt, n, j = _gated_operands("gated_transposed_sum", t, g, wt)
         z = np.zeros((n, j), dtype=np.int32)
         if t.shape[1]:
             self._gemm(t, _panelize(wt), j, _row_popcounts(g), nk.OUT_Z, g=g, z=z)
