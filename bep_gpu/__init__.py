@@ -2,8 +2,10 @@
 from .backends import get_backend
 from .bits import pack_bits, transpose_bits, unpack_bits
 from .errors import UserError
+from .estimators import MLPClassifier, RNNClassifier
 from .model import Model, load
 
 __version__ = "0.1.0"
 
-__all__ = ["get_backend", "pack_bits", "unpack_bits", "transpose_bits", "load", "Model", "UserError", "__version__"]
+__all__ = ["get_backend", "pack_bits", "unpack_bits", "transpose_bits", "load", "Model", "UserError", "MLPClassifier",
+           "RNNClassifier", "__version__"]

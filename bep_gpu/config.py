@@ -26,7 +26,8 @@ class TrainConfig:
     nu: float = 0.2
     gamma0: int = 25
     p_r: float = 0.5
-    patience: int = 5
+    patience: int = 5  # the group-size schedule (not early stopping: early_stop)
+    early_stop: int = 0  # stop after this many epochs without validation improvement (0 = never)
     init_std: float = 8.0
     val_fraction: float = 0.1
     encode: str = "auto"  # sign for +-1 data, median for images, thermometer:8 for sequences
@@ -45,6 +46,7 @@ class TrainConfig:
     distributed: str = "auto"
     dist_timeout: float = 300.0  # seconds a process waits for the others before the whole job stops
     cuda_graph: bool = False  # replay full-batch steps from a CUDA graph (bep_gpu.step_graph)
+    overwrite: bool = False  # replace a run already in `out`
     # RNN only
     horizon: int = 0  # 0 = the whole sequence
     rnn_mask: str = "step"
@@ -84,6 +86,8 @@ class TrainConfig:
             bad("--init-std must be non-negative")
         if self.patience < 0:
             bad("--patience must be >= 0 (0 disables the group-size schedule)")
+        if self.early_stop < 0:
+            bad("--early-stop must be >= 0 (0: train every epoch)")
         if not 1 <= self.hidden_clip <= 32767:
             bad("--hidden-clip must be in 1..32767 (hidden weights are int16)")
         if self.stability not in STABILITY:
@@ -95,7 +99,7 @@ class TrainConfig:
         if self.horizon < 0 or self.window < 0 or self.expand < 0:
             bad("--horizon, --window and --expand must be >= 0")
         if self.kind == "rnn" and self.stability != "z":
-            bad("--stability hidden is an MLP option: the RNN ranks wrong units by |z_t| (BEP_SPEC.md section 9)")
+            bad("--stability hidden is an MLP option: the RNN ranks wrong units by |z_t| (docs/ALGORITHM.md section 9)")
         if self.eval_batch <= 0:
             bad("--eval-batch must be positive")
         if self.distributed not in DISTRIBUTED:
@@ -113,6 +117,13 @@ class TrainConfig:
             ks = int(self.hidden[0])
             return [ks, int(self.hidden[1]) if len(self.hidden) > 1 else ks]
         return [int(k) for k in self.hidden]
+
+
+# The RNN subcommand's and RNNClassifier's defaults: the paper's UCR settings. patience 0: the paper gives the RNN a
+# fixed gamma0 = 15, and with the schedule on, the group size climbed to Ks within 30 epochs on ItalyPowerDemand
+# and the net collapsed to one class (results/rnn/RNN_RESULTS.md).
+RNN_DEFAULTS = {"hidden": [1035], "r": 0.5, "nu": 0.05, "gamma0": 15, "p_r": 0.5, "dataset": "ucr:ItalyPowerDemand",
+                "encode": "thermometer:8", "batch_size": 0, "patience": 0}
 
 
 def next_divisor(width: int, gamma: int) -> int:

@@ -1,5 +1,7 @@
 import csv
 import importlib.util
+import subprocess
+import sys
 
 import pytest
 
@@ -157,3 +159,24 @@ def test_unwritable_out_fails_before_measuring(tmp_path, capsys):
     assert main(["--backend", "numpy", "--quick", "--sections", "gemm", "--out", str(blocker / "sub")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "cannot create --out" in err[0]
+
+
+def test_peers_come_from_the_installed_package(tmp_path):
+    """Outside the repository (no scripts/ around) the dense peer is still there: it ships in the package."""
+    code = "from bep_gpu.cli.bench import _peers; print(_peers({'dense'})[0].__name__)"
+    proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, check=True)
+    assert proc.stdout.strip() == "bep_gpu.peers.dense_bep"
+
+
+def test_qat_peer_without_torch_says_so_in_one_line(monkeypatch, capsys):
+    import bep_gpu.peers
+    from bep_gpu.cli import bench
+
+    monkeypatch.setitem(sys.modules, "torch", None)  # import torch now raises ImportError
+    monkeypatch.delitem(sys.modules, "bep_gpu.peers.qat_torch", raising=False)  # imported anew, as without torch
+    monkeypatch.delattr(bep_gpu.peers, "qat_torch", raising=False)
+    dense, qat = bench._peers({"dense", "qat"})
+    assert dense is not None and qat is None
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("bep-bench: no QAT peer rows: it needs torch") \
+        and "pip install 'bep-gpu[baselines]'" in err[0]

@@ -1,7 +1,5 @@
-"""The bit-packed MLP and RNN steps and an independent dense integer implementation of BEP_SPEC agree bit for bit."""
-import os
-import sys
-
+"""The bit-packed MLP and RNN steps and an independent dense integer implementation of the algorithm
+(docs/ALGORITHM.md) agree bit for bit."""
 import numpy as np
 import pytest
 
@@ -10,8 +8,7 @@ from bep_gpu.bep_mlp import StepRules, reinforcement_thresholds, train_step
 from bep_gpu.mlp import init_hidden
 from bep_gpu.prototypes import make_prototypes
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "scripts"))
-from baselines.dense_bep import dense_rnn_step, dense_step  # noqa: E402
+from bep_gpu.peers.dense_bep import dense_rnn_step, dense_step
 
 
 @pytest.mark.parametrize("sizes, gammas, batch", [([70, 35, 35], [7, 35], 13), ([130, 45, 45, 45], [15, 9, 45], 40),
