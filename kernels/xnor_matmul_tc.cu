@@ -1,7 +1,7 @@
-// +-1 matrix product on the b1 tensor cores (sm_80+): out[m, n] = k - 2 popc(a[m] ^ b[n]) (BEP_SPEC.md section 1),
+// +-1 matrix product on the b1 tensor cores (sm_80+): out[m, n] = k - 2 popc(a[m] ^ b[n]) (docs/ALGORITHM.md section 1),
 // bit-identical to xnor_matmul (xnor_matmul.cu), optionally also writing the packed signs of out.
 //
-// XOR via AND (KERNEL_NOTES.md): with zero padding, popc(a ^ b) = popc(a) + popc(b) - 2 popc(a & b), so
+// XOR via AND (profiling/README.md, "H200 ceilings"): with zero padding, popc(a ^ b) = popc(a) + popc(b) - 2 popc(a & b), so
 //     out = k - 2 popc(a) - 2 popc(b) + 4 popc(a & b).
 // popc(a & b) comes from mma.m16n8k256 ... .and.popc (mma_b1.cuh); the row popcounts popc(a), popc(b) are counted
 // from the words as they are staged (each word is fetched once per block), independent of the fragment layout.
