@@ -112,9 +112,14 @@ def forward(bk: Backend, weights, geoms, dense_sizes, x, gates=None):
     return zs, outs, gate_bits, inputs
 
 
-def predict(bk: Backend, weights, geoms, dense_sizes, prototypes, x):
+def logits(bk: Backend, weights, geoms, dense_sizes, prototypes, x):
+    """The int32 readout (N, classes) for packed maps x."""
     _, outs, _, _ = forward(bk, weights, geoms, dense_sizes, x)
-    return bk.xp.argmax(bk.xnor_matmul(outs[-1], prototypes, dense_sizes[-1]), axis=1)
+    return bk.xnor_matmul(outs[-1], prototypes, dense_sizes[-1])
+
+
+def predict(bk: Backend, weights, geoms, dense_sizes, prototypes, x):
+    return bk.xp.argmax(logits(bk, weights, geoms, dense_sizes, prototypes, x), axis=1)
 
 
 def select_updates(bk: Backend, hidden, geoms, dense_sizes, prototypes, x, labels, gammas, tile: int,

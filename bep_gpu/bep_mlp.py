@@ -1,4 +1,4 @@
-"""BEP for multi-layer perceptrons (BEP_SPEC.md sections 3-4), written once on the backend primitives.
+"""BEP for multi-layer perceptrons (docs/ALGORITHM.md sections 3-4), written once on the backend primitives.
 
 Layer i (0-based) has hidden weights H_i of shape (K_{i+1}, K_i); sizes = [K_0, K_1, ..., K_L].
 Every quantity of a step is computed from the pre-update state, so the update order across layers is free.
@@ -62,13 +62,18 @@ def forward(bk: Backend, weights, sizes, x, gates=None):
     return (zs, acts) if gates is None else (zs, acts, gate_bits)
 
 
-def predict(bk: Backend, weights, sizes, prototypes, x):
+def logits(bk: Backend, weights, sizes, prototypes, x):
+    """The int32 readout P a_L (N, classes) for packed inputs x."""
     zs, acts = forward(bk, weights, sizes, x)
-    return bk.xp.argmax(bk.xnor_matmul(acts[-1], prototypes, sizes[-1]), axis=1)
+    return bk.xnor_matmul(acts[-1], prototypes, sizes[-1])
+
+
+def predict(bk: Backend, weights, sizes, prototypes, x):
+    return bk.xp.argmax(logits(bk, weights, sizes, prototypes, x), axis=1)
 
 
 def select_updates(bk: Backend, hidden, sizes, prototypes, x, labels, gammas, rules: StepRules):
-    """Steps 1-4 of BEP_SPEC.md section 4 on a mini-batch: the device int64 counts [misclassified, triggered]
+    """Steps 1-4 of docs/ALGORITHM.md section 4 on a mini-batch: the device int64 counts [misclassified, triggered]
     and, per layer, the update operands (sel, t, a_in) of batch_update/update_delta. Changes nothing."""
     n_layers = len(hidden)
     with nvtx_range("forward"):

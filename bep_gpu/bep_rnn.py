@@ -1,4 +1,4 @@
-"""BEP through time for a fully binary recurrent network (BEP_SPEC.md section 9), on the backend primitives.
+"""BEP through time for a fully binary recurrent network (docs/ALGORITHM.md section 9), on the backend primitives.
 
 Matrices H_xs (Ks, Kx), H_ss (Ks, Ks), H_sy (Ky, Ks); sizes = [Kx, Ks, Ky]. Time is batched wherever the
 recurrence allows: the input products of all T steps are one xnor_matmul over T*B rows, each recurrent step one
@@ -54,10 +54,15 @@ def forward(bk: Backend, weights, sizes, x_t, gate=None):
     return z, states, bk.xnor_matmul_sign(states[-1], w_sy, ks, gate=gate)
 
 
+def logits(bk: Backend, weights, sizes, prototypes, x):
+    """The int32 readout P s_y (B, classes) for packed inputs x (B, T, n_words(Kx))."""
+    _, _, (_, s_y) = forward(bk, weights, sizes, time_major(bk, x))
+    return bk.xnor_matmul(s_y, prototypes, sizes[2])
+
+
 def predict(bk: Backend, weights, sizes, prototypes, x):
     """Class predictions for packed inputs x (B, T, n_words(Kx))."""
-    _, _, (_, s_y) = forward(bk, weights, sizes, time_major(bk, x))
-    return bk.xp.argmax(bk.xnor_matmul(s_y, prototypes, sizes[2]), axis=1)
+    return bk.xp.argmax(logits(bk, weights, sizes, prototypes, x), axis=1)
 
 
 def unpack01(xp, words, k: int):

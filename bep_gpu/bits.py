@@ -1,4 +1,4 @@
-"""Bit layout of BEP_SPEC.md section 1, on the host (NumPy).
+"""Bit layout of docs/ALGORITHM.md section 1, on the host (NumPy).
 
 +1 <-> bit 1, -1 <-> bit 0; element j of a row lives in uint64 word j // 64, bit j % 64 (little-endian);
 bits past the row length are 0. A uint64 array viewed as uint32 keeps the same bit order on little-endian

@@ -87,6 +87,11 @@ class ConvTask(MLPTask):
         weights = bep_conv.visible_weights(self.bk, self.hidden)
         return bep_conv.predict(self.bk, weights, self.geoms, self.dense_sizes, self.prototypes, x)
 
+    def logits(self, x):
+        """The int32 readout (N, classes) for packed maps x."""
+        weights = bep_conv.visible_weights(self.bk, self.hidden)
+        return bep_conv.logits(self.bk, weights, self.geoms, self.dense_sizes, self.prototypes, x)
+
     @staticmethod
     def input_size(hidden) -> int:
         """Channels of the input map."""

@@ -1,7 +1,7 @@
 """Data-parallel BEP training that is bit-identical to one process (docs/DISTRIBUTED.md).
 
 Every process holds the whole model (same seed, same data order) and steps on its contiguous slice of each
-global mini-batch. BEP's update is an integer sum over samples (BEP_SPEC.md 4.5), so the per-process partial
+global mini-batch. BEP's update is an integer sum over samples (docs/ALGORITHM.md section 4.5), so the per-process partial
 sums, added in int32 (exact, in any order), are the one-process sum; it is all-reduced BEFORE the single clip.
 Reinforcement draws from the counter RNG keyed by (seed, step, layer, weight index), never by a sample, and its
 `active` flag is the global triggered count, so every process applies the same flips.

@@ -44,6 +44,11 @@ class MLPTask:
         weights = bep_mlp.visible_weights(self.bk, self.hidden)
         return bep_mlp.predict(self.bk, weights, self.sizes, self.prototypes, x)
 
+    def logits(self, x):
+        """The int32 readout (N, classes) for packed inputs x."""
+        weights = bep_mlp.visible_weights(self.bk, self.hidden)
+        return bep_mlp.logits(self.bk, weights, self.sizes, self.prototypes, x)
+
     def hidden_arrays(self) -> dict[str, np.ndarray]:
         return {str(i): self.bk.to_numpy(h) for i, h in enumerate(self.hidden)}
 

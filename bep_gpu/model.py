@@ -80,6 +80,8 @@ class Model:
         hidden = Task.hidden_from_checkpoint(data)
         self.config.hidden = Task.widths_from(hidden)
         self.prototypes = np.asarray(data["prototypes"], dtype=np.int8)
+        # the user's label values, one per prototype row (a weights-only checkpoint: 0..C-1)
+        self.classes = np.asarray(data["classes"]) if "classes" in data else np.arange(len(self.prototypes))
         self.sizes = Task.sizes_from(hidden)
         self.n_inputs = Task.input_size(hidden)
         self.task = Task(self.bk, self.sizes, hidden, self.prototypes, self.config)
@@ -94,22 +96,28 @@ class Model:
 
     # --- prediction ------------------------------------------------------------------------------------------
     def encode(self, x) -> np.ndarray:
-        """The stored encoder applied to raw features x: (N, F) for an MLP, (N, T, F) for an RNN -> int8 +-1."""
+        """The stored encoder applied to raw features x -> int8 +-1. An MLP takes (N, F), or images (N, H, W[, C])
+        flattened in C order; an RNN takes (N, T, F), or univariate series (N, T)."""
         if self.encoder is None:
             raise UserError(f"checkpoint {self.path} stores no encoder (weights only); "
                             "pass encoded +-1 inputs to predict_encoded")
         x = np.asarray(x)
+        rnn = self.kind == "rnn"
         if self.kind == "conv":
-            return self.encoder.transform(self._image_batch(x))
-        want = 3 if self.kind == "rnn" else 2
-        if x.ndim != want:
-            raise UserError(f"{self.kind} model: features must be {'(N, T, F)' if want == 3 else '(N, F)'}, "
+            x = self._image_batch(x)
+        elif x.ndim not in ((2, 3) if rnn else (2, 3, 4)):
+            raise UserError(f"{self.kind} model: features must be "
+                            f"{'(N, T, F) or (N, T)' if rnn else '(N, F) or images (N, H, W[, C])'}, "
                             f"got shape {x.shape}")
+        elif rnn and x.ndim == 2:
+            x = x[..., None]
+        elif not rnn:
+            x = x.reshape(len(x), -1)
         if x.dtype.kind not in "biuf":
             raise UserError(f"features must be numeric, not {x.dtype}")
         if x.dtype.kind == "f" and not np.isfinite(x).all():
             raise UserError("features contain NaN or inf")
-        if self.kind == "rnn" and self.config.window:
+        if rnn and self.config.window:
             x = x[:, -self.config.window:]  # the model was trained on the last `window` steps
         return self.encoder.transform(x)
 
@@ -121,12 +129,23 @@ class Model:
         return x if x.ndim == 4 else x[..., None]
 
     def predict(self, x) -> np.ndarray:
-        """Class indices (int64) for raw features x, encoded with the checkpoint's encoder."""
+        """The class labels (the training labels' values) for raw features x, encoded with the stored encoder."""
         return self.predict_encoded(self.encode(x))
 
+    def decision_function(self, x) -> np.ndarray:
+        """The integer logits (N, classes) int32 of the readout for raw features x; columns follow `classes`,
+        predict is their argmax (lowest index on ties)."""
+        words = self._packed(self.encode(x))
+        batch = self.config.eval_batch
+        out = [self.bk.to_numpy(self.task.logits(words[i:i + batch])) for i in range(0, len(words), batch)]
+        return np.concatenate(out).astype(np.int32) if out else np.zeros((0, self.n_classes), dtype=np.int32)
+
     def predict_encoded(self, bits) -> np.ndarray:
-        """Class indices for encoded inputs: +-1 values (x >= 0 counts as +1) with last axis the model's input
-        width, or uint64 words already packed per BEP_SPEC.md section 1."""
+        """Class labels for encoded inputs: +-1 values (x >= 0 counts as +1) with last axis the model's input
+        width, or uint64 words already packed (docs/ALGORITHM.md, section 1)."""
+        return self.classes[self.predict_packed(self._packed(bits))]
+
+    def _packed(self, bits):
         bits = np.asarray(bits)
         packed = bits.dtype == np.uint64
         width = n_words(self.n_inputs) if packed else self.n_inputs
@@ -138,23 +157,24 @@ class Model:
             what = f"{width} packed words" if packed else f"{self.n_inputs} inputs"
             raise UserError(f"{self.kind} model takes {what} per {'step' if want == 3 else 'sample'}, "
                             f"got shape {bits.shape}")
-        words = self.bk.asarray(bits) if packed else self.bk.pack(self.bk.asarray(bits))
-        return self.predict_packed(words)
+        return self.bk.asarray(bits) if packed else self.bk.pack(self.bk.asarray(bits))
 
     def predict_packed(self, words) -> np.ndarray:
-        """Class indices for packed backend arrays, in chunks of eval_batch samples."""
+        """Class indices (into `classes`) for packed backend arrays, in chunks of eval_batch samples."""
         batch = self.config.eval_batch
         out = [self.bk.to_numpy(self.task.predict(words[i:i + batch])) for i in range(0, len(words), batch)]
         return np.concatenate(out).astype(np.int64) if out else np.zeros(0, dtype=np.int64)
 
-    def evaluate(self, x, y) -> float:
-        """Accuracy on raw features x with integer labels y."""
+    def score(self, x, y) -> float:
+        """Accuracy on raw features x against labels y (the training labels' values)."""
         y = np.asarray(y)
         if y.ndim != 1 or len(y) != len(x):
             raise UserError(f"labels must be 1-D with one per sample: {len(x)} samples, labels of shape {y.shape}")
         if len(y) == 0:
             raise UserError("no samples to evaluate")
         return float((self.predict(x) == y).mean())
+
+    evaluate = score
 
     # --- description -----------------------------------------------------------------------------------------
     def layers(self, steps: int | None = None) -> list[Layer]:
@@ -240,6 +260,7 @@ class Model:
         return "\n".join(out)
 
 
-def load(path: str, backend: str = "numpy") -> Model:
-    """Load a bep-gpu checkpoint (model.npz or checkpoint.npz, MLP or RNN); UserError if it is unusable."""
+def load(path, backend: str = "numpy") -> Model:
+    """Load a bep-gpu checkpoint (model.npz, best.npz or checkpoint.npz, MLP or RNN), validated as a whole;
+    UserError if it is unusable. Its predict returns the training labels' values."""
     return Model(ckpt.load_checkpoint(str(path)), str(path), backend)

@@ -42,8 +42,15 @@ def _floats(rows, key):
     return out
 
 
-def plot_metrics(metrics_csv: str, png: str) -> str:
-    """Accuracies (train, validation, test) and the triggered fraction per epoch, written to png; returns png."""
+def best_epoch(rows) -> float | None:
+    """The first epoch of highest validation accuracy, or None without a validation split."""
+    scored = [(v, -e) for v, e in zip(_floats(rows, "val_acc"), _floats(rows, "epoch")) if not math.isnan(v)]
+    return -max(scored)[1] if scored else None
+
+
+def plot_metrics(metrics_csv: str, png: str, title: str | None = None) -> str:
+    """Accuracies (train, validation, test) and the triggered fraction per epoch, written to png, the best
+    validation epoch marked (the first, as best.npz holds it); returns png."""
     plt = require_matplotlib()
     rows = read_metrics(metrics_csv)
     epochs = _floats(rows, "epoch")
@@ -54,6 +61,10 @@ def plot_metrics(metrics_csv: str, png: str) -> str:
             values = _floats(rows, key)
             if not all(math.isnan(v) for v in values):  # no validation split: no line
                 acc_ax.plot(epochs, values, marker=".", label=label)
+        best = best_epoch(rows)
+        if best is not None:
+            acc_ax.axvline(best, color="tab:red", linestyle=":", label=f"best validation (epoch {best:g})")
+        acc_ax.set_title(title or metrics_csv)
         acc_ax.set_ylabel("accuracy")
         acc_ax.grid(alpha=0.3)
         acc_ax.legend()

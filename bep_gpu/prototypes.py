@@ -1,4 +1,4 @@
-"""Fixed class prototypes: a binary equiangular frame (BEP_SPEC.md section 7), computed once on the host."""
+"""Fixed class prototypes: a binary equiangular frame (docs/ALGORITHM.md section 7), computed once on the host."""
 from __future__ import annotations
 
 import numpy as np

@@ -1,4 +1,4 @@
-"""Counter RNG of BEP_SPEC.md section 8 (SplitMix64 finaliser), identical on every backend."""
+"""Counter RNG of docs/ALGORITHM.md section 8 (SplitMix64 finaliser), identical on every backend."""
 from __future__ import annotations
 
 import numpy as np

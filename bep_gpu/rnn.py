@@ -43,9 +43,15 @@ class RNNTask(MLPTask):
 
     def predict(self, x):
         """Predictions for packed inputs (N, T, n_words(Kx)), in chunks of about _PREDICT_ROWS step-rows."""
+        return self._chunked(bep_rnn.predict, x)
+
+    def logits(self, x):
+        return self._chunked(bep_rnn.logits, x)
+
+    def _chunked(self, fn, x):
         weights = bep_rnn.visible_weights(self.bk, self.hidden)
         chunk = max(1, _PREDICT_ROWS // max(1, x.shape[1]))
-        return self.bk.xp.concatenate([bep_rnn.predict(self.bk, weights, self.sizes, self.prototypes, x[i:i + chunk])
+        return self.bk.xp.concatenate([fn(self.bk, weights, self.sizes, self.prototypes, x[i:i + chunk])
                                        for i in range(0, x.shape[0], chunk)])
 
     def hidden_arrays(self) -> dict[str, np.ndarray]:

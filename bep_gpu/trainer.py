@@ -1,10 +1,14 @@
 """The epoch loop shared by every model kind: data, shuffling, schedule, E rule, checkpoints, result files."""
 from __future__ import annotations
 
+import dataclasses
 import csv
+import io
 import json
 import os
 import time
+
+from dataclasses import fields
 
 import numpy as np
 
@@ -13,6 +17,7 @@ from .backends import get_backend
 from .bep_mlp import reinforcement_thresholds
 from .config import TrainConfig, next_divisor
 from .data import Encoder, load_dataset, make_encoder, validate_dataset
+from .data.dataset import labels_to_indices
 from .distributed import bind_gpu, fingerprint, make_communicator, shard
 from .errors import UserError
 from .mlp import MLPTask, init_hidden
@@ -25,6 +30,18 @@ from .prototypes import make_prototypes
 METRICS_COLUMNS = ["epoch", "step", "train_acc", "triggered_frac", "val_acc", "test_acc", "gammas",
                    "reinforce_p0", "epoch_time_s", "samples_per_s"]
 CHECKPOINT_NAME = "checkpoint.npz"
+BEST_NAME = "best.npz"
+# Every file a run writes into --out; a folder holding FINISHED_FILES or CHECKPOINT_NAME holds a run.
+RUN_FILES = ("config.json", "metrics.csv", CHECKPOINT_NAME, "model.npz", BEST_NAME, "results.json",
+             "learning_curve.png")
+FINISHED_FILES = ("model.npz", "results.json")
+# How a launch runs, not what it trains (same integers either way): a resumed run takes this launch's values.
+# `threads` belongs to the numba backend's launches.
+EXECUTION_OPTIONS = ("backend", "threads", "cuda_graph", "quiet", "plot", "eval_batch", "distributed",
+                     "dist_timeout", "overwrite")
+# Settings whose given value means "resolve it": they match whatever the run resolved them to.
+UNRESOLVED = {"encode": "auto", "batch_size": 0}
+SMALL_VALIDATION = 30  # fewer held-out samples than this: validation accuracy moves in steps of > 3 %
 
 
 def task_class(kind: str):
@@ -56,21 +73,35 @@ def split_validation(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np
 
 
 class Prepared:
-    """Encoded, packed splits on the backend plus what the checkpoint needs to redo the encoding."""
+    """Encoded, packed splits on the backend plus what the checkpoint needs to redo the encoding.
 
-    def __init__(self, cfg: TrainConfig, bk, encoder: Encoder | None = None):
+    classes: the label values of a model being continued or evaluated (its checkpoint's), to which the
+    dataset's labels are mapped; dataset: a Dataset to use instead of loading cfg.dataset."""
+
+    def __init__(self, cfg: TrainConfig, bk, encoder: Encoder | None = None, classes=None, dataset=None):
         rnn = cfg.kind == "rnn"
         # load_dataset checks the window against the series length (one-line error).
-        ds = load_dataset(cfg.dataset, data_dir=cfg.data_dir, data_seed=cfg.data_seed, sequence=rnn,
-                          window=(cfg.window or None) if rnn else None, images=cfg.kind == "conv")
+        ds = dataset if dataset is not None else load_dataset(
+            cfg.dataset, data_dir=cfg.data_dir, data_seed=cfg.data_seed, sequence=rnn,
+            window=(cfg.window or None) if rnn else None, images=cfg.kind == "conv")
+        if dataset is not None and rnn and cfg.window:  # load_dataset cuts files' series; these are in memory
+            ds = dataclasses.replace(ds, x_train=ds.x_train[:, -cfg.window:])
         if cfg.kind == "conv":
             cfg.image_shape = [int(v) for v in ds.x_train.shape[1:3]]
         validate_dataset(ds)
         if rnn and not ds.is_sequence:
-            raise UserError(f"dataset {cfg.dataset} is not a sequence dataset: x must be (N, T, F) for rnn")
+            raise UserError(f"dataset {ds.name} is not a sequence dataset: x must be (N, T, F) for rnn")
         if rnn and cfg.horizon > ds.n_steps:
             raise UserError(f"--horizon {cfg.horizon} exceeds the {ds.n_steps} steps of each series; use 0 for all")
-        x_train, y_train, x_test = ds.x_train, ds.y_train, ds.x_test
+        self.name = ds.name
+        self.classes = ds.classes if classes is None else np.asarray(classes)
+        y_train, y_test = ds.y_train, ds.y_test
+        if classes is not None:  # the model's label values decide, not this dataset's numbering
+            y_train = labels_to_indices(ds.name, "y_train", ds.classes[y_train], self.classes)
+            y_test = None if y_test is None else labels_to_indices(ds.name, "y_test", ds.classes[y_test],
+                                                                    self.classes)
+        x_train = ds.x_train
+        # --max-train counts samples before the validation split: N = training + validation samples
         if cfg.max_train is not None:
             x_train, y_train = x_train[: cfg.max_train], y_train[: cfg.max_train]
         tr, va = split_validation(len(x_train), cfg.val_fraction, cfg.seed)
@@ -86,7 +117,7 @@ class Prepared:
                 encoder = ExpandedEncoder(encoder, cfg.expand, cfg.seed)
             encoder = encoder.fit(x_train[tr])
         self.encoder = encoder
-        self.n_classes = ds.n_classes
+        self.n_classes = len(self.classes)
         self.image = ds.image
         self.n_in = encoder.n_out(ds.n_features)
         self.n_steps = ds.n_steps if cfg.kind == "rnn" else None
@@ -96,8 +127,8 @@ class Prepared:
 
         self.train = put(x_train[tr], y_train[tr])
         self.val = put(x_train[va], y_train[va]) if len(va) else None
-        self.test = put(x_test, ds.y_test)
-        self.n_train = len(tr)
+        self.test = put(ds.x_test, y_test) if ds.x_test is not None else None
+        self.n_train, self.n_val = len(tr), len(va)
 
 
 def accuracy(task, split, eval_batch: int) -> float:
@@ -111,17 +142,100 @@ def accuracy(task, split, eval_batch: int) -> float:
     return int(correct) / max(1, len(y))
 
 
+def setting_flag(name: str) -> str:
+    return "--no-shuffle" if name == "shuffle" else "--" + name.replace("_", "-")
+
+
+def resume_config(cfg: TrainConfig, given=None) -> tuple[TrainConfig, dict]:
+    """The saved run's config for `--resume cfg.resume`, with this launch's execution options and --epochs,
+    and its checkpoint. given: the settings this launch set (None: those differing from the defaults); any of
+    them, other than --epochs and the execution options, that differs from the run's is a UserError."""
+    run_dir = cfg.resume
+    path = os.path.join(run_dir, CHECKPOINT_NAME)
+    if not os.path.exists(path):
+        raise UserError(f"--resume {run_dir}: no {CHECKPOINT_NAME} there (the run wrote none yet)")
+    data = ckpt.load_checkpoint(path)
+    if "train.state" not in data or "encoder.spec" not in data:
+        raise UserError(f"--resume {run_dir}: {path} holds no training state (a weights-only checkpoint?); "
+                        "start from it with --init instead")
+    saved = TrainConfig.from_dict(data["config"])
+    done = json.loads(str(data["train.state"]))["epoch"]
+    if cfg.kind != saved.kind:
+        raise UserError(f"--resume {run_dir} holds an {saved.kind} run; resume it with bep-train {saved.kind}")
+    defaults = TrainConfig(kind=cfg.kind)
+    if given is None:
+        given = [f.name for f in fields(TrainConfig) if getattr(cfg, f.name) != getattr(defaults, f.name)]
+    for name in given:
+        mine, theirs = getattr(cfg, name), getattr(saved, name)
+        if name in EXECUTION_OPTIONS or name in ("kind", "resume", "epochs"):
+            continue
+        if name == "out":
+            if os.path.abspath(mine) != os.path.abspath(run_dir):
+                raise UserError(f"--out {mine}: a resumed run writes into its own folder {run_dir}; drop --out")
+            continue
+        if UNRESOLVED.get(name, object()) == mine or _same_setting(mine, theirs):
+            continue
+        raise UserError(f"--resume {run_dir}: {setting_flag(name)} {_show(mine)} differs from the run's "
+                        f"{_show(theirs)} (its config.json); only --epochs and how it runs (--backend, "
+                        "--cuda-graph, --quiet, --plot, ...) may change")
+    if "epochs" in given:
+        if cfg.epochs < done:
+            raise UserError(f"--resume {run_dir}: --epochs {cfg.epochs} is fewer than the {done} the run has done")
+        saved.epochs = cfg.epochs
+    for name in EXECUTION_OPTIONS:
+        if hasattr(cfg, name):
+            setattr(saved, name, getattr(cfg, name))
+    saved.plot = cfg.plot or saved.plot  # a run that plotted keeps its plot up to date
+    saved.resume, saved.out, saved.init = run_dir, run_dir, None
+    return saved, data
+
+
+def _same_setting(a, b) -> bool:
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return [str(v) for v in a] == [str(v) for v in b]
+    return a == b or (isinstance(a, (int, float)) and isinstance(b, (int, float)) and float(a) == float(b))
+
+
+def _show(v) -> str:
+    return ",".join(map(str, v)) if isinstance(v, (list, tuple)) else str(v)
+
+
+def check_output_dir(cfg: TrainConfig) -> None:
+    """UserError unless --out can hold this run: creatable and writable, and not holding another run (unless
+    --overwrite). Creates nothing: a run that fails before training leaves no folder behind."""
+    out = cfg.out
+    if os.path.isdir(out) and not cfg.resume and not cfg.overwrite:
+        held = [n for n in FINISHED_FILES + (CHECKPOINT_NAME,) if os.path.exists(os.path.join(out, n))]
+        if held:
+            state = "an unfinished run" if held == [CHECKPOINT_NAME] else "a finished run"
+            raise UserError(f"--out {out} holds {state} ({held[0]}); continue it with --resume {out}, replace it "
+                            "with --overwrite, or choose another --out")
+    parent = os.path.abspath(out)
+    while not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent):
+        raise UserError(f"cannot create output directory {out} ({parent} is not a directory); choose another --out")
+    if not os.access(parent, os.W_OK):
+        raise UserError(f"output directory {out} is not writable; choose another --out")
+
+
 class Trainer:
-    def __init__(self, cfg: TrainConfig, backend=None):
-        """backend: a Backend object to use instead of cfg.backend (tests pass the emulated CUDA backend)."""
+    def __init__(self, cfg: TrainConfig, backend=None, dataset=None, given=None):
+        """backend: a Backend object to use instead of cfg.backend (tests pass the emulated CUDA backend);
+        dataset: a Dataset to train on instead of loading cfg.dataset (the estimators' fit); given: the names
+        of the settings the user set, for --resume (None: those that differ from the defaults).
+        cfg.out None: train in memory, write no files (the estimators)."""
         self.resume_data = None
         if cfg.resume:
-            cfg = self._resume_config(cfg)
-        cfg.check(widths=not cfg.init)  # --init's widths come from its checkpoint, checked once loaded
+            cfg, self.resume_data = resume_config(cfg, given)
+        cfg.check(widths=not cfg.init and self.resume_data is None)  # checkpoints' widths: checked once loaded
         self.cfg = cfg
         self.comm = make_communicator(cfg.distributed, cfg.dist_timeout)
         if self.comm.rank:  # rank 0 alone logs and writes files (docs/DISTRIBUTED.md)
             cfg.quiet = True
+        self.writes = cfg.out is not None and self.comm.rank == 0
+        if self.writes:
+            check_output_dir(cfg)
         if backend is None and cfg.backend in ("auto", "cuda"):
             bind_gpu(self.comm)  # before the backend allocates on the default device
         set_threads(cfg.threads)
@@ -129,35 +243,29 @@ class Trainer:
         if cfg.cuda_graph and (self.bk.name != "cuda" or self.comm.size > 1):
             raise UserError("--cuda-graph replays steps on one GPU: use it with --backend cuda in one process"
                             + (f" (this run uses {self.bk.name})" if self.bk.name != "cuda" else ""))
-        if self.comm.rank == 0:
-            try:
-                os.makedirs(cfg.out, exist_ok=True)
-            except OSError as e:
-                raise UserError(f"cannot create output directory {cfg.out} ({e.strerror}); choose another --out") from None
-            if not os.access(cfg.out, os.W_OK):
-                raise UserError(f"output directory {cfg.out} is not writable; choose another --out")
-            ckpt.remove_stale_temps(cfg.out)
-        if cfg.plot:
+        if cfg.plot and self.writes:
             from .plots import require_matplotlib
 
             require_matplotlib()  # before training, not after it
         init_data = ckpt.load_checkpoint(cfg.init, kind=cfg.kind) if cfg.init else None
-        encoder = None
-        if self.resume_data is not None:
-            encoder = self._encoder_from(self.resume_data)
-        self.data = Prepared(cfg, self.bk, encoder)
+        source = self.resume_data if self.resume_data is not None else init_data
+        encoder = self._encoder_from(self.resume_data) if self.resume_data is not None else None
+        classes = source.get("classes") if source is not None else None
+        self.data = Prepared(cfg, self.bk, encoder, classes, dataset)
+        if cfg.early_stop and self.data.val is None:
+            raise UserError("--early-stop needs a validation split: set --val-fraction above 0")
         if cfg.batch_size == 0:  # a tenth of the training set (the paper's RNN batch), recorded in config.json
             cfg.batch_size = max(1, self.data.n_train // 10)
         Task = task_class(cfg.kind)
-        source = self.resume_data if self.resume_data is not None else init_data
         if source is not None:
             hidden = Task.hidden_from_checkpoint(source)
             prototypes = source["prototypes"]
             if Task.input_size(hidden) != self.data.n_in:
-                raise UserError(f"checkpoint expects {Task.input_size(hidden)} inputs, but {cfg.dataset} encoded "
+                raise UserError(f"checkpoint expects {Task.input_size(hidden)} inputs, but {self.data.name} encoded "
                                 f"with {cfg.encode} gives {self.data.n_in}; use the same --encode and dataset")
             if prototypes.shape[0] != self.data.n_classes:
-                raise UserError(f"checkpoint has {prototypes.shape[0]} classes, {cfg.dataset} has {self.data.n_classes}")
+                raise UserError(f"checkpoint has {prototypes.shape[0]} classes, {self.data.name} has "
+                                f"{self.data.n_classes}")
             if cfg.kind == "conv":  # channels and kernels from the arrays, stride and padding from --conv
                 from .conv import conv_specs
 
@@ -177,31 +285,14 @@ class Trainer:
             raise UserError(f"--stability hidden sums |H . a| in int32, exact up to 65535 inputs per layer; the "
                             f"widest layer has {max(self.task.fan_ins)}: use --stability z")
         self.state = {"epoch": 0, "step": 0, "error_rate": 1.0, "best_val": -1.0, "bad_epochs": 0,
-                      "gammas": cfg.initial_gammas()}
+                      "gammas": cfg.initial_gammas(), "best_epoch": 0, "stopped_early": False}
         if self.resume_data is not None:
-            self.state = json.loads(str(self.resume_data["train.state"]))
+            self.state.update(json.loads(str(self.resume_data["train.state"])))
+        self.best = None  # the checkpoint arrays at the best validation epoch (kept in memory too)
 
     @staticmethod
     def _sizes(Task, hidden):
         return Task.sizes_from(hidden)
-
-    def _resume_config(self, cfg: TrainConfig) -> TrainConfig:
-        path = os.path.join(cfg.resume, CHECKPOINT_NAME)
-        if not os.path.exists(path):
-            raise UserError(f"--resume {cfg.resume}: no {CHECKPOINT_NAME} there (the run wrote none yet)")
-        data = ckpt.load_checkpoint(path)
-        if "train.state" not in data or "encoder.spec" not in data:
-            raise UserError(f"--resume {cfg.resume}: {path} holds no training state (a weights-only checkpoint?); "
-                            "start from it with --init instead")
-        saved = TrainConfig.from_dict(data["config"])
-        saved.resume, saved.out, saved.quiet, saved.plot = cfg.resume, cfg.resume, cfg.quiet, cfg.plot or saved.plot
-        saved.backend = cfg.backend if cfg.backend != "auto" else saved.backend
-        saved.threads = cfg.threads  # how to run, not what to train
-        saved.init = None
-        saved.distributed, saved.dist_timeout = cfg.distributed, cfg.dist_timeout  # this launch's, not the saved
-        saved.cuda_graph = cfg.cuda_graph  # how to run, not what to train: same integers either way
-        self.resume_data = data
-        return saved
 
     @staticmethod
     def _encoder_from(data) -> Encoder:
@@ -210,12 +301,12 @@ class Trainer:
 
         return ExpandedEncoder.wrap(Encoder.from_state(str(data["encoder.spec"]), state), state)
 
-    # --- files -----------------------------------------------------------------------------------------------
+    # --- files ---------------------------------------------------------------------------------------------
     def _path(self, name):
         return os.path.join(self.cfg.out, name)
 
     def _write_json(self, name, obj):
-        if self.comm.rank:
+        if not self.writes:
             return
         text = json.dumps(obj, indent=2, sort_keys=True) + "\n"
         ckpt.atomic_write(self._path(name), lambda f: f.write(text.encode()))
@@ -223,19 +314,22 @@ class Trainer:
     def _config_dict(self):
         d = self.cfg.to_dict()
         d.update(backend_used=self.bk.name, device=self.bk.device, n_inputs=self.data.n_in,
-                 n_classes=self.data.n_classes, n_train=self.data.n_train,
+                 n_classes=self.data.n_classes, n_train=self.data.n_train, n_val=self.data.n_val,
                  sizes=list(self.task.sizes), n_steps=self.data.n_steps)
         d["processes"] = self.comm.size
         return d
 
-    def save(self, name: str) -> None:
-        if self.comm.rank:
-            return
-        extra = {"encoder.spec": np.array(self.data.encoder.spec),
+    def checkpoint_arrays(self) -> dict:
+        """What a checkpoint file holds (docs/CLI.md): weights, prototypes, classes, encoder, training state."""
+        extra = {"encoder.spec": np.array(self.data.encoder.spec), "classes": np.asarray(self.data.classes),
                  "train.state": np.array(json.dumps(self.state))}
         extra.update({f"encoder.{k}": v for k, v in self.data.encoder.state().items()})
-        ckpt.save_checkpoint(self._path(name), self.cfg.kind, self._config_dict(), self.task.prototypes_pm,
-                             self.task.hidden_arrays(), extra)
+        return ckpt.checkpoint_arrays(self.cfg.kind, self._config_dict(), self.task.prototypes_pm,
+                                      self.task.hidden_arrays(), extra)
+
+    def save(self, name: str, arrays: dict | None = None) -> None:
+        if self.writes:
+            ckpt.write_checkpoint(self._path(name), arrays if arrays is not None else self.checkpoint_arrays())
 
     def _metrics_rows(self):
         path = self._path("metrics.csv")
@@ -244,8 +338,46 @@ class Trainer:
         with open(path, newline="") as f:
             return [r for r in csv.DictReader(f)][: self.state["epoch"]]
 
+    def _open_output(self) -> bool:
+        """Create --out (True if this call created it); --overwrite removes the previous run's files first, so
+        that none of them (an old plot, an old best.npz) is left beside the new ones."""
+        if not self.writes:
+            return False
+        created = not os.path.isdir(self.cfg.out)
+        try:
+            os.makedirs(self.cfg.out, exist_ok=True)
+        except OSError as e:
+            raise UserError(f"cannot create output directory {self.cfg.out} ({e.strerror}); choose another "
+                            "--out") from None
+        ckpt.remove_stale_temps(self.cfg.out)
+        if self.resume_data is None:
+            for name in RUN_FILES:
+                if os.path.exists(self._path(name)):
+                    os.unlink(self._path(name))
+        return created
+
+    def _drop_output(self) -> None:
+        """A run that ends before finishing an epoch leaves no folder it created (its config.json alone)."""
+        for name in ("config.json", "metrics.csv"):
+            if os.path.exists(self._path(name)):
+                os.unlink(self._path(name))
+        try:
+            os.rmdir(self.cfg.out)
+        except OSError:
+            pass  # not empty: something else lives there
+
     # --- the loop --------------------------------------------------------------------------------------------
     def run(self) -> dict:
+        created = self._open_output()
+        first_epoch = self.state["epoch"]
+        try:
+            return self._run()
+        except BaseException:
+            if created and self.state["epoch"] == first_epoch:
+                self._drop_output()
+            raise
+
+    def _run(self) -> dict:
         cfg, bk, task, st, comm = self.cfg, self.bk, self.task, self.state, self.comm
         xp = bk.xp
         if comm.size > 1:  # replicas must start equal to stay equal
@@ -254,14 +386,23 @@ class Trainer:
             comm.check_identical(fingerprint([settings, st], arrays + [task.prototypes_pm]),
                                  "settings, training data or starting weights")
         self._write_json("config.json", self._config_dict())
-        rows = self._metrics_rows()
+        rows = self._metrics_rows() if self.writes else []
         x_all, y_all = self.data.train
         n = self.data.n_train
         t_start = time.perf_counter()
         train_time, epochs_run = 0.0, 0  # this process's share (a resumed run did earlier epochs elsewhere)
-        log(f"training {cfg.kind} {task.sizes} on {cfg.dataset} ({n} train samples, encoder {cfg.encode}) "
+        counted = (f"{n} train + {self.data.n_val} validation samples"
+                   + (f", the first {cfg.max_train} of the training set" if cfg.max_train is not None else ""))
+        log(f"training {cfg.kind} {task.sizes} on {self.data.name} ({counted}; encoder {cfg.encode}) "
             f"with backend {bk.name} ({bk.device})", cfg.quiet)
-        while st["epoch"] < cfg.epochs:
+        if 0 < self.data.n_val < SMALL_VALIDATION:
+            log(f"note: the validation split holds only {self.data.n_val} samples (--val-fraction {cfg.val_fraction}"
+                f"): its accuracy moves in steps of {100 / self.data.n_val:.0f} %; --val-fraction 0 trains on all",
+                cfg.quiet)
+        if st["epoch"] >= cfg.epochs or st["stopped_early"]:
+            why = "stopped early" if st["stopped_early"] else f"has done its {st['epoch']} epochs"
+            log(f"the run {why}: nothing to train (a larger --epochs extends it)", cfg.quiet)
+        while st["epoch"] < cfg.epochs and not st["stopped_early"]:
             epoch = st["epoch"]
             t0 = time.perf_counter()
             with nvtx_range("data"):
@@ -307,51 +448,66 @@ class Trainer:
                          "test_acc": f"{test_acc:.6f}", "gammas": "/".join(map(str, st["gammas"])),
                          "reinforce_p0": f"{thresholds[0] / 2**32:.6g}", "epoch_time_s": f"{epoch_time:.4f}",
                          "samples_per_s": f"{n / epoch_time:.1f}"})
-            self._schedule(val_acc if self.data.val is not None else 1 - wrong / n, test_acc)
+            improved = self._schedule(val_acc if self.data.val is not None else 1 - wrong / n, test_acc)
             st["epoch"] = epoch + 1
+            if improved and self.data.val is not None:
+                st["best_epoch"] = st["epoch"]
+            if cfg.early_stop and st["epoch"] - st["best_epoch"] >= cfg.early_stop:
+                st["stopped_early"] = True
             self._write_metrics(rows)
+            if improved and self.data.val is not None:
+                self.best = self.checkpoint_arrays()
+                self.save(BEST_NAME, self.best)  # before the checkpoint that records it as the best
             self.save(CHECKPOINT_NAME)
             bar.finish(f"epoch {epoch + 1}/{cfg.epochs}: train {1 - wrong / n:.4f} triggered {triggered / n:.3f} "
                        f"val {val_acc:.4f} test {test_acc:.4f} gammas {st['gammas']} ({epoch_time:.2f} s, "
                        f"{n / epoch_time:.0f} samples/s)",
                        {"train": f"{1 - wrong / n:.4f}", "trig": f"{triggered / n:.3f}", "val": f"{val_acc:.4f}",
                         "test": f"{test_acc:.4f}", "samples/s": f"{n / epoch_time:.0f}"})
+            if st["stopped_early"]:
+                log(f"early stop: no validation improvement for {cfg.early_stop} epochs; the best, epoch "
+                    f"{st['best_epoch']} (val {st['best_val']:.4f}), is {BEST_NAME if self.writes else 'kept'}",
+                    cfg.quiet)
         self.save("model.npz")
         test_acc = accuracy(task, self.data.test, cfg.eval_batch)
-        results = {"test_accuracy": test_acc,
+        results = {"test_accuracy": test_acc if self.data.test is not None else None,
                    "val_accuracy": accuracy(task, self.data.val, cfg.eval_batch) if self.data.val else None,
                    # without a validation split the schedule scores training accuracy: not a validation figure
                    "best_val_accuracy": st["best_val"] if st["best_val"] >= 0 and self.data.val else None,
                    "test_accuracy_at_best_val": st.get("test_at_best") if self.data.val else None,
+                   "best_epoch": st["best_epoch"] if self.data.val else None, "stopped_early": st["stopped_early"],
                    "epochs": st["epoch"], "steps": st["step"], "wall_time_s": time.perf_counter() - t_start,
                    "train_time_s": train_time, "samples_per_s": (n * epochs_run / train_time) if train_time else None,
                    "backend": bk.name, "device": bk.device, "kind": cfg.kind, "sizes": list(task.sizes),
                    "processes": comm.size}
         self._write_json("results.json", results)
-        if cfg.plot and comm.rank == 0:
+        if cfg.plot and self.writes:
             from .plots import plot_metrics
 
-            plot_metrics(self._path("metrics.csv"), self._path("learning_curve.png"))
-        log(f"test accuracy {test_acc:.4f}; results in {cfg.out}", cfg.quiet)
+            plot_metrics(self._path("metrics.csv"), self._path("learning_curve.png"),
+                         title=f"{cfg.kind} {task.sizes} on {self.data.name}")
+        if self.writes:
+            log(f"test accuracy {test_acc:.4f}; results in {cfg.out}", cfg.quiet)
         return results
 
-    def _schedule(self, score: float, test_acc: float) -> None:
-        """Group-size schedule (section 5): after `patience` epochs without improvement, every gamma grows."""
+    def _schedule(self, score: float, test_acc: float) -> bool:
+        """Group-size schedule (docs/ALGORITHM.md, section 5): after `patience` epochs without improvement, every
+        gamma grows. True when score is a new best."""
         st, cfg = self.state, self.cfg
         if score > st["best_val"]:
             st["best_val"], st["test_at_best"], st["bad_epochs"] = score, test_acc, 0
-            return
+            return True
         st["bad_epochs"] += 1
         if cfg.patience and st["bad_epochs"] >= cfg.patience:
             st["gammas"] = [next_divisor(w, g) for w, g in zip(cfg.group_widths(), st["gammas"])]
             st["bad_epochs"] = 0
+        return False
 
     def _write_metrics(self, rows) -> None:
-        if self.comm.rank:
+        if not self.writes:
             return
-        def write(f):
-            import io
 
+        def write(f):
             buf = io.StringIO()
             w = csv.DictWriter(buf, fieldnames=METRICS_COLUMNS)
             w.writeheader()

@@ -1,4 +1,4 @@
-// Hidden-weight update of BEP_SPEC.md section 4.5: h[k, j] = clip(h + 2 sum_n sel[n,k] t[n,k] x[n,j], -C, C).
+// Hidden-weight update of docs/ALGORITHM.md section 4.5: h[k, j] = clip(h + 2 sum_n sel[n,k] t[n,k] x[n,j], -C, C).
 // The backend transposes sel, t and x to batch-packed rows, so the sum over samples is a gated popcount over
 // words of samples: sum = popc(selT[k]) - 2 popc((tT[k] ^ xT[j]) & selT[k]), exact in int32, then ONE clip.
 // Tiling: popc_tile.cuh with A = tT, G = selT, B = xT (K and J rows of n_words(N) words).

@@ -8,7 +8,7 @@ typedef long long i64;
 
 #define BEP_FULL_MASK 0xffffffffu
 
-// Counter RNG mixer of BEP_SPEC.md section 8 (SplitMix64 finaliser); uint64 arithmetic wraps.
+// Counter RNG mixer of docs/ALGORITHM.md section 8 (SplitMix64 finaliser); uint64 arithmetic wraps.
 // NumPy mirror: bep_gpu.rng.mix_array
 __device__ __forceinline__ u64 bep_mix(u64 x) {
     u64 z = x + 0x9E3779B97F4A7C15ull;

@@ -1,4 +1,4 @@
-// Targets of the layer below (BEP_SPEC.md section 4.3): bit j of row n is
+// Targets of the layer below (docs/ALGORITHM.md section 4.3): bit j of row n is
 // sign(sum_i g[n,i] t[n,i] wt[j,i]) = [popc(g[n]) - 2 popc((t[n] ^ wt[j]) & g[n]) >= 0], sign(0) = +1.
 // Tiling: popc_tile.cuh with A = t, G = g, B = wt. A block's 64 output columns are exactly one output word,
 // so the epilogue packs with ballots and never writes int32 sums.

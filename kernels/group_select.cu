@@ -1,4 +1,4 @@
-// Masks of BEP_SPEC.md section 4.4: per row and contiguous group of gamma units, the candidate with the smallest
+// Masks of docs/ALGORITHM.md section 4.4: per row and contiguous group of gamma units, the candidate with the smallest
 // score, lowest index on ties; nothing for a group without candidates. gamma need not be a multiple of 64, so a
 // group may straddle words and several groups share a word: the output starts zeroed and selections are OR-ed in.
 // Each group is reduced by `width` lanes (a power of two <= 32 chosen by the backend from gamma) with

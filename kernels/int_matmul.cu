@@ -1,4 +1,4 @@
-// Integer product of +-1 bits with int16 hidden weights (the "hidden" stability score of BEP_SPEC.md 4.4):
+// Integer product of +-1 bits with int16 hidden weights (the "hidden" stability score of docs/ALGORITHM.md section 4.4):
 // out[n, k] = sum_j (2 bit(x[n], j) - 1) h[k, j], exact in int32 (|out| <= 32768 J; the launcher admits J <= 65535).
 // A 256-thread block owns a 64 (n) x 64 (k) tile, 4 x 4 per thread (rows ty + 16 i, columns tx + 16 j); J
 // advances one x word (64 columns of h) at a time: the 64 x words and a 64 x 64 block of h, stored transposed

@@ -1,6 +1,6 @@
 // One warp-wide b1 tensor-core step: D = C + popc(A AND B) over a 16 x 8 x 256 tile,
 // `mma.sync.aligned.m16n8k256.row.col.s32.b1.b1.s32.and.popc` (native BMMA.AND.POPC on sm_80 and sm_90).
-// Never the .xor.popc form: ptxas emulates it on sm_90 at ~1/100 of the rate (KERNEL_NOTES.md).
+// Never the .xor.popc form: ptxas emulates it on sm_90 at ~1/100 of the rate (profiling/README.md, "H200 ceilings").
 //
 // Fragment layout, from the PTX ISA "Matrix Fragments for mma.m16n8k256" (.b1; the .s8 m16n8k32 layout with 32
 // elements per register instead of 4). UNVERIFIED ON A GPU here: tests/test_gpu.py and the backend's first-use

@@ -1,4 +1,4 @@
-// Sign + pack along the last axis (BEP_SPEC.md section 1) and the gate bits |z| <= G of section 4.3.
+// Sign + pack along the last axis (docs/ALGORITHM.md section 1) and the gate bits |z| <= G of section 4.3.
 // One warp builds one uint64 word with two ballots (lanes 0-31: bits 0-31, then bits 32-63), so a warp reads 64
 // consecutive elements of a row (coalesced) and writes one word. Bits past n are 0 because their predicate is false.
 #include "bep_common.cuh"

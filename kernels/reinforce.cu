@@ -1,4 +1,4 @@
-// Counter RNG of BEP_SPEC.md section 8 and the reinforcement of section 4.6, computed in-kernel in uint64:
+// Counter RNG of docs/ALGORITHM.md section 8 and the reinforcement of section 4.6, computed in-kernel in uint64:
 // u(i) = mix(key ^ i) >> 32 with key = rng_key(seed, stream, step, layer) computed on the host (or, for
 // reinforce_at_step, finished on the device from the step held there).
 #include "bep_common.cuh"

@@ -1,4 +1,4 @@
-// Trigger of BEP_SPEC.md section 4.2 for a mini-batch, in one launch (the array-library version is a dozen small
+// Trigger of docs/ALGORITHM.md section 4.2 for a mini-batch, in one launch (the array-library version is a dozen small
 // kernels): per row, the prediction (argmax, lowest index on ties), the trigger own - max_{c != y} logit < margin
 // in int64, the row's candidate word (all ones where it triggers, else 0), and the batch counts
 // [misclassified, triggered] added atomically (integer sums: exact in any order).

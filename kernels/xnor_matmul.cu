@@ -1,4 +1,4 @@
-// +-1 matrix product on packed bits: out[m, n] = k - 2 popc(a[m] ^ b[n]) (BEP_SPEC.md section 1).
+// +-1 matrix product on packed bits: out[m, n] = k - 2 popc(a[m] ^ b[n]) (docs/ALGORITHM.md section 1).
 // Tiling: see popc_tile.cuh (64 x 64 block tile, 256 threads, 4 x 4 per thread, 8-word K slabs).
 #include "popc_tile.cuh"
 

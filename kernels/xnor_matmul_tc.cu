@@ -1,7 +1,7 @@
-// +-1 matrix product on the b1 tensor cores (sm_80+): out[m, n] = k - 2 popc(a[m] ^ b[n]) (BEP_SPEC.md section 1),
+// +-1 matrix product on the b1 tensor cores (sm_80+): out[m, n] = k - 2 popc(a[m] ^ b[n]) (docs/ALGORITHM.md section 1),
 // bit-identical to xnor_matmul (xnor_matmul.cu), optionally also writing the packed signs (and gate bits) of out
 // or adding the product to out. Main loop: tc_gemm.cuh (128 x 128 block tile, cp.async ring, ldmatrix);
-// out = k - 2 popc(a) - 2 popc(b) + 4 popc(a & b) (XOR via AND, KERNEL_NOTES.md), with pops = the row popcounts
+// out = k - 2 popc(a) - 2 popc(b) + 4 popc(a & b) (XOR via AND, profiling/README.md), with pops = the row popcounts
 // of a (M) then b (N), bits past k ignored (row_popcounts.cu).
 #include "tc_gemm.cuh"
 

@@ -53,7 +53,7 @@ def rows() -> list[dict]:
 
 
 def qat_rows() -> list[dict]:
-    """The QAT peer's runs (scripts/baselines/qat_conv.py results.json) in the same folder."""
+    """The QAT peer's runs (bep_gpu.peers.qat_conv results.json) in the same folder."""
     out = []
     for name in sorted(os.listdir(RUNS)):
         path = os.path.join(RUNS, name, "results.json")

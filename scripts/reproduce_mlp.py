@@ -26,7 +26,7 @@ PAPER = {
 }
 WIDTHS = [35, 75, 135, 255, 525]
 # Initial group size per width (must divide it): 5-20 groups per layer, one group at K = 35, where
-# denser updates collapse deep nets (PAPER_NOTES.md).
+# denser updates collapse deep nets (RESULTS.md).
 GAMMA0 = {35: 35, 75: 15, 135: 15, 255: 17, 525: 25}
 # Per-dataset flags: Fashion-MNIST as in the paper, 50,000 train / 10,000 validation from the official 60,000.
 DATASET_FLAGS = {"prototypes": [], "fashion-mnist": ["--val-fraction", "0.1666667", "--encode", "median"]}

@@ -11,6 +11,8 @@ pip install '.[test,progress,plot]'
 # serves without a multi-GB CUDA download. sktime and scikit-learn are read only for their data files.
 pip install 'torch==2.13.0' || echo "test.sh: torch not installed; QAT baseline tests will be skipped"
 pip install --no-deps sktime scikit-learn || echo "test.sh: sktime/scikit-learn not installed; UCR/digits tests skip"
+# scikit-learn's own dependencies, so that its estimator checks run against bep_gpu's estimators.
+pip install scipy joblib threadpoolctl narwhals || echo "test.sh: scikit-learn unimportable; its estimator checks skip"
 if command -v mpicc >/dev/null 2>&1; then
   pip install mpi4py || echo "test.sh: mpi4py not installed; multi-process tests will be skipped"
 fi

@@ -1,5 +1,7 @@
 import csv
 import importlib.util
+import subprocess
+import sys
 
 import pytest
 
@@ -174,3 +176,24 @@ def test_bench_conv_case_has_the_qat_conv_peer(tmp_path, capsys):
     assert float(rows[("step", "BEP-Conv packed (numpy)")]["value"]) > 0
     assert float(rows[("step", "QAT torch conv")]["ratio"]) > 0
     assert rows[("epoch", "QAT torch conv")]["unit"] == "s/epoch (50000 samples)"
+
+
+def test_peers_come_from_the_installed_package(tmp_path):
+    """Outside the repository (no scripts/ around) the dense peer is still there: it ships in the package."""
+    code = "from bep_gpu.cli.bench import _peers; print(_peers({'dense'})[0].__name__)"
+    proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, check=True)
+    assert proc.stdout.strip() == "bep_gpu.peers.dense_bep"
+
+
+def test_qat_peer_without_torch_says_so_in_one_line(monkeypatch, capsys):
+    import bep_gpu.peers
+    from bep_gpu.cli import bench
+
+    monkeypatch.setitem(sys.modules, "torch", None)  # import torch now raises ImportError
+    monkeypatch.delitem(sys.modules, "bep_gpu.peers.qat_torch", raising=False)  # imported anew, as without torch
+    monkeypatch.delattr(bep_gpu.peers, "qat_torch", raising=False)
+    dense, qat = bench._peers({"dense", "qat"})
+    assert dense is not None and qat is None
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("bep-bench: no QAT peer rows: it needs torch") \
+        and "pip install 'bep-gpu[baselines]'" in err[0]

@@ -32,7 +32,7 @@ def data(tmp_path_factory):
     d = {"good": _write(tmp / "good.npz", **good),
          "nan": _write(tmp / "nan.npz", **{**good, "x_train": nan}),
          "inf": _write(tmp / "inf.npz", **{**good, "x_train": inf}),
-         "negative_label": _write(tmp / "neg.npz", **{**good, "y_train": y[:200] - 1}),
+         "unseen_test_label": _write(tmp / "unseen.npz", **{**good, "y_test": np.where(y[200:] == 2, 7, y[200:])}),
          "one_class": _write(tmp / "one.npz", **{**good, "y_train": np.zeros(200, int)}),
          "empty": _write(tmp / "empty.npz", **{**good, "x_train": x[:0], "y_train": y[:0]}),
          "missing_arrays": _write(tmp / "miss.npz", x_train=x, y_train=y),
@@ -51,6 +51,22 @@ def model(data, tmp_path_factory):
     assert train_main(["mlp", "--dataset", data["good"], "--hidden", "20", "--gamma0", "5", "--epochs", "2",
                        "--backend", "numpy", "--quiet", "--encode", "thermometer:2", "--out", str(out)]) == 0
     return out
+
+
+def _as_rnn(arrays, ss_shape=(20, 20)):
+    """The MLP checkpoint's arrays turned into a consistent RNN checkpoint (its first matrix as hidden.xs)."""
+    config = json.loads(str(arrays["config"]))
+    config.update(kind="rnn")
+    config.pop("sizes")
+    out = {k: v for k, v in arrays.items() if not k.startswith("hidden.")}
+    out.update({"kind": np.array("rnn"), "config": np.array(json.dumps(config)), "hidden.xs": arrays["hidden.0"],
+                "hidden.ss": np.zeros(ss_shape, np.int16), "hidden.sy": np.zeros((20, 20), np.int16)})
+    return out
+
+
+def _weights_only(arrays):
+    return {**{k: v for k, v in arrays.items() if k in ("format", "version", "kind", "prototypes")
+               or k.startswith("hidden.")}, "config": np.array("{}")}
 
 
 def _one_line_error(capsys, prog):
@@ -130,8 +146,7 @@ def test_eval_errors(case, message, model, data, tmp_path, capsys):
         extra = ["--dataset", data["wide"]]
     elif case == "sequence_dataset":
         path = tmp_path / "r.npz"
-        np.savez(path, **{**arrays, "kind": np.array("rnn"), "hidden.xs": arrays["hidden.0"][:, :16],
-                          "hidden.ss": np.zeros((20, 20), np.int16), "hidden.sy": np.zeros((20, 20), np.int16)})
+        np.savez(path, **_as_rnn(arrays))
     elif case == "weights_only":
         path = tmp_path / "w.npz"
         np.savez(path, **{k: arrays[k] for k in ("format", "version", "kind", "prototypes", "hidden.0")},
@@ -159,7 +174,8 @@ def _cuda_usable():
     ("dataset lacking arrays", ["--dataset", "missing_arrays"], "lacks the arrays x_test, y_test"),
     ("NaN feature", ["--dataset", "nan"], "NaN or inf"),
     ("inf feature", ["--dataset", "inf"], "NaN or inf"),
-    ("negative label", ["--dataset", "negative_label"], "labels must be 0..C-1"),
+    ("test label unseen in training", ["--dataset", "unseen_test_label"],
+     "y_test holds labels the training labels lack (7); the classes are 0, 1, 2"),
     ("single class", ["--dataset", "one_class"], "fewer than 2 classes"),
     ("empty training set", ["--dataset", "empty"], "empty"),
     ("unknown dataset", ["--dataset", "mnist-but-wrong"], "unknown dataset"),
@@ -199,19 +215,15 @@ def test_train_bad_init_checkpoint(case, message, model, data, tmp_path, capsys)
     if case == "truncated":
         path.write_bytes((model / "model.npz").read_bytes()[:3000])
     elif case == "other kind":
-        arrays["kind"] = np.array("rnn")
-        arrays.update({"hidden.xs": arrays["hidden.0"], "hidden.ss": np.zeros((20, 20), np.int16),
-                       "hidden.sy": np.zeros((20, 20), np.int16)})
+        arrays = _as_rnn(arrays)
     elif case == "other version":
         arrays["version"] = np.array(7)
-    elif case == "wrong input size":
-        arrays["hidden.0"] = np.zeros((20, 12), np.int16)
+    elif case == "wrong input size":  # weights only (config {}), as --init accepts
+        arrays = {**_weights_only(arrays), "hidden.0": np.zeros((20, 12), np.int16)}
     elif case == "wrong class count":
-        arrays["prototypes"] = np.ones((4, 20), np.int8)
+        arrays = {**_weights_only(arrays), "prototypes": np.ones((4, 20), np.int8)}
     elif case == "bad shapes":
-        arrays["kind"] = np.array("rnn")
-        arrays.update({"hidden.xs": arrays["hidden.0"], "hidden.ss": np.zeros((20, 19), np.int16),
-                       "hidden.sy": np.zeros((20, 20), np.int16)})
+        arrays = _as_rnn(arrays, ss_shape=(20, 19))
     if case not in ("missing", "truncated"):
         np.savez(path, **arrays)
     kind = "rnn" if case == "bad shapes" else "mlp"
@@ -304,9 +316,115 @@ def test_progress_plain_lines_and_quiet(data, tmp_path, capsys):
 
 def test_progress_bar_postfix_on_a_terminal(data, tmp_path, capsys, monkeypatch):
     pytest.importorskip("tqdm")
+    import shutil
+
     monkeypatch.setattr(sys.stderr, "isatty", lambda: True, raising=False)
+    monkeypatch.setattr(shutil, "get_terminal_size", lambda *a, **k: os.terminal_size((120, 24)))  # room for all
     assert train_main(["mlp", "--dataset", data["good"], "--hidden", "10", "--gamma0", "5", "--epochs", "2",
                        "--backend", "numpy", "--out", str(tmp_path / "a")]) == 0
     err = capsys.readouterr().err
     assert "epoch 2/2" in err and "train=" in err and "trig=" in err and "samples/s=" in err
     assert "epoch 1/2: train" not in err  # the bar replaces the plain line
+
+
+@pytest.mark.parametrize("columns", [80, 120])
+def test_progress_bar_fits_the_terminal(columns, data, tmp_path, capsys, monkeypatch):
+    pytest.importorskip("tqdm")
+    import shutil
+
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True, raising=False)
+    monkeypatch.setattr(shutil, "get_terminal_size", lambda *a, **k: os.terminal_size((columns, 24)))
+    assert train_main(["mlp", "--dataset", data["good"], "--hidden", "10", "--gamma0", "5", "--epochs", "2",
+                       "--backend", "numpy", "--out", str(tmp_path / "a")]) == 0
+    err = capsys.readouterr().err
+    lines = [seg for line in err.splitlines() for seg in line.split("\r") if seg.startswith("epoch")]
+    assert lines and max(len(seg) for seg in lines) <= columns, lines
+    assert "train=" in lines[-1] and "100%" in lines[-1]
+    if columns >= 120:
+        assert "samples/s=" in lines[-1]
+
+
+# --- the small things: --quiet, --version, help defaults, --max-train, plot, --config ---------------------------
+def test_quiet_is_quiet_even_about_the_backend(data, tmp_path, capsys, monkeypatch):
+    import bep_gpu.backends as backends
+
+    args = ["mlp", "--dataset", data["good"], "--hidden", "10", "--gamma0", "5", "--epochs", "1", "--backend", "auto"]
+    monkeypatch.setattr(backends, "_auto_said", False)
+    monkeypatch.setattr(backends, "_cache", {})
+    assert train_main(args + ["--out", str(tmp_path / "a"), "--quiet"]) == 0
+    assert capsys.readouterr().err == ""
+    monkeypatch.setattr(backends, "_auto_said", False)  # said once per process
+    monkeypatch.setattr(backends, "_cache", {})
+    assert train_main(args + ["--out", str(tmp_path / "b")]) == 0  # without --quiet the choice is said
+    assert "backend auto: using" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("module", ["train", "evaluate", "summary", "export", "bench"])
+def test_every_command_has_version(module, capsys):
+    import importlib
+
+    import bep_gpu
+
+    with pytest.raises(SystemExit) as info:
+        importlib.import_module(f"bep_gpu.cli.{module}").main(["--version"])
+    assert info.value.code == 0 and capsys.readouterr().out.strip().endswith(f" {bep_gpu.__version__}")
+
+
+def test_every_training_flag_says_its_default():
+    import argparse
+
+    from bep_gpu.cli.train import build_parser
+
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    for kind, parser in sub.choices.items():
+        for action in parser._actions:
+            if action.dest != "help":
+                assert "(default: " in action.help, (kind, action.option_strings)
+
+
+def test_max_train_is_counted_before_the_split(data, tmp_path, capsys):
+    assert train_main(["mlp", "--dataset", data["good"], "--hidden", "10", "--gamma0", "5", "--epochs", "1",
+                       "--backend", "numpy", "--max-train", "100", "--out", str(tmp_path / "a")]) == 0
+    assert "(90 train + 10 validation samples, the first 100 of the training set;" in capsys.readouterr().err
+    config = json.loads((tmp_path / "a" / "config.json").read_text())
+    assert config["n_train"] + config["n_val"] == 100
+
+
+def test_plot_has_a_title_and_marks_the_best_epoch(tmp_path, monkeypatch):
+    pytest.importorskip("matplotlib")
+    from matplotlib.axes import Axes
+
+    from bep_gpu import plots
+
+    (tmp_path / "m.csv").write_text("epoch,train_acc,val_acc,test_acc,triggered_frac\n1,0.5,0.6,0.5,0.9\n"
+                                    "2,0.6,0.8,0.7,0.8\n3,0.7,0.8,0.7,0.7\n4,0.8,0.7,0.7,0.6\n")
+    calls = {}
+    for name in ("set_title", "axvline"):
+        real = getattr(Axes, name)
+        monkeypatch.setattr(Axes, name, lambda self, *a, _real=real, _name=name, **k: (
+            calls.setdefault(_name, []).append((a, k)), _real(self, *a, **k))[1])
+    plots.plot_metrics(str(tmp_path / "m.csv"), str(tmp_path / "p.png"), title="mlp [8, 10] on x")
+    assert calls["set_title"][0][0] == ("mlp [8, 10] on x",)
+    assert calls["axvline"][0][0] == (2.0,)  # the first epoch of the best validation accuracy
+    assert (tmp_path / "p.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_config_starts_a_run_from_a_saved_config(data, tmp_path, capsys):
+    first = tmp_path / "first"
+    assert train_main(["mlp", "--dataset", data["good"], "--out", str(first), "--encode", "thermometer:3",
+                       "--seed", "4"] + TINY) == 0
+    again = tmp_path / "again"
+    assert train_main(["mlp", "--config", str(first / "config.json"), "--out", str(again)]) == 0
+    a, b = np.load(first / "model.npz"), np.load(again / "model.npz")
+    assert np.array_equal(a["hidden.0"], b["hidden.0"]) and str(a["encoder.spec"]) == "thermometer:3"
+    longer = tmp_path / "longer"
+    assert train_main(["mlp", "--config", str(first / "config.json"), "--epochs", "2", "--out", str(longer)]) == 0
+    assert json.loads((longer / "results.json").read_text())["epochs"] == 2
+    # its own folder holds a finished run: refused, as any run into it would be
+    assert train_main(["mlp", "--config", str(first / "config.json")]) == 2
+    assert "holds a finished run" in _one_line_error(capsys, "bep-train")
+    assert train_main(["rnn", "--config", str(first / "config.json"), "--out", str(tmp_path / "r")]) == 2
+    assert "is the config of an mlp run; use bep-train mlp" in _one_line_error(capsys, "bep-train")
+    (tmp_path / "bad.json").write_text("{not json")
+    assert train_main(["mlp", "--config", str(tmp_path / "bad.json")]) == 2
+    assert "not JSON" in _one_line_error(capsys, "bep-train")

@@ -187,7 +187,9 @@ def test_digits_from_data_dir(tmp_path):
 
 def test_digits_missing(tmp_path, monkeypatch):
     monkeypatch.setattr(sources, "_package_dir", lambda package: None)
-    user_error(load_dataset, "digits", data_dir=str(tmp_path), match="pip install scikit-learn")
+    user_error(load_dataset, "digits", match="pip install scikit-learn")
+    # a given --data-dir is the only place looked at
+    user_error(load_dataset, "digits", data_dir=str(tmp_path), match="holds no digits.csv.gz")
 
 
 def test_digits_bad_table(tmp_path):
@@ -210,7 +212,7 @@ def write_npz(path, **overrides):
     rng = np.random.default_rng(2)
     arrays = {
         "x_train": rng.normal(size=(20, 5)), "y_train": np.arange(20) % 3,
-        "x_test": rng.normal(size=(6, 5)), "y_test": np.arange(6) % 4,
+        "x_test": rng.normal(size=(6, 5)), "y_test": np.arange(6) % 3,
     }
     arrays.update(overrides)
     np.savez(path, **{k: v for k, v in arrays.items() if v is not None})
@@ -220,7 +222,7 @@ def write_npz(path, **overrides):
 def test_npz_round_trip(tmp_path):
     arrays = write_npz(tmp_path / "d.npz")
     ds = load_dataset(f"npz:{tmp_path / 'd.npz'}")
-    assert ds.n_classes == 4 and not ds.image and ds.name == f"npz:{tmp_path / 'd.npz'}"
+    assert ds.n_classes == 3 and not ds.image and ds.name == f"npz:{tmp_path / 'd.npz'}"
     for k in arrays:
         assert np.array_equal(getattr(ds, k), arrays[k])
     assert ds.y_train.dtype == np.int64
@@ -228,7 +230,7 @@ def test_npz_round_trip(tmp_path):
 
 def test_npz_sequence_and_float_labels(tmp_path):
     write_npz(tmp_path / "s.npz", x_train=np.zeros((20, 7, 2)), x_test=np.ones((6, 7, 2)),
-              y_train=(np.arange(20) % 2).astype(np.float32))
+              y_train=(np.arange(20) % 2).astype(np.float32), y_test=np.arange(6) % 2)
     ds = load_dataset(f"npz:{tmp_path / 's.npz'}", sequence=True, window=3)
     assert ds.x_train.shape == (20, 3, 2) and ds.n_steps == 3 and ds.y_train.dtype == np.int64
 
@@ -241,8 +243,9 @@ NPZ_ERRORS = [
     (dict(x_test=np.full((6, 5), np.inf)), "NaN or inf"),
     (dict(x_train=np.array([["a"] * 5] * 20)), "must be numeric"),
     (dict(y_train=np.arange(20) * 0.5), "integer class labels"),
-    (dict(y_train=np.array(["a"] * 20)), "integer class labels"),
-    (dict(y_test=np.array([0, 1, 2, -1, 0, 0])), "labels must be 0..C-1"),
+    (dict(y_train=np.arange(20) * (1 + 1j)), "integer class labels"),
+    (dict(y_test=np.array([0, 1, 2, -1, 0, 0])), r"y_test holds labels the training labels lack \(-1\)"),
+    (dict(y_test=np.array([0, 1, 7, 1, 0, 0])), r"lack \(7\); the classes are 0, 1, 2"),
     (dict(y_train=np.zeros(20, dtype=int)), "fewer than 2 classes"),
     (dict(x_train=np.zeros((0, 5)), y_train=np.zeros(0, dtype=int)), "train set is empty"),
     (dict(x_test=np.zeros((0, 5)), y_test=np.zeros(0, dtype=int)), "test set is empty"),

@@ -1,9 +1,7 @@
-"""The bit-packed MLP and RNN steps and an independent dense integer implementation of the algorithm agree bit for
-bit. The dense steps get their integer thresholds from dense_reference (the rules written out, not the package's
-StepRules), and r, nu and the widths make r * K and nu * K fractional, so ceil and floor give different values."""
-import os
-import sys
-
+"""The bit-packed MLP and RNN steps and an independent dense integer implementation of the algorithm
+(docs/ALGORITHM.md) agree bit for bit. The dense steps get their integer thresholds from dense_reference (the rules
+written out, not the package's StepRules), and r, nu and the widths make r * K and nu * K fractional, so ceil and
+floor give different values."""
 import numpy as np
 import pytest
 
@@ -14,8 +12,7 @@ from bep_gpu.bep_mlp import StepRules, reinforcement_thresholds, train_step
 from bep_gpu.mlp import init_hidden
 from bep_gpu.prototypes import make_prototypes
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "scripts"))
-from baselines.dense_bep import dense_rnn_step, dense_step  # noqa: E402
+from bep_gpu.peers.dense_bep import dense_rnn_step, dense_step
 
 
 @pytest.mark.parametrize("sizes, gammas, batch", [([70, 35, 35], [7, 35], 13), ([130, 45, 45, 45], [15, 9, 45], 40),

@@ -1,6 +1,5 @@
-"""The QAT baseline (scripts/baselines/qat_torch.py): trains, writes its files, refuses bad input in one line."""
+"""The QAT baseline (bep_gpu.peers.qat_torch): trains, writes its files, refuses bad input in one line."""
 import csv
-import importlib.util
 import json
 import os
 import subprocess
@@ -12,10 +11,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SCRIPT = os.path.join(ROOT, "scripts", "baselines", "qat_torch.py")
-_spec = importlib.util.spec_from_file_location("qat_torch", SCRIPT)
-qat = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(qat)
+from bep_gpu.peers import qat_torch as qat  # noqa: E402 (after the torch skip)
 
 METRIC_COLUMNS = ["epoch", "train_loss", "train_acc", "val_acc", "test_acc", "epoch_time_s", "samples_per_s"]
 
@@ -90,7 +86,7 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, args, words):
 
 def test_command_line_exit_status(tmp_path):
     env = dict(os.environ, PYTHONPATH=ROOT)
-    proc = subprocess.run([sys.executable, SCRIPT, "mlp", "--dataset", "prototypes", "--val-fraction", "1.5",
+    proc = subprocess.run([sys.executable, "-m", "bep_gpu.peers.qat_torch", "mlp", "--dataset", "prototypes", "--val-fraction", "1.5",
                            "--out", str(tmp_path)], capture_output=True, text=True, env=env, cwd=ROOT)
     assert proc.returncode == 2
     assert proc.stderr.strip().count("\n") == 0 and "--val-fraction" in proc.stderr

@@ -117,7 +117,7 @@ def test_ctrl_c_before_the_first_epoch(args, tmp_path, capsys, monkeypatch):
     old.parent.mkdir()
     old.write_bytes(b"")
     os.utime(old, (time.time() - 60, time.time() - 60))
-    assert train_main(["mlp", "--out", str(tmp_path / "o")] + args) == 130
+    assert train_main(["mlp", "--out", str(tmp_path / "o"), "--overwrite"] + args) == 130
     assert capsys.readouterr().err.strip().splitlines() == ["bep-train: interrupted; no epoch finished, nothing to "
                                                             "resume"]
 
@@ -193,3 +193,130 @@ def test_rnn_interrupted_and_resumed_bit_for_bit(tmp_path, capsys, monkeypatch):
     for key in ("hidden.xs", "hidden.ss", "hidden.sy", "prototypes", "encoder.expand", "train.state"):
         assert np.array_equal(a[key], b[key]), key
     assert _metrics(tmp_path / "cut") == _metrics(tmp_path / "full")
+
+
+# --- extending a run, and what --resume may change ------------------------------------------------------------
+def _with_epochs(args, n):
+    i = args.index("--epochs")
+    return args[:i + 1] + [str(n)] + args[i + 2:]
+
+
+def test_a_finished_run_extends_bit_for_bit(uninterrupted, args, tmp_path, capsys):
+    """3 epochs, then --resume --epochs 6: the same weights, metrics and best model as 6 epochs asked at once;
+    the execution options of the second launch (--eval-batch, --quiet off) may differ."""
+    out = tmp_path / "short"
+    assert train_main(["mlp", "--out", str(out)] + _with_epochs(args, 3)) == 0
+    assert json.loads((out / "results.json").read_text())["epochs"] == 3
+    assert train_main(["mlp", "--resume", str(out), "--epochs", "6", "--eval-batch", "97"]) == 0
+    assert "epoch 6/6" in capsys.readouterr().err
+    _same_model(uninterrupted, out)
+    assert _metrics(out) == _metrics(uninterrupted)
+    for key in COMPARED:
+        assert np.array_equal(np.load(out / "best.npz")[key], np.load(uninterrupted / "best.npz")[key]), key
+    assert json.loads((out / "config.json").read_text())["epochs"] == 6
+    # nothing left to do: said so, exit 0, the run unchanged
+    assert train_main(["mlp", "--resume", str(out)]) == 0
+    assert "nothing to train" in capsys.readouterr().err
+    _same_model(uninterrupted, out)
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--hidden", "20,20"], "--hidden 20,20 differs from the run's 35,35 (its config.json)"),
+    (["--r", "0.5"], "--r 0.5 differs from the run's 0.75"),
+    (["--seed", "3"], "--seed 3 differs from the run's 0"),
+    (["--gamma-patience", "2"], "--patience 2 differs from the run's 1"),
+    (["--dataset", "prototypes"], "--dataset prototypes differs"),
+    (["--epochs", "5"], "--epochs 5 is fewer than the 6 the run has done"),
+    (["--out", "elsewhere"], "a resumed run writes into its own folder"),
+])
+def test_resume_refuses_a_changed_setting(extra, message, uninterrupted, capsys):
+    before = (uninterrupted / "model.npz").read_bytes()
+    assert train_main(["mlp", "--resume", str(uninterrupted), "--quiet"] + extra) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0], err
+    assert (uninterrupted / "model.npz").read_bytes() == before
+
+
+def test_resume_accepts_the_same_settings_given_again(uninterrupted, args, capsys):
+    assert train_main(["mlp", "--resume", str(uninterrupted), "--encode", "auto", "--plot"] + args) == 0
+    capsys.readouterr()
+
+
+def test_an_rnn_run_does_not_resume_as_mlp(tmp_path, capsys):
+    rng = np.random.default_rng(5)
+    y = rng.integers(0, 2, 60)
+    np.savez(tmp_path / "s.npz", x_train=rng.normal(size=(50, 4, 1)), y_train=y[:50],
+             x_test=rng.normal(size=(10, 4, 1)), y_test=y[50:])
+    out = tmp_path / "rnn"
+    assert train_main(["rnn", "--dataset", f"npz:{tmp_path / 's.npz'}", "--hidden", "10", "--gamma0", "5",
+                       "--epochs", "1", "--backend", "numpy", "--quiet", "--out", str(out)]) == 0
+    assert train_main(["mlp", "--resume", str(out), "--epochs", "2"]) == 2
+    assert capsys.readouterr().err.strip() == (f"bep-train: error: --resume {out} holds an rnn run; resume it "
+                                               "with bep-train rnn")
+
+
+# --- runs are not overwritten ---------------------------------------------------------------------------------
+def test_a_finished_run_is_not_overwritten(uninterrupted, args, tmp_path, capsys):
+    before = (uninterrupted / "model.npz").read_bytes()
+    assert train_main(["mlp", "--out", str(uninterrupted)] + args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"bep-train: error: --out {uninterrupted} holds a finished run (model.npz); continue it with "
+                   f"--resume {uninterrupted}, replace it with --overwrite, or choose another --out"]
+    assert (uninterrupted / "model.npz").read_bytes() == before
+
+
+def test_overwrite_replaces_every_file_of_the_old_run(args, tmp_path):
+    out = tmp_path / "run"
+    assert train_main(["mlp", "--out", str(out)] + _with_epochs(args, 2)) == 0
+    (out / "learning_curve.png").write_bytes(b"an old plot")
+    first = np.load(out / "model.npz")["hidden.0"]
+    assert train_main(["mlp", "--out", str(out), "--overwrite", "--seed", "1"] + _with_epochs(args, 1)) == 0
+    assert not (out / "learning_curve.png").exists()
+    assert len(_metrics(out)) == 1 and not np.array_equal(np.load(out / "model.npz")["hidden.0"], first)
+
+
+def test_a_failed_run_leaves_no_folder(args, tmp_path, monkeypatch):
+    """Bad settings, a bad checkpoint, or an interruption before the first epoch ends: no --out folder."""
+    out = tmp_path / "a" / "b"
+    assert train_main(["mlp", "--out", str(out)] + args + ["--gamma0", "8"]) == 2
+    assert train_main(["mlp", "--out", str(out), "--init", str(tmp_path / "none.npz")] + args) == 2
+
+    def interrupt(self, n):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(EpochProgress, "advance", interrupt)
+    assert train_main(["mlp", "--out", str(out)] + args) == 130
+    assert not (tmp_path / "a").exists() or not os.listdir(tmp_path / "a")
+    assert not out.exists()
+
+
+# --- early stopping and best.npz --------------------------------------------------------------------------------
+def test_early_stop_and_best_model(args, tmp_path):
+    """--early-stop 1 stops at the first epoch without a new best validation accuracy; best.npz is the model of
+    the best epoch, bit for bit the model.npz of a run that asked for that many epochs."""
+    full = tmp_path / "full"
+    assert train_main(["mlp", "--out", str(full)] + _with_epochs(args, 6)) == 0
+    val = [float(r["val_acc"]) for r in _metrics(full)]
+    best, stop = 1, None
+    for epoch in range(2, 7):
+        if val[epoch - 1] > val[best - 1]:
+            best = epoch
+        elif stop is None:
+            stop = epoch
+            break
+    early = tmp_path / "early"
+    assert train_main(["mlp", "--out", str(early), "--early-stop", "1"] + _with_epochs(args, 6)) == 0
+    results = json.loads((early / "results.json").read_text())
+    assert results["epochs"] == (stop or 6) and results["stopped_early"] == (stop is not None)
+    assert results["best_epoch"] == best
+    at_best = tmp_path / "at_best"
+    assert train_main(["mlp", "--out", str(at_best)] + _with_epochs(args, best)) == 0
+    for key in ("hidden.0", "hidden.1"):
+        assert np.array_equal(np.load(early / "best.npz")[key], np.load(at_best / "model.npz")[key]), key
+    full_best = json.loads((full / "results.json").read_text())["best_epoch"]
+    assert full_best == int(np.argmax(val)) + 1
+
+
+def test_early_stop_needs_a_validation_split(args, tmp_path, capsys):
+    assert train_main(["mlp", "--out", str(tmp_path / "o"), "--early-stop", "2", "--val-fraction", "0"] + args) == 2
+    assert "--early-stop needs a validation split" in capsys.readouterr().err

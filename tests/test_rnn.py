@@ -1,4 +1,4 @@
-"""BEP-TT (BEP_SPEC.md section 9): backend parity of the step, learning through `bep-train rnn`, its flags."""
+"""BEP-TT (docs/ALGORITHM.md section 9): backend parity of the step, learning through `bep-train rnn`, its flags."""
 import json
 import math
 import shutil
@@ -55,7 +55,7 @@ def test_step_same_on_numpy_and_emulated_cuda(rnn_mask, horizon):
 
 
 def dense_step(hidden, protos, x, y, gammas, cfg, thresholds, step):
-    """BEP_SPEC.md section 9 read literally, one sample at a time on +-1 integers (1-based time as in the spec)."""
+    """docs/ALGORITHM.md section 9 read literally, one sample at a time on +-1 integers (1-based time as in the spec)."""
     hxs, hss, hsy = (h.astype(np.int64) for h in hidden)
     wxs, wss, wsy = (ref.sgn(h) for h in hidden)
     n, steps, kx = x.shape

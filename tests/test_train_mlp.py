@@ -1,4 +1,4 @@
-"""End-to-end MLP training through the CLI: files per CONTRACT.md, learning, --init, and early flag errors."""
+"""End-to-end MLP training through the CLI: files per docs/CLI.md, learning, --init, and early flag errors."""
 import json
 
 import numpy as np

@@ -58,7 +58,7 @@ def check_select_wrong(z, a, t, row_mask) -> int:
 
 
 class Backend(ABC):
-    """Exact integer/bit primitives of BEP (BEP_SPEC.md sections 1, 3-4, 8, 9)."""
+    """Exact integer/bit primitives of BEP (docs/ALGORITHM.md sections 1, 3-4, 8, 9)."""
 
     name: str = "?"
     xp = np  # array module of this backend
@@ -189,7 +189,7 @@ class Backend(ABC):
         return ((xp.asarray(words, dtype=xp.uint64)[:, col // 64] >> shift) & xp.uint64(1)).astype(xp.int32)
 
     def trigger(self, logits, labels, margin: int):
-        """Trigger of BEP_SPEC.md section 4.2 on int32 logits (N, C) and labels (N,): the device int64 counts
+        """Trigger of docs/ALGORITHM.md section 4.2 on int32 logits (N, C) and labels (N,): the device int64 counts
         [misclassified, triggered] (prediction = argmax, lowest index on ties; trigger = y_c - max_{c' != c} y_c'
         < margin, in int64) and per-row words (N, 1), all ones where the row triggers, else zero (AND-ed into the
         wrong-unit candidates, so a sample that does not trigger selects no unit). This version is array code;
@@ -209,7 +209,7 @@ class Backend(ABC):
                   active=None) -> None:
         """In place: entry f of h (flat index) with u(f) < threshold becomes clip(h + 2 sign(h)) (0 -> +2).
 
-        u is the counter RNG of BEP_SPEC.md section 8 keyed (seed, stream, step, layer); threshold is an
+        u is the counter RNG of docs/ALGORITHM.md section 8 keyed (seed, stream, step, layer); threshold is an
         integer in [0, 2^32] (floor(p * 2^32)). active: optional one-element integer backend array; when it
         holds 0 nothing changes (read on the device, so the caller needs no host synchronisation). step: an
         int, or a one-element int64 backend array read on the device (a replayed CUDA graph advances it there).

@@ -8,8 +8,8 @@ Sections (--sections, comma-separated; default all five):
           b1 ceiling).
   step    one BEP training step (and the epoch it implies) for the paper's MLPs, a large MLP and the paper's RNN
           (BEP-TT, sequential MNIST shape: 28 steps, Kx = Ks = Ky = 1875, batch 100) on random +-1 data: ours vs
-          the dense integer implementation (scripts/baselines/dense_bep.py) and the QAT baseline
-          (scripts/baselines/qat_torch.py, if torch is installed); the peers are found from the repository root.
+          the dense integer implementation (bep_gpu.peers.dense_bep) and the QAT baseline
+          (bep_gpu.peers.qat_torch, if torch is installed: the extra [baselines]).
           On a GPU also the MLP step replayed from a CUDA graph (bep-train --cuda-graph).
   memory  training-state bytes per weight and peak memory, ours vs QAT (same cases as step).
   update  the update in its two exact forms, popcount over every sample vs sparse over the samples that selected
@@ -45,10 +45,10 @@ from ..errors import UserError
 from ..mlp import init_hidden
 from ..prototypes import make_prototypes
 from ..threads import set_threads
-from .common import StrictParser, run_cli
+from .common import StrictParser, add_version, run_cli
 
-POPC_CEILING = 134e12  # H200 CUDA-core XOR+POPC bit-MAC/s (KERNEL_NOTES.md)
-B1_CEILING = 4.2e15  # H200 b1 tensor cores, mma ... .and.popc (KERNEL_NOTES.md; unmeasured)
+POPC_CEILING = 134e12  # H200 CUDA-core XOR+POPC bit-MAC/s (profiling/README.md, "H200 ceilings")
+B1_CEILING = 4.2e15  # H200 b1 tensor cores, mma ... .and.popc (profiling/README.md, "H200 ceilings"; unmeasured)
 QAT_STATE_BYTES = 16.0  # fp32 latent weight + gradient + Adam m and v
 OURS_STATE_BYTES = 2.0 + 1 / 8  # int16 hidden weight + its packed visible bit
 # The dense integer peer on the CPU runs NumPy's integer matmul (no BLAS, about 2 G MAC/s here): steps of more
@@ -59,22 +59,19 @@ DENSE_CPU_ONE_CALL = 1e10
 FMNIST_VAL_FRACTION = 1 / 6  # 60,000 official training images -> 50,000 train + 10,000 validation (the paper's split)
 
 
-def _peers():
-    """The baseline modules under scripts/, when run from a checkout (they are not part of the wheel)."""
-    for root in (os.getcwd(), os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))):
-        if os.path.isdir(os.path.join(root, "scripts", "baselines")):
-            sys.path.insert(0, os.path.join(root, "scripts"))
-            break
-    dense = qat = None
-    try:
-        from baselines import dense_bep as dense
-    except ImportError:
-        pass
-    try:
-        from baselines import qat_torch as qat
-    except ImportError:  # torch absent
-        pass
-    return dense, qat
+def _peers(wanted) -> tuple:
+    """The peer modules named in wanted (dense, qat), None for the others; the QAT peer needs torch: without
+    it, one line says so and its rows are left out."""
+    from ..peers import dense_bep
+
+    qat = None
+    if "qat" in wanted:
+        try:
+            from ..peers import qat_torch as qat
+        except ImportError as e:
+            print(f"bep-bench: no QAT peer rows: it needs torch ({e}); pip install 'bep-gpu[baselines]'",
+                  file=sys.stderr, flush=True)
+    return (dense_bep if "dense" in wanted else None), qat
 
 
 def timed(fn, sync, min_time: float, max_reps: int = 50, min_reps: int = 1, warmup: bool = True) -> float:
@@ -301,7 +298,7 @@ def _bench_case(bk, table, case, label, step, arrays, min_time, min_reps, batch,
 
 def bench_conv_steps(bk, table, min_time, qat, image=(28, 28, 1), specs=((16, 3, 2, 1), (32, 3, 2, 1)), dense=(256,),
                      batch=100, gamma=8, epoch_samples=50000):
-    """One BEP-Conv step (the Fashion-MNIST convnet of RESULTS.md) beside the QAT peer's (scripts/baselines/qat_conv.py,
+    """One BEP-Conv step (the Fashion-MNIST convnet of RESULTS.md) beside the QAT peer's (bep_gpu.peers.qat_conv,
     no BN) on the same shapes."""
     from .. import bep_conv
 
@@ -332,7 +329,7 @@ def bench_conv_steps(bk, table, min_time, qat, image=(28, 28, 1), specs=((16, 3,
     if qat is None:
         return
     try:
-        from baselines import qat_conv
+        from ..peers import qat_conv
     except ImportError:
         return
     r = qat_conv.time_qat_conv_step(image[:2], image[2], specs, dense, batch_size=batch,
@@ -517,6 +514,7 @@ def bench_real_epoch(bk, table, qat, data_dir, max_samples, others=()):
 
 def _main(argv):
     p = StrictParser(prog="bep-bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_version(p)
     p.add_argument("--backend", default="auto",
                    help="auto, numpy, numba or cuda; several, comma-separated, are timed in one run, ratios against "
                         "the first (e.g. numba,numpy) (default: auto)")
@@ -582,8 +580,7 @@ def _main(argv):
         if not gemm or any(len(s) != 3 or min(s) <= 0 for s in gemm):
             raise UserError(f"--gemm-sizes takes MxNxK[,MxNxK...] with positive sizes, got {args.gemm_sizes!r}")
     peers = set(filter(None, args.peers.split(",")))
-    dense, qat = _peers() if sections & {"step", "memory", "epoch"} and peers else (None, None)
-    dense, qat = (dense if "dense" in peers else None), (qat if "qat" in peers else None)
+    dense, qat = _peers(peers) if sections & {"step", "memory", "epoch"} else (None, None)
     if qat is not None and args.threads:
         import torch
 

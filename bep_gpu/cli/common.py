@@ -13,6 +13,12 @@ class StrictParser(argparse.ArgumentParser):
         raise UserError(message)
 
 
+def add_version(parser: argparse.ArgumentParser) -> None:
+    from .. import __version__
+
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+
+
 def run_cli(fn, argv=None) -> int:
     prog = getattr(fn, "prog", None) or "bep"
     try:

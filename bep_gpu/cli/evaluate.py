@@ -6,13 +6,14 @@ import json
 import sys
 import time
 
-from .common import StrictParser, run_cli
+from .common import StrictParser, add_version, run_cli
 
 SPLITS = ("test", "train", "val")
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = StrictParser(prog="bep-eval", description=__doc__)
+    add_version(p)
     p.add_argument("checkpoint", help="a bep-gpu checkpoint (model.npz or checkpoint.npz)")
     p.add_argument("--dataset", help="dataset to evaluate on (default: the one the checkpoint was trained on)")
     p.add_argument("--data-dir", help="folder with the dataset's files (default: the checkpoint's)")
@@ -35,7 +36,7 @@ def evaluate(checkpoint: str, dataset: str | None = None, data_dir: str | None =
     model = load(checkpoint, backend=backend)
     cfg = model.config
     if dataset:
-        cfg.dataset = dataset
+        cfg.dataset, cfg.data_dir = dataset, None  # the run's --data-dir was for its own dataset
     elif model.trained_on is None:
         raise UserError(f"checkpoint {checkpoint} does not say which dataset it was trained on; pass --dataset")
     if data_dir:
@@ -48,15 +49,14 @@ def evaluate(checkpoint: str, dataset: str | None = None, data_dir: str | None =
     # The trainer's own loading, split and encoding; with the stored encoder (refitted only for a weights-only
     # checkpoint, as --init does).
     trained_shape = cfg.image_shape
-    data = Prepared(cfg, model.bk, model.encoder)
+    # Labels are mapped to the model's classes: one the model does not know is an error.
+    data = Prepared(cfg, model.bk, model.encoder, model.classes)
     if model.kind == "conv" and cfg.image_shape != trained_shape:
         raise UserError(f"{cfg.dataset} has images of {cfg.image_shape[0]}x{cfg.image_shape[1]}, the model was "
                         f"trained on {trained_shape[0]}x{trained_shape[1]}")
     if data.n_in != model.n_inputs:
         raise UserError(f"{cfg.dataset} encoded with {cfg.encode} gives {data.n_in} inputs per "
                         f"{'step' if model.kind == 'rnn' else 'sample'}, the model takes {model.n_inputs}")
-    if data.n_classes > model.n_classes:
-        raise UserError(f"{cfg.dataset} has {data.n_classes} classes, the model only {model.n_classes}")
     samples = {"test": data.test, "train": data.train, "val": data.val}[split]
     if samples is None:
         raise UserError("the run held out no validation split (--val-fraction 0); use --split test or train")

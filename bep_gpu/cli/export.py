@@ -1,6 +1,6 @@
 """bep-export CHECKPOINT --out DIR: the visible (binary) weights for deployment, as packed-bit .npz and/or C.
 
-Only what inference needs leaves: W = sign(H) packed per BEP_SPEC.md section 1, the packed prototypes and the
+Only what inference needs leaves: W = sign(H) packed per docs/ALGORITHM.md section 1, the packed prototypes and the
 fitted encoder. The int16 hidden weights (training state) stay behind. Layouts: docs/EXPORT.md.
 """
 from __future__ import annotations
@@ -11,7 +11,7 @@ import sys
 
 import numpy as np
 
-from .common import StrictParser, run_cli
+from .common import StrictParser, add_version, run_cli
 
 EXPORT_FORMAT = "bep-gpu-export"
 EXPORT_VERSION = 1
@@ -21,6 +21,7 @@ C_FILES = ("bep_model.h", "bep_infer.h", "bep_infer.c")
 
 def build_parser() -> argparse.ArgumentParser:
     p = StrictParser(prog="bep-export", description=__doc__.splitlines()[0])
+    add_version(p)
     p.add_argument("checkpoint", help="a bep-gpu checkpoint (model.npz or checkpoint.npz)")
     p.add_argument("--out", required=True, help="directory to write into (created if missing)")
     p.add_argument("--format", choices=["npz", "c", "both"], default="both",

@@ -4,11 +4,12 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .common import StrictParser, run_cli
+from .common import StrictParser, add_version, run_cli
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = StrictParser(prog="bep-summary", description=__doc__)
+    add_version(p)
     p.add_argument("checkpoint", help="a bep-gpu checkpoint (model.npz or checkpoint.npz)")
     p.add_argument("--backend", choices=["auto", "numpy", "cuda"], default="numpy",
                    help="backend to load the model on (default: numpy)")

@@ -11,7 +11,8 @@ from ..errors import UserError
 @dataclass
 class Dataset:
     """A train/test pair. x is (N, F), or (N, T, F) for sequences (T steps of F features), or (N, H, W, C) for
-    images of C channels; y is int64 0..C-1.
+    images of C channels; y is int64 0..C-1, indices into `classes`, the original label values (sorted integers or
+    strings; default 0..C-1). x_test and y_test may be None (data handed to an estimator's fit has no test split).
 
     image=True means the features are pixels of one kind, so the median and thermometer encoders fit one set of
     thresholds over all of them instead of one per feature.
@@ -24,6 +25,11 @@ class Dataset:
     y_test: np.ndarray
     n_classes: int
     image: bool
+    classes: np.ndarray | None = None
+
+    def __post_init__(self):
+        if self.classes is None:
+            self.classes = np.arange(self.n_classes)
 
     @property
     def n_features(self) -> int:
@@ -45,7 +51,7 @@ def validate_dataset(ds: Dataset) -> None:
     def fail(what: str) -> None:
         raise UserError(f"dataset {ds.name}: {what}")
 
-    for split in ("train", "test"):
+    for split in ("train", "test") if ds.x_test is not None else ("train",):
         x = getattr(ds, f"x_{split}")
         y = getattr(ds, f"y_{split}")
         if not isinstance(x, np.ndarray) or not isinstance(y, np.ndarray):
@@ -64,9 +70,61 @@ def validate_dataset(ds: Dataset) -> None:
             fail(f"x_{split} contains NaN or inf")
         if y.min() < 0 or y.max() >= ds.n_classes:
             fail(f"y_{split} has labels outside 0..{ds.n_classes - 1} (min {y.min()}, max {y.max()})")
-    if ds.x_train.shape[1:] != ds.x_test.shape[1:]:
+    if ds.x_test is not None and ds.x_train.shape[1:] != ds.x_test.shape[1:]:
         fail(f"x_train samples have shape {ds.x_train.shape[1:]} but x_test samples {ds.x_test.shape[1:]}")
     if ds.x_train.shape[-1] == 0:
         fail("samples have no features")
     if len(np.unique(ds.y_train)) < 2:
         fail("the training set holds fewer than 2 classes")
+
+
+def format_labels(values, limit: int = 8) -> str:
+    values = [str(v) for v in values]
+    return ", ".join(values[:limit]) + (f", ... ({len(values)} in all)" if len(values) > limit else "")
+
+
+def index_labels(where: str, y_train: np.ndarray, others: dict,
+                 name: str = "y_train") -> tuple[np.ndarray, np.ndarray, dict]:
+    """The classes are the sorted distinct training labels (integers or strings); returns them, the training
+    labels as int64 indices into them, and each array of `others` (name -> labels) likewise. A label of
+    `others` that no training sample carries is a UserError: the model could never predict it."""
+    classes, y_idx = np.unique(check_labels(where, name, y_train), return_inverse=True)
+    if len(y_idx) == 0:
+        raise UserError(f"{where}: the train set is empty")
+    if len(classes) < 2:
+        raise UserError(f"{where}: the training set holds fewer than 2 classes (one class: {classes[0]})")
+    return classes, y_idx.astype(np.int64), {k: labels_to_indices(where, k, y, classes) for k, y in others.items()}
+
+
+def check_labels(where: str, name: str, y) -> np.ndarray:
+    """y as a 1-D array of integer or string labels (integral floats become integers); UserError otherwise."""
+    y = np.asarray(y)
+    if y.ndim != 1:
+        raise UserError(f"{where}: {name} must be 1-D labels, not shape {y.shape}")
+    if y.dtype.kind == "O":  # labels from Python lists of str or int (in-memory data only: npz refuses objects)
+        kinds = {type(v) for v in y}
+        if kinds <= {str} or kinds <= {int}:
+            y = np.array(y.tolist())
+    if y.dtype.kind == "f" and np.all(np.isfinite(y)) and np.all(y == np.round(y)):
+        y = y.astype(np.int64)  # integral floats are labels saved through a float array
+    if y.dtype.kind == "b":
+        y = y.astype(np.int64)
+    if y.dtype.kind == "f":
+        raise UserError(f"{where}: Unknown label type: continuous; {name} must hold integer class labels (or "
+                        f"strings), not non-integral {y.dtype}")
+    if y.dtype.kind not in "iuUS":
+        raise UserError(f"{where}: Unknown label type: {name} must hold integer class labels (or strings), "
+                        f"not {y.dtype}")
+    return y.astype(np.int64) if y.dtype.kind in "iu" else y
+
+
+def labels_to_indices(where: str, name: str, y, classes: np.ndarray) -> np.ndarray:
+    """Labels y as int64 indices into classes (in any order); UserError naming the labels it lacks."""
+    y = check_labels(where, name, y)
+    index = {v.item(): i for i, v in enumerate(np.asarray(classes))}
+    values, inverse = np.unique(y, return_inverse=True)
+    unknown = [v for v in values if v.item() not in index]
+    if unknown:
+        raise UserError(f"{where}: {name} holds labels the training labels lack ({format_labels(unknown)}); "
+                        f"the classes are {format_labels(classes)}")
+    return np.array([index[v.item()] for v in values], dtype=np.int64)[inverse.reshape(-1)]

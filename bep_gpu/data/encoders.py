@@ -1,4 +1,4 @@
-"""Input encodings of BEP_SPEC.md section 6: real-valued features -> int8 +-1 inputs, fitted on training data only.
+"""Input encodings of docs/ALGORITHM.md section 6: real-valued features -> int8 +-1 inputs, fitted on training data only.
 
 Specs: "sign", "median", "thermometer:B". For sequences (N, T, F) every time step is encoded alike, giving
 (N, T, F*B); the thresholds are fitted over all steps and samples. Thermometer output is feature-major: feature

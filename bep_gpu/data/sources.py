@@ -15,7 +15,7 @@ import zlib
 import numpy as np
 
 from ..errors import UserError
-from .dataset import Dataset, validate_dataset
+from .dataset import Dataset, index_labels, validate_dataset
 from .idx import read_idx
 from .ts import read_ts, read_ts_header, ts_to_array
 
@@ -40,6 +40,9 @@ _FMNIST_FILES = {
     "y_test": "t10k-labels-idx1-ubyte",
 }
 DIGITS_TEST_FRACTION = 0.2
+# The UCR sets bep-gpu ships (gzip-compressed .ts), so that `bep-train rnn`'s default needs no other package.
+UCR_BUNDLED = os.path.join(os.path.dirname(os.path.abspath(__file__)), "ucr")
+TS_SUFFIXES = (".ts", ".ts.gz")
 
 
 def load_dataset(
@@ -58,6 +61,11 @@ def load_dataset(
     """
     if not isinstance(data_seed, (int, np.integer)) or data_seed < 0:
         raise UserError(f"data seed must be a non-negative integer, not {data_seed!r}")
+    if data_dir is not None:
+        if name == "prototypes" or name.startswith("npz:"):
+            raise UserError(f"dataset {name} reads no data directory; drop --data-dir")
+        if not os.path.isdir(data_dir):
+            raise UserError(f"--data-dir {data_dir} is not a directory")
     if images:
         return _load_images(name, data_dir, int(data_seed))
     if name.startswith("npz:"):
@@ -84,7 +92,8 @@ def load_dataset(
         ds.x_test = ds.x_test.reshape(len(ds.x_test), -1)
     elif sequence and not ds.is_sequence:
         hint = "; use seq-fashion-mnist" if name == "fashion-mnist" else ""
-        raise UserError(f"dataset {name} is not a sequence dataset{hint}")
+        raise UserError(f"dataset {name} is not a sequence dataset{hint} (sequence datasets: seq-fashion-mnist, "
+                        "ucr:NAME, npz:PATH with x of shape (N, T, F))")
     validate_dataset(ds)
     return ds
 
@@ -124,13 +133,17 @@ def _fmnist_file(directory: str, key: str) -> str | None:
 
 
 def _fashion_mnist(name: str, data_dir: str | None) -> Dataset:
-    candidates = [os.path.join(data_dir, "fashion-mnist"), data_dir] if data_dir else []
-    candidates += FASHION_MNIST_DIRS
+    # a given --data-dir is the only place looked at: never a silent fallback to the system copy
+    candidates = [data_dir, os.path.join(data_dir, "fashion-mnist")] if data_dir else FASHION_MNIST_DIRS
     for directory in candidates:
         paths = {k: _fmnist_file(directory, k) for k in _FMNIST_FILES}
         if any(paths.values()):
             break
     else:
+        files = ", ".join(f + "[.gz]" for f in _FMNIST_FILES.values())
+        if data_dir:
+            raise UserError(f"Fashion-MNIST not found in --data-dir {data_dir}: it holds no IDX files ({files}), "
+                            "nor does its fashion-mnist/ sub-folder")
         raise UserError(
             f"Fashion-MNIST not found in {', '.join(candidates)}; run `apt-get install dataset-fashion-mnist` "
             "or pass --data-dir DIR holding the four IDX files"
@@ -166,11 +179,14 @@ def _package_dir(package: str) -> str | None:
 def _digits(name: str, data_dir: str | None, data_seed: int) -> Dataset:
     """scikit-learn's 8x8 digits (1797 images, values 0..16), read from DATA_DIR/digits.csv.gz or else the file
     scikit-learn's package ships; split stratified per class, DIGITS_TEST_FRACTION (rounded) of each class to the test set, by data_seed."""
-    candidates = [os.path.join(data_dir, "digits.csv.gz")] if data_dir else []
     sklearn_dir = _package_dir("sklearn")
-    if sklearn_dir:
-        candidates.append(os.path.join(sklearn_dir, "datasets", "data", "digits.csv.gz"))
+    if data_dir:
+        candidates = [os.path.join(data_dir, "digits.csv.gz")]
+    else:
+        candidates = [os.path.join(sklearn_dir, "datasets", "data", "digits.csv.gz")] if sklearn_dir else []
     path = next((p for p in candidates if os.path.isfile(p)), None)
+    if path is None and data_dir:
+        raise UserError(f"--data-dir {data_dir} holds no digits.csv.gz (the table scikit-learn ships)")
     if path is None:
         raise UserError("digits needs the file scikit-learn ships: run `pip install scikit-learn` "
                         "(`pip install --no-deps scikit-learn` is enough)")
@@ -237,7 +253,7 @@ def _load_npz(name: str, path: str, sequence: bool, images: bool = False) -> Dat
             raise UserError(f"{path} is truncated or corrupt ({type(e).__name__}: {e})") from None
     want = 3 if sequence else 2
     for split in ("train", "test"):
-        x, y = arrays[f"x_{split}"], arrays[f"y_{split}"]
+        x = arrays[f"x_{split}"]
         if x.dtype.kind not in "biuf":
             raise UserError(f"{path}: x_{split} must be numeric, not {x.dtype}")
         if images and x.ndim not in (3, 4):
@@ -247,26 +263,17 @@ def _load_npz(name: str, path: str, sequence: bool, images: bool = False) -> Dat
             raise UserError(f"{path}: x_{split} has shape {x.shape}; expected {kind}")
         if x.dtype.kind == "b":
             arrays[f"x_{split}"] = x.astype(np.int8)
-        if y.ndim != 1:
-            raise UserError(f"{path}: y_{split} must be 1-D labels, not shape {y.shape}")
-        if y.dtype.kind == "f" and np.all(np.isfinite(y)) and np.all(y == np.round(y)):
-            y = y.astype(np.int64)  # integral floats are labels saved through a float array
-        if y.dtype.kind not in "iu":
-            raise UserError(f"{path}: y_{split} must hold integer class labels 0..C-1, not {y.dtype}")
-        arrays[f"y_{split}"] = y.astype(np.int64)
-    y_all = np.concatenate([arrays["y_train"], arrays["y_test"]])
-    if y_all.size and y_all.min() < 0:
-        raise UserError(f"{path}: labels must be 0..C-1, found {y_all.min()}")
-    n_classes = int(y_all.max()) + 1 if y_all.size else 0
-    return Dataset(name, arrays["x_train"], arrays["y_train"], arrays["x_test"], arrays["y_test"], n_classes,
-                   image=False)
+    classes, y_train, others = index_labels(path, arrays["y_train"], {"y_test": arrays["y_test"]})
+    return Dataset(name, arrays["x_train"], y_train, arrays["x_test"], others["y_test"], len(classes),
+                   image=False, classes=classes)
 
 
 def _ucr_dirs(name: str | None, data_dir: str | None) -> list[str]:
-    """Directories searched for NAME_TRAIN.ts / NAME_TEST.ts, in order (name None: the roots to list)."""
-    dirs = []
-    if data_dir:
-        dirs += [data_dir] + ([os.path.join(data_dir, name)] if name else [])
+    """Directories searched for NAME_TRAIN.ts / NAME_TEST.ts (or .ts.gz), in order (name None: the roots to
+    list): a given data_dir alone, else the copies bep-gpu ships, then the installed sktime's."""
+    if data_dir:  # only there: never a silent fallback to another copy
+        return [data_dir] + ([os.path.join(data_dir, name)] if name else [])
+    dirs = [UCR_BUNDLED]
     sktime_dir = _package_dir("sktime")
     if sktime_dir:
         root = os.path.join(sktime_dir, "datasets", "data")
@@ -288,10 +295,12 @@ def _ucr_found(data_dir: str | None) -> set[str]:
         subdirs = [os.path.join(root, e) for e in sorted(os.listdir(root))]
         for directory in [root] + [d for d in subdirs if os.path.isdir(d)]:
             for f in os.listdir(directory):
-                stem = f[: -len("_TRAIN.ts")]
-                if f.endswith("_TRAIN.ts") and os.path.isfile(os.path.join(directory, stem + "_TEST.ts")) \
-                        and _is_classification(os.path.join(directory, f)):
-                    found.add(stem)
+                for suffix in TS_SUFFIXES:
+                    stem = f[: -len("_TRAIN" + suffix)]
+                    test = os.path.join(directory, stem + "_TEST" + suffix)
+                    if f.endswith("_TRAIN" + suffix) and os.path.isfile(test) \
+                            and _is_classification(os.path.join(directory, f)):
+                        found.add(stem)
     return found
 
 
@@ -301,16 +310,18 @@ def _load_ucr(name: str, ucr_name: str, data_dir: str | None) -> Dataset:
     order of the training file's @classLabel line."""
     if not ucr_name or os.sep in ucr_name or "/" in ucr_name:
         raise UserError(f"ucr: needs a dataset name such as ucr:GunPoint, not {name!r}")
-    for directory in _ucr_dirs(ucr_name, data_dir):
-        train = os.path.join(directory, f"{ucr_name}_TRAIN.ts")
-        test = os.path.join(directory, f"{ucr_name}_TEST.ts")
+    pairs = [(os.path.join(d, f"{ucr_name}_TRAIN{s}"), os.path.join(d, f"{ucr_name}_TEST{s}"))
+             for d in _ucr_dirs(ucr_name, data_dir) for s in TS_SUFFIXES]
+    for train, test in pairs:
         if os.path.isfile(train) and os.path.isfile(test):
             break
     else:
         found = ", ".join(sorted(_ucr_found(data_dir))) or "none"
-        where = "--data-dir" if data_dir else "no --data-dir given"
-        raise UserError(f"no {ucr_name}_TRAIN.ts/_TEST.ts pair found ({where}; `pip install --no-deps sktime` "
-                        f"ships a few); found: {found}")
+        if data_dir:
+            raise UserError(f"--data-dir {data_dir} holds no {ucr_name}_TRAIN.ts/_TEST.ts pair (there or in "
+                            f"{ucr_name}/); found there: {found}")
+        raise UserError(f"no {ucr_name}_TRAIN.ts/_TEST.ts pair found (no --data-dir given; `pip install "
+                        f"--no-deps sktime` ships a few); found: {found}")
     ts_train, ts_test = read_ts(train), read_ts(test)
     if ts_test.n_dims != ts_train.n_dims:
         raise UserError(f"{test}: {ts_test.n_dims} dimensions but the training file has {ts_train.n_dims}")
@@ -327,4 +338,5 @@ def _load_ucr(name: str, ucr_name: str, data_dir: str | None) -> Dataset:
         np.array([index[label] for label in ts_test.labels], dtype=np.int64),
         len(ts_train.class_labels),
         image=False,
+        classes=np.array(ts_train.class_labels),
     )

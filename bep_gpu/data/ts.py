@@ -6,6 +6,7 @@ line: the dimensions separated by ':', the values of one dimension by ',', the c
 """
 from __future__ import annotations
 
+import gzip
 import os
 from dataclasses import dataclass
 
@@ -37,10 +38,16 @@ def _header_bool(path: str, key: str, words: list[str]) -> bool:
     return words[0].lower() == "true"
 
 
+def _open_text(path: str):
+    """A .ts file for reading, gzip-compressed when its name ends in .gz (the copies bep-gpu ships)."""
+    opener = gzip.open if path.endswith(".gz") else open
+    return opener(path, "rt", encoding="utf-8", errors="replace")
+
+
 def read_ts_header(path: str) -> dict[str, list[str]]:
     """The header lines of a .ts file up to @data, keys lower-cased (the format's keys are case-insensitive)."""
     header: dict[str, list[str]] = {}
-    with open(path, encoding="utf-8", errors="replace") as f:
+    with _open_text(path) as f:
         for line in f:
             line = line.strip()
             if not line.startswith("@"):
@@ -78,7 +85,7 @@ def read_ts(path: str | os.PathLike) -> TsFile:
     labels: list[str] = []
     in_data = False
     try:
-        f = open(path, encoding="utf-8", errors="replace")
+        f = _open_text(path)
     except OSError as e:
         raise UserError(f"{path}: cannot read ({e.strerror or e})") from None
     with f:

@@ -8,7 +8,7 @@ runs=${1:?RUNS_DIR}; shift
 qat() {
   local out=${*: -1}
   [[ -f $out/results.json ]] && return 0
-  PYTHONPATH=. python scripts/baselines/qat_torch.py "$@" --threads 1 --quiet
+  python -m bep_gpu.peers.qat_torch "$@" --threads 1 --quiet
 }
 for part in "$@"; do
   case $part in

@@ -1,7 +1,7 @@
 """Dense integer BEP step: the peer our bit-packed implementation is measured against.
 
 The authors' predecessor code stores +-1 values as dense integer arrays and multiplies them as integers; this
-module does the same with NumPy or CuPy (int8 values, int32 products), written directly from BEP_SPEC.md
+module does the same with NumPy or CuPy (int8 values, int32 products), written directly from docs/ALGORITHM.md
 sections 3-4 (dense_step, the MLP) and section 9 (dense_rnn_step, BEP-TT) without any of bep_gpu's primitives
 (only its counter RNG, which the spec fixes). Two uses: the performance benchmarks time it beside the packed
 step, and tests/test_dense_baseline.py checks that both give identical integers (an independent implementation
@@ -78,7 +78,7 @@ def dense_step(xp, hidden, prototypes, x, labels, gammas, margin, gates, thresho
 
 def dense_rnn_step(xp, hidden, prototypes, x, labels, gammas, margin, gates, thresholds, clip, seed, step,
                    horizon=0, shared_mask=False):
-    """One BEP-TT step (BEP_SPEC.md section 9) in place on the int16 [H_xs, H_ss, H_sy]; dense, batched over samples.
+    """One BEP-TT step (docs/ALGORITHM.md section 9) in place on the int16 [H_xs, H_ss, H_sy]; dense, batched over samples.
 
     x: int8 +-1 (B, T, Kx); prototypes: int8 +-1 (C, Ky); gammas: [cell, readout] group sizes; margin: the trigger
     margin ceil(r Ky); gates: (cell gate floor(nu (Kx + Ks)), readout gate floor(nu Ks)); thresholds: reinforcement

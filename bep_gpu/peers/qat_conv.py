@@ -4,9 +4,9 @@ Conv layers (sign of latent filters, no bias, padding value +1 as in BEP), optio
 flattening in (y, x, c) order, dense BinaryLinear layers (optional BatchNorm1d) and BEP's fixed prototype readout.
 Everything else (STE, weight clip, logit scale, Adam) is qat_torch's, imported from it.
 
-    python scripts/baselines/qat_conv.py --dataset fashion-mnist --conv 32:3:2:1,64:3:2:1 --hidden 256 --bn --out DIR
+    python -m bep_gpu.peers.qat_conv --dataset fashion-mnist --conv 32:3:2:1,64:3:2:1 --hidden 256 --bn --out DIR
 
-Needs PyTorch and bep_gpu importable (installed, or PYTHONPATH=repo root).
+Needs PyTorch (the optional extra `[baselines]`).
 """
 from __future__ import annotations
 
@@ -22,9 +22,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from baselines.qat_torch import (BinaryLinear, _Readout, evaluate, make_readout_prototypes,  # noqa: E402
-                                 sign_ste, train_epoch)
+from .qat_torch import BinaryLinear, _Readout, evaluate, make_readout_prototypes, sign_ste, train_epoch
 
 
 class BinaryConv2d(nn.Module):

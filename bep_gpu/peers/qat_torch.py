@@ -1,12 +1,12 @@
 """Quantization-aware training (QAT) baseline for BEP: what practitioners use instead (Larq + Adam style).
 
 Binary weights and activations in the forward pass; latent fp32 weights, the straight-through estimator and Adam
-in the backward pass. The architectures match BEP's (BEP_SPEC.md sections 2, 7, 9): no biases, sign(0) = +1, the
+in the backward pass. The architectures match BEP's (docs/ALGORITHM.md sections 2, 7, 9): no biases, sign(0) = +1, the
 same fixed +-1 prototype readout, s_0 = +1 for the RNN. `--bn` adds BatchNorm1d before every sign.
 
-    python scripts/baselines/qat_torch.py mlp --dataset prototypes --hidden 525,525 --epochs 50 --bn --out DIR
+    python -m bep_gpu.peers.qat_torch mlp --dataset prototypes --hidden 525,525 --epochs 50 --bn --out DIR
 
-Needs PyTorch (the optional extra `[baselines]`) and `bep_gpu` importable (installed, or PYTHONPATH=repo root).
+Needs PyTorch (the optional extra `[baselines]`: pip install 'bep-gpu[baselines]').
 Only stable torch APIs are used, so torch 2.11+ on CUDA and 2.13 on CPU behave alike.
 
 Choices, and why:

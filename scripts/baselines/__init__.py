@@ -1,1 +1,0 @@
-"""Baselines that BEP is compared against (optional extra `[baselines]`, needs PyTorch)."""
