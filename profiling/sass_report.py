@@ -95,6 +95,14 @@ def opcode(text: str) -> str:
     return re.sub(r"^@!?U?P\w+\s+", "", text).split()[0]
 
 
+def copy_width(mix) -> str:
+    """The cp.async width of a loop body: LDGSTS.E.BYPASS.128[.ZFILL] (16 bytes) or LDGSTS.E.64 (8 bytes)."""
+    for op in mix:
+        if op.startswith("LDGSTS.E.BYPASS.128"):
+            return "16-byte"
+    return "8-byte" if any(op.startswith("LDGSTS.E.64") for op in mix) else ""
+
+
 def hot_loops(ins) -> list[dict]:
     """Backward-branch loop bodies holding BMMA or POPC, innermost first per distinct body."""
     index = {a: i for i, (a, _) in enumerate(ins)}
@@ -109,8 +117,7 @@ def hot_loops(ins) -> list[dict]:
         popc = mix.get("POPC", 0)
         if bmma or popc:
             loops.append({"len": len(body), "bmma": bmma, "popc": popc, "mix": mix,
-                          "copies": "16-byte" if mix.get("LDGSTS.E.BYPASS.128") else
-                          "8-byte" if mix.get("LDGSTS.E.64") else ""})
+                          "copies": copy_width(mix)})
     return loops
 
 
