@@ -120,6 +120,28 @@ def primitive_operands(bk, batch, k_out, k_in):
     return o
 
 
+def conv_calls(bk, n, hw=14, c_in=32, c_out=64, k=3):
+    """{name: call} of the conv primitives of one 3x3, stride 1, padding 1 layer on n samples of hw x hw x c_in."""
+    import numpy as np
+
+    from bep_gpu import bits
+
+    gen = np.random.default_rng(1)
+    rows, fan_in = n * hw * hw, k * k * c_in
+    x = bk.asarray(bits.pack_bits(gen.choice([-1, 1], size=(n, hw, hw, c_in)).astype(np.int8)))
+    t, g, a = (bk.asarray(bits.pack_bits(gen.choice([-1, 1], size=(rows, c_out)).astype(np.int8))) for _ in range(3))
+    z = bk.asarray(gen.integers(-fan_in, fan_in, size=(rows, c_out)).astype(np.int32))
+    wt = bk.asarray(bits.pack_bits(gen.choice([-1, 1], size=(fan_in, c_out)).astype(np.int8)))
+    sums = bk.gated_transposed_sum(t, g, wt).reshape(n, hw, hw, fan_in)
+    row_mask = bk.asarray(np.full((n, 1), ~np.uint64(0)))
+    shape = f"{n}x{hw}x{hw}x{c_in} -> {c_out}, k={k}"
+    return {f"conv im2col ({shape})": lambda: bk.im2col(x, c_in, k, k, 1, 1),
+            f"conv gated_transposed_sum ({shape})": lambda: bk.gated_transposed_sum(t, g, wt),
+            f"conv col2im_sign ({shape})": lambda: bk.col2im_sign(sums, hw, hw, c_in, k, k, 1, 1),
+            f"conv_select_wrong tile 4, gamma 8 ({shape})":
+                lambda: bk.conv_select_wrong(z, a, t, row_mask, hw, hw, 4, 8)}
+
+
 def primitive_calls(bk, batch=1024, k_out=525, k_in=784):
     """{name: call} of every BEP primitive at one training-layer shape (batch x K_l x K_{l-1}): each kernel of
     kernels/*.cu with both xnor_matmul implementations and both update forms, on bk's device (shared with
@@ -163,6 +185,7 @@ def primitive_calls(bk, batch=1024, k_out=525, k_in=784):
             lambda: bk.reinforce(h, 2**28, 1, 1, o["step"], 0, 32767),
         "int_matmul": lambda: bk.int_matmul(x, h),
     }
+    calls.update(conv_calls(bk, max(1, batch // 196)))
     try:  # the tensor-core kernels' layout probe has never met hardware: a refusal drops them, not the benchmark
         bk.xnor_matmul(x, w, k_in, impl="tensor_core")
     except RuntimeError as e:

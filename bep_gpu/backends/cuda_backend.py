@@ -19,7 +19,8 @@ import numpy as np
 
 from .. import bits as _bits
 from .. import rng as _rng
-from .base import Backend, check_int_matmul_width, update_impl
+from .base import Backend, check_int_matmul_width, check_select_wrong, group_shape, update_impl
+from .cuda_conv import CudaConvKernels
 from .tc_probe import tensor_core_mismatches
 
 THREADS = 256  # every kernel but the tensor-core ones runs 256-thread blocks (the tiled ones assume exactly that)
@@ -107,8 +108,11 @@ def _i32(v) -> np.int32:
     return np.int32(v)
 
 
-class CudaBackend(Backend):
+class CudaBackend(CudaConvKernels, Backend):
     name = "cuda"
+    # launch helpers for the conv launchers (cuda_conv.py)
+    _i32, _grid_blocks, _grid_tiles = staticmethod(_i32), staticmethod(_blocks), staticmethod(_tiles)
+    _max_grid_y = MAX_GRID_Y
 
     def __init__(self, module=None, xp=None, matmul: str | None = None, update: str | None = None):
         if xp is None:
@@ -394,7 +398,7 @@ class CudaBackend(Backend):
 
     def group_select(self, score, cand, gamma):
         score = self._int_array(score, np.int32, "group_select score")
-        n_rows, k, nw, gamma = self._group_shape("group_select", score, gamma)
+        n_rows, k, nw, gamma = group_shape("group_select", score, gamma)
         cand = self._words(cand)
         if cand.shape != (n_rows, nw):
             raise ValueError(f"group_select: cand must be {(n_rows, nw)}, got {cand.shape}")
@@ -404,24 +408,10 @@ class CudaBackend(Backend):
         """As Backend.select_wrong, in one kernel: candidates and |z| are read where group_select would read the
         arrays they make."""
         z = self._int_array(z, np.int32, "select_wrong z")
-        n_rows, k, nw, gamma = self._group_shape("select_wrong", z, gamma)
+        n_rows, k, nw, gamma = group_shape("select_wrong", z, gamma)
         a, t, row_mask = self._words(a), self._words(t), self._words(row_mask)
-        m = row_mask.shape[0] if row_mask.ndim == 2 else 0
-        if (a.shape != (n_rows, nw) or t.shape != a.shape or row_mask.shape != (m, 1) or m == 0 and n_rows
-                or m and n_rows % m):
-            raise ValueError(f"select_wrong: a {a.shape}, t {t.shape}, row_mask {row_mask.shape} do not match "
-                             f"z {z.shape}")
+        m = check_select_wrong(z, a, t, row_mask)
         return self._launch_groups("select_wrong", (z, a, t, row_mask, np.int64(max(m, 1))), n_rows, k, gamma)
-
-    @staticmethod
-    def _group_shape(what, score, gamma):
-        if score.ndim != 2:
-            raise ValueError(f"{what}: scores must be (N, K), got {score.shape}")
-        n_rows, k = score.shape
-        gamma = int(gamma)
-        if gamma <= 0 or k % gamma:
-            raise ValueError(f"{what}: group size {gamma} does not divide {k}")
-        return n_rows, k, _bits.n_words(k), gamma
 
     def _launch_groups(self, kernel, inputs, n_rows, k, gamma):
         """The selection bits of a group_select-family kernel: one group per `width` lanes of a warp."""
