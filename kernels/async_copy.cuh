@@ -23,6 +23,7 @@ __device__ __forceinline__ unsigned char* bep_dynamic_smem() {
     return bep_smem;
 }
 __device__ __forceinline__ u32 bep_smem_addr(const void* p) { return (u32)__cvta_generic_to_shared(p); }
+#if __CUDA_ARCH__ >= 800
 // 16 bytes from src (16-byte aligned) to shared dst, bytes past src_bytes (0..16) zero; .cg: through L2 only.
 __device__ __forceinline__ void bep_cp_async16(void* dst, const void* src, int src_bytes) {
     asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(bep_smem_addr(dst)), "l"(src),
@@ -38,9 +39,26 @@ __device__ __forceinline__ void bep_cp_async8(void* dst, const void* src, int sr
 __device__ __forceinline__ void bep_cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
 template <int N>
 __device__ __forceinline__ void bep_cp_async_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory"); }
+#else
+// Before sm_80 (the CUDA-core kernels still run there): the same copies done at once, which every caller's
+// wait-then-barrier order makes equivalent.
+__device__ __forceinline__ void bep_cp_async8(void* dst, const void* src, int src_bytes) {
+    *static_cast<u64*>(dst) = src_bytes ? *static_cast<const u64*>(src) : 0ull;
+}
+__device__ __forceinline__ void bep_cp_async16(void* dst, const void* src, int src_bytes) {
+    bep_cp_async8(dst, src, src_bytes >= 8 ? 8 : 0);  // callers copy whole words
+    bep_cp_async8(static_cast<u64*>(dst) + 1, static_cast<const u64*>(src) + 1, src_bytes >= 16 ? 8 : 0);
+}
+__device__ __forceinline__ void bep_cp_async_commit() {}
+template <int N>
+__device__ __forceinline__ void bep_cp_async_wait() {}
+#endif
 // Lane 8 i + r gives row r of matrix i; lane l gets word l % 4 of row l / 4 of each matrix.
 template <int N>
 __device__ __forceinline__ void bep_ldmatrix(u32 (&r)[N], const void* row) {
+#if __CUDA_ARCH__ < 800
+    __trap();  // only the tensor-core kernels use it, and the backend never launches them there
+#endif
     if constexpr (N == 4) {
         asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
                      : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])

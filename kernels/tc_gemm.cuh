@@ -42,36 +42,39 @@ __device__ __forceinline__ int bep_tcg_unit(int r, int u) { return r * BEP_TCG_R
 
 // This thread's share of a stage's copies: units e = t + 256 i (i < 4) of each side, row e / 8 (= t / 8 + 32 i)
 // and unit t % 8 of it, so a warp writes four whole 128-byte rows. The source offsets of those rows (in words,
-// at slab 0; -1 past the operand's rows; side rows below rows_first come from the first pointer, the rest from
-// the second as rows row - rows_first) are fixed for the whole loop. Operands stay below 2^31 words (backend).
+// at slab 0; side rows below rows_first come from the first pointer, the rest from the second as rows
+// row - rows_first) are fixed for the whole loop. Rows past the operand copy its last row instead: they only
+// feed outputs past M or N, which are never stored (row popcounts come from row_popcounts.cu), so they need no
+// zero fill and no per-row predicate. Operands stay below 2^31 words (backend).
 __device__ __forceinline__ void bep_tcg_offsets(int (&off)[4], int rows_first, int rows, int r0, int kw) {
 #pragma unroll
     for (int i = 0; i < 4; ++i) {
         const int t = threadIdx.x, sr = (t >> 3) + 32 * i;
         const int r = r0 + (sr < rows_first ? sr : sr - rows_first);
-        off[i] = r < rows ? r * kw + 2 * (t & 7) : -1;
+        off[i] = min(r, rows - 1) * kw + 2 * (t & 7);
     }
 }
 
-// One side of slab `slab` into shared `side`: words past kw and rows past the operand are zero-filled.
-// WIDE: one 16-byte copy per unit (rows 16-byte aligned), else two 8-byte ones.
+// One side of slab `slab` into shared `side`: words past kw are zero-filled. WIDE: one 16-byte copy per unit
+// (rows 16-byte aligned), else two 8-byte ones.
 template <bool WIDE>
 __device__ __forceinline__ void bep_tcg_fill(unsigned char* side, const u64* __restrict__ p0, const u64* __restrict__ p1,
                                              int rows_first, const int (&off)[4], int kw, int slab) {
     const int u = threadIdx.x & 7, w = slab * BEP_TCG_SLAB_WORDS + 2 * u;
-    const int words = min(max(kw - w, 0), 2);  // the same for all four rows
+    // Words of this unit inside the row, the same for all four rows; past kw the source stays at the row start
+    // (a valid address, nothing read).
+    const int words = min(max(kw - w, 0), 2);
+    const int adv = words ? slab * BEP_TCG_SLAB_WORDS : 0, second = words > 1;
 #pragma unroll
     for (int i = 0; i < 4; ++i) {
         const int sr = (threadIdx.x >> 3) + 32 * i;
-        const u64* p = sr < rows_first ? p0 : p1;
-        const bool ok = off[i] >= 0 && words;
-        const u64* src = p + (ok ? off[i] + slab * BEP_TCG_SLAB_WORDS : 0);  // a valid address even when unread
+        const u64* src = (sr < rows_first ? p0 : p1) + off[i] + adv;
         unsigned char* dst = side + bep_tcg_unit(sr, u);
         if (WIDE) {
-            bep_cp_async16(dst, src, ok ? 16 : 0);
+            bep_cp_async16(dst, src, 8 * words);
         } else {
-            bep_cp_async8(dst, src, ok ? 8 : 0);
-            bep_cp_async8(dst + 8, ok && words > 1 ? src + 1 : p, ok && words > 1 ? 8 : 0);
+            bep_cp_async8(dst, src, words ? 8 : 0);
+            bep_cp_async8(dst + 8, src + second, 8 * second);
         }
     }
 }

@@ -9,7 +9,7 @@ them (cuobjdump), find each kernel's hot loops (backward branches whose body hol
   is the largest, and "of peak" the ideal pipe time (no padding, no wave tail) over it.
 
 It is a prediction, not a measurement: the H200 figures below are datasheet or H100-class assumptions (see
-KERNEL_NOTES in profiling/README.md); bep-bench and scripts/bench_kernels.py measure the real thing.
+"H200 ceilings" in profiling/README.md); bep-bench and scripts/bench_kernels.py measure the real thing.
 
     python profiling/sass_report.py [--markdown]          (needs nvcc and cuobjdump on PATH or in the venv)
 """
@@ -95,6 +95,14 @@ def opcode(text: str) -> str:
     return re.sub(r"^@!?U?P\w+\s+", "", text).split()[0]
 
 
+def copy_width(mix) -> str:
+    """The cp.async width of a loop body: LDGSTS.E.BYPASS.128[.ZFILL] (16 bytes) or LDGSTS.E.64 (8 bytes)."""
+    for op in mix:
+        if op.startswith("LDGSTS.E.BYPASS.128"):
+            return "16-byte"
+    return "8-byte" if any(op.startswith("LDGSTS.E.64") for op in mix) else ""
+
+
 def hot_loops(ins) -> list[dict]:
     """Backward-branch loop bodies holding BMMA or POPC, innermost first per distinct body."""
     index = {a: i for i, (a, _) in enumerate(ins)}
@@ -109,8 +117,7 @@ def hot_loops(ins) -> list[dict]:
         popc = mix.get("POPC", 0)
         if bmma or popc:
             loops.append({"len": len(body), "bmma": bmma, "popc": popc, "mix": mix,
-                          "copies": "16-byte" if mix.get("LDGSTS.E.BYPASS.128") else
-                          "8-byte" if mix.get("LDGSTS.E.64") else ""})
+                          "copies": copy_width(mix)})
     return loops
 
 

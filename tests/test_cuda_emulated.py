@@ -240,6 +240,27 @@ def test_tensor_core_probe_rejects_a_wrong_layout(monkeypatch):
     assert not tc._tensor_core_ok
 
 
+def test_auto_runs_cuda_cores_with_a_warning_when_the_probe_refuses(monkeypatch):
+    """'auto' never trains on a refused layout: one warning, the CUDA-core kernels, and 'tensor_core' then raises."""
+    from bep_gpu.backends.cuda_backend import CudaBackend
+    from emu import CountingModule
+
+    def refuse(self):
+        self._tensor_core_ok = False
+        raise RuntimeError("fragment layout is wrong here")
+
+    monkeypatch.setattr(CudaBackend, "_check_tensor_core", refuse)
+    module = CountingModule()
+    bk = CudaBackend(module=module, xp=np, matmul="auto")
+    a = rand_bits(np.random.default_rng(1), 5, 70)
+    with pytest.warns(RuntimeWarning, match="CUDA-core kernels run instead"):
+        same(bk.xnor_matmul(a, a, 70), NB.xnor_matmul(a, a, 70))
+    same(bk.gated_transposed_product(a, a, a), NB.gated_transposed_product(a, a, a))  # no second warning or probe
+    assert not any(name.endswith("_tc") for name in module.launches)
+    with pytest.raises(RuntimeError, match="refused"):
+        bk.xnor_matmul(a, a, 70, impl="tensor_core")
+
+
 # --- gated_transposed_product ---------------------------------------------------------------------------------
 @pytest.mark.parametrize("n,k,j", [(1, 1, 1), (3, 63, 64), (65, 65, 63), (64, 600, 130), (2, 5, 200), (0, 10, 10),
                                    (4, 10, 0), (3, 0, 5), (130, 3300, 150), (70, 4031, 129)])

@@ -59,6 +59,14 @@ _SRC = textwrap.dedent(
         o[2] = r2[1];
         for (int i = 0; i < 4; ++i) o[3 + i] = r4[i];
     }
+    // NumPy mirror: none (emulator self-test). Each thread publishes stamp + t in shared memory and reads its
+    // neighbour's, with or without the barrier between that a GPU needs.
+    extern "C" __global__ void neighbour(int* out, int stamp, int sync) {
+        __shared__ int s[64];
+        s[threadIdx.x] = stamp + threadIdx.x;
+        if (sync) __syncthreads();
+        out[threadIdx.x] = s[threadIdx.x ^ 1];
+    }
     // NumPy mirror: none (emulator self-test). Threads below `split` take one more barrier than the others.
     extern "C" __global__ void divergent_barrier(int split) {
         if ((int)threadIdx.x < split) __syncthreads();
@@ -138,3 +146,15 @@ def test_divergent_barrier_fails_at_once(module):
     res = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True, timeout=120)
     assert res.returncode != 0
     assert "barrier deadlock" in res.stderr, res.stderr
+
+
+def test_a_missing_barrier_shows_up(module):
+    """Without the barrier some thread reads its neighbour's slot before the neighbour wrote it (the emulator runs
+    threads in turn between barriers); with it every read sees the new value."""
+    fn = module.get_function("neighbour")
+    want = 1000 + (np.arange(64) ^ 1)
+    out = np.zeros(64, np.int32)
+    fn((1,), (64,), (out, np.int32(1000), np.int32(1)))
+    np.testing.assert_array_equal(out, want)
+    fn((1,), (64,), (out, np.int32(2000), np.int32(0)))
+    assert (out != want + 1000).any()

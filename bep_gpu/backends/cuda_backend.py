@@ -21,6 +21,7 @@ from .. import bits as _bits
 from .. import rng as _rng
 from .base import Backend, check_int_matmul_width, check_select_wrong, group_shape, update_impl
 from .cuda_conv import CudaConvKernels
+from .tc_probe import tensor_core_mismatches
 
 THREADS = 256  # every kernel but the tensor-core ones runs 256-thread blocks (the tiled ones assume exactly that)
 # The b1 tensor-core kernels (kernels/tc_gemm.cuh): 8 warps; block tiles TC_BM_PLAIN (forward) or TC_BM_GATED
@@ -209,52 +210,13 @@ class CudaBackend(CudaConvKernels, Backend):
         return self._tensor_core_ok
 
     def _check_tensor_core(self) -> None:
-        """Once per backend: every tensor-core kernel family (forward with each epilogue, the gated transposed
-        product, both update kernels) equals its CUDA-core twin on probes covering every lane and register of
-        the mma fragments, several K slabs, both copy widths (even and odd word counts) and edge tiles. The b1
-        fragment layout in kernels/mma_b1.cuh follows the PTX ISA but no GPU checked it where it was written; a
-        wrong layout must fail loudly here, never train on wrong products. Costs a few host synchronisations, on
-        first use only."""
+        """Once per backend: every tensor-core kernel family equals its CUDA-core twin (tc_probe.py). A wrong
+        layout must fail loudly here, never train on wrong products. Costs a few host synchronisations, on first
+        use only."""
         xp = self.xp
         if self._gpu and int(xp.cuda.Device().compute_capability) < 80:
             raise RuntimeError("the tensor-core kernels need compute capability 8.0 or newer (b1 mma)")
-        gen = np.random.default_rng(20261129)
-
-        def rb(rows, n, p=0.5):
-            return xp.asarray(_bits.pack_bits(gen.random((rows, n)) < p))
-
-        def same(x, y):
-            return x is None and y is None or bool((x == y).all())
-
-        failed = []
-        for m, n, k in ((80, 150, 1500), (130, 72, 700)):  # kw 24 (16-byte copies) and 11 (8-byte copies)
-            a, b = rb(m, k), rb(n, k)
-            if not same(self._xnor_matmul(a, b, k, True, False)[0], self._xnor_matmul(a, b, k, False, False)[0]):
-                failed.append("xnor_matmul")
-                break  # the plain product decides the layout; the others would only repeat it
-            for f in ("sign", "gate"):
-                got = self._xnor_matmul(a, b, k, True, True, gate=k // 3 if f == "gate" else None)
-                want = self._xnor_matmul(a, b, k, False, True, gate=k // 3 if f == "gate" else None)
-                if not all(same(x, y) for x, y in zip(got, want)):
-                    failed.append(f"xnor_matmul_{f}")
-            add = xp.asarray(gen.integers(-k, k, size=(m, n)).astype(np.int32))
-            got, want = add.copy(), add.copy()
-            if not same(self._xnor_matmul(a, b, k, True, True, out=got)[1],
-                        self._xnor_matmul(a, b, k, False, True, out=want)[1]) or not same(got, want):
-                failed.append("xnor_matmul_sign_add")
-            t, g = rb(m, k), rb(m, k, 0.3)
-            if not same(self._gated_product(t, g, b, True), self._gated_product(t, g, b, False)):
-                failed.append("gated_transposed_product")
-            sel, tt, x = g, t, b  # batch-packed update operands: K = m, J = n rows of k samples
-            h = xp.asarray(gen.integers(-30, 31, size=(m, n)).astype(np.int16))
-            got, want = h.copy(), h.copy()
-            self._update_popcount("batch_update", got, sel, tt, x, k, m, n, True, (np.int32(20),))
-            self._update_popcount("batch_update", want, sel, tt, x, k, m, n, False, (np.int32(20),))
-            d_tc, d_cc = (xp.empty((m, n), dtype=xp.int32) for _ in range(2))
-            self._update_popcount("update_delta", d_tc, sel, tt, x, k, m, n, True)
-            self._update_popcount("update_delta", d_cc, sel, tt, x, k, m, n, False)
-            if not same(got, want) or not same(d_tc, d_cc):
-                failed.append("batch_update / update_delta")
+        failed = tensor_core_mismatches(self)
         self._tensor_core_ok = not failed
         if failed:
             raise RuntimeError(f"the tensor-core kernels ({', '.join(sorted(set(failed)))}) disagree with the CUDA-core "
