@@ -12,7 +12,7 @@ from .errors import UserError
 
 FORMAT = "bep-gpu"
 VERSION = 1
-KINDS = ("mlp", "rnn")
+KINDS = ("mlp", "rnn", "conv")
 RNN_KEYS = ("hidden.xs", "hidden.ss", "hidden.sy")
 
 
@@ -117,7 +117,9 @@ def _check_shapes(path: str, kind: str, data: dict) -> None:
     p = data["prototypes"]
     if p.ndim != 2 or p.shape[0] < 2 or not np.isin(p, (-1, 1)).all():
         raise UserError(f"checkpoint {path}: prototypes must be a +-1 matrix with at least 2 rows")
-    if kind == "mlp":
+    if kind == "conv":
+        last = _check_conv_shapes(path, mlp_hidden(data))
+    elif kind == "mlp":
         hidden = mlp_hidden(data)
         if not hidden:
             raise UserError(f"checkpoint {path} has no hidden.0 array")
@@ -141,3 +143,19 @@ def _check_shapes(path: str, kind: str, data: dict) -> None:
             raise UserError(f"checkpoint {path}: {k} must be int16, found {v.dtype}")
     if p.shape[1] != last:
         raise UserError(f"checkpoint {path}: prototypes have {p.shape[1]} columns, the last layer has {last} units")
+
+
+def _check_conv_shapes(path: str, hidden: list) -> int:
+    """Conv arrays (C_out, k, k, C_in) chaining channels, then dense (K_out, K_in) chaining widths (the first dense
+    input count depends on the image size, checked when the model is built); returns the last width."""
+    n_conv = next((i for i, h in enumerate(hidden) if h.ndim != 4), len(hidden))
+    if n_conv == 0 or n_conv == len(hidden):
+        raise UserError(f"checkpoint {path}: a conv model needs conv arrays hidden.0.. (C_out, k, k, C_in) and then "
+                        "at least one dense array (K_out, K_in)")
+    for i, h in enumerate(hidden):
+        want = hidden[i - 1].shape[0] if 0 < i else h.shape[-1]
+        conv_ok = i < n_conv and h.shape[1] == h.shape[2] and h.shape[3] == want
+        if not (conv_ok or i >= n_conv and h.ndim == 2 and (i == n_conv or h.shape[1] == want)):
+            raise UserError(f"checkpoint {path}: hidden.{i} has shape {h.shape}, which does not chain "
+                            f"(conv (C_out, k, k, {want}) first, then dense (K_out, K_in))")
+    return int(hidden[-1].shape[0])

@@ -19,6 +19,7 @@ from .mlp import MLPTask, init_hidden
 from .profiling import nvtx_range
 from .progress import EpochProgress, log
 from .step_graph import GraphedSteps
+from .threads import set_threads
 from .prototypes import make_prototypes
 
 METRICS_COLUMNS = ["epoch", "step", "train_acc", "triggered_frac", "val_acc", "test_acc", "gammas",
@@ -31,15 +32,19 @@ def task_class(kind: str):
         from .rnn import RNNTask
 
         return RNNTask
+    if kind == "conv":
+        from .conv import ConvTask
+
+        return ConvTask
     return MLPTask
 
 
 def default_encoding(ds) -> str:
     if ds.is_sequence:
         return "thermometer:8"
-    if ds.image:
-        return "median"
     x = ds.x_train
+    if ds.image and x.ndim < 4:  # conv images may be +-1 already
+        return "median"
     return "sign" if np.isin(x, (-1, 1)).all() else "median"
 
 
@@ -57,7 +62,9 @@ class Prepared:
         rnn = cfg.kind == "rnn"
         # load_dataset checks the window against the series length (one-line error).
         ds = load_dataset(cfg.dataset, data_dir=cfg.data_dir, data_seed=cfg.data_seed, sequence=rnn,
-                          window=(cfg.window or None) if rnn else None)
+                          window=(cfg.window or None) if rnn else None, images=cfg.kind == "conv")
+        if cfg.kind == "conv":
+            cfg.image_shape = [int(v) for v in ds.x_train.shape[1:3]]
         validate_dataset(ds)
         if rnn and not ds.is_sequence:
             raise UserError(f"dataset {cfg.dataset} is not a sequence dataset: x must be (N, T, F) for rnn")
@@ -115,9 +122,10 @@ class Trainer:
         self.comm = make_communicator(cfg.distributed, cfg.dist_timeout)
         if self.comm.rank:  # rank 0 alone logs and writes files (docs/DISTRIBUTED.md)
             cfg.quiet = True
-        if backend is None and cfg.backend != "numpy":
+        if backend is None and cfg.backend in ("auto", "cuda"):
             bind_gpu(self.comm)  # before the backend allocates on the default device
-        self.bk = backend if backend is not None else get_backend(cfg.backend)
+        set_threads(cfg.threads)
+        self.bk = backend if backend is not None else get_backend(cfg.backend, quiet=cfg.quiet)
         if cfg.cuda_graph and (self.bk.name != "cuda" or self.comm.size > 1):
             raise UserError("--cuda-graph replays steps on one GPU: use it with --backend cuda in one process"
                             + (f" (this run uses {self.bk.name})" if self.bk.name != "cuda" else ""))
@@ -150,6 +158,10 @@ class Trainer:
                                 f"with {cfg.encode} gives {self.data.n_in}; use the same --encode and dataset")
             if prototypes.shape[0] != self.data.n_classes:
                 raise UserError(f"checkpoint has {prototypes.shape[0]} classes, {cfg.dataset} has {self.data.n_classes}")
+            if cfg.kind == "conv":  # channels and kernels from the arrays, stride and padding from --conv
+                from .conv import conv_specs
+
+                cfg.conv = conv_specs(hidden, cfg)
             cfg.hidden = Task.widths_from(hidden)
         else:
             hidden = init_hidden(Task.shapes(self.data.n_in, cfg), cfg.init_std, cfg.seed, cfg.hidden_clip)
@@ -165,7 +177,7 @@ class Trainer:
             raise UserError(f"--stability hidden sums |H . a| in int32, exact up to 65535 inputs per layer; the "
                             f"widest layer has {max(self.task.fan_ins)}: use --stability z")
         self.state = {"epoch": 0, "step": 0, "error_rate": 1.0, "best_val": -1.0, "bad_epochs": 0,
-                      "gammas": [cfg.gamma0] * len(cfg.group_widths())}
+                      "gammas": cfg.initial_gammas()}
         if self.resume_data is not None:
             self.state = json.loads(str(self.resume_data["train.state"]))
 
@@ -184,6 +196,7 @@ class Trainer:
         saved = TrainConfig.from_dict(data["config"])
         saved.resume, saved.out, saved.quiet, saved.plot = cfg.resume, cfg.resume, cfg.quiet, cfg.plot or saved.plot
         saved.backend = cfg.backend if cfg.backend != "auto" else saved.backend
+        saved.threads = cfg.threads  # how to run, not what to train
         saved.init = None
         saved.distributed, saved.dist_timeout = cfg.distributed, cfg.dist_timeout  # this launch's, not the saved
         saved.cuda_graph = cfg.cuda_graph  # how to run, not what to train: same integers either way

@@ -16,7 +16,7 @@ needs_emulator = pytest.mark.skipif(shutil.which("g++") is None, reason="the CUD
 # Backends that must give the same integers: `bk` runs a test once on each. The emulated CUDA backend runs the
 # real kernels/*.cu on the CPU, once with the CUDA-core products and once with the b1 tensor-core ones (every
 # xnor_matmul and fused epilogue then goes through xnor_matmul_tc.cu). A new backend is one more entry here.
-BACKENDS = ["numpy", "cuda-emu", "cuda-emu-tc"]
+BACKENDS = ["numpy", "numba", "cuda-emu", "cuda-emu-tc"]
 
 
 def make_backend(name: str):
@@ -24,13 +24,17 @@ def make_backend(name: str):
 
     if name == "numpy":
         return NumpyBackend()
+    if name == "numba":
+        from bep_gpu.backends.numba_backend import NumbaBackend
+
+        return NumbaBackend()
     from bep_gpu.backends.cuda_backend import CudaBackend
     from emu import emulated_module
 
     return CudaBackend(module=emulated_module(), xp=np, matmul="tensor_core" if name == "cuda-emu-tc" else "cuda_core")
 
 
-@pytest.fixture(scope="session", params=[pytest.param(n, marks=needs_emulator if n != "numpy" else ())
+@pytest.fixture(scope="session", params=[pytest.param(n, marks=needs_emulator if n.startswith("cuda") else ())
                                          for n in BACKENDS])
 def bk(request):
     return make_backend(request.param)

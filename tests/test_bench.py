@@ -171,3 +171,13 @@ def test_unwritable_out_fails_before_measuring(tmp_path, capsys):
     assert main(["--backend", "numpy", "--quick", "--sections", "gemm", "--out", str(blocker / "sub")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "cannot create --out" in err[0]
+
+
+@pytest.mark.skipif(not HAS_TORCH, reason="the QAT peer needs torch")
+def test_bench_conv_case_has_the_qat_conv_peer(tmp_path, capsys):
+    assert main(["--backend", "numpy", "--quick", "--sections", "step", "--cases", "conv", "--min-time", "0.01",
+                 "--peers", "qat", "--out", str(tmp_path)]) == 0
+    rows = {(r["section"], r["impl"]): r for r in rows_of(tmp_path)}
+    assert float(rows[("step", "BEP-Conv packed (numpy)")]["value"]) > 0
+    assert float(rows[("step", "QAT torch conv")]["ratio"]) > 0
+    assert rows[("epoch", "QAT torch conv")]["unit"] == "s/epoch (50000 samples)"

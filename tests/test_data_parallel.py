@@ -18,7 +18,7 @@ MLP_SIZES = [70, 20, 15]
 
 # The product implementation never reaches the data-parallel path (update sums, one all-reduce, apply), so the
 # tensor-core variant of the emulated backend would repeat cuda-emu here at the emulator's cost.
-@pytest.fixture(scope="module", params=[pytest.param(n, marks=needs_emulator if n != "numpy" else ())
+@pytest.fixture(scope="module", params=[pytest.param(n, marks=needs_emulator if n.startswith("cuda") else ())
                                         for n in BACKENDS if n != "cuda-emu-tc"])
 def dp_bk(request):
     return make_backend(request.param)

@@ -1,4 +1,4 @@
-"""bep-train {mlp,rnn}: train a binary network with BEP and write config.json, metrics.csv, model.npz, results.json."""
+"""bep-train {mlp,rnn,conv}: train a binary network with BEP; writes config.json, metrics.csv, model.npz, results.json."""
 from __future__ import annotations
 
 import argparse
@@ -7,6 +7,7 @@ import sys
 import time
 
 from ..config import TrainConfig
+from ..errors import UserError
 from .common import StrictParser, parse_widths, run_cli
 
 DEFAULTS = TrainConfig()
@@ -15,14 +16,16 @@ DEFAULTS = TrainConfig()
 # (results/rnn/RNN_RESULTS.md).
 RNN_DEFAULTS = {"hidden": "1035", "r": 0.5, "nu": 0.05, "gamma0": 15, "p_r": 0.5, "dataset": "ucr:ItalyPowerDemand",
                 "encode": "thermometer:8", "batch_size": 0, "patience": 0}
+# A small binary convnet for Fashion-MNIST (docs/CONV.md): two stride-2 conv layers, one dense layer.
+CONV_DEFAULTS = {"dataset": "fashion-mnist", "hidden": "256", "gamma0": "8"}
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = StrictParser(prog="bep-train", description=__doc__)
     sub = p.add_subparsers(dest="kind", required=True, parser_class=StrictParser)
-    for kind in ("mlp", "rnn"):
-        s = sub.add_parser(kind, help=f"train a binary {kind.upper()}")
-        d = RNN_DEFAULTS if kind == "rnn" else {}
+    for kind in ("mlp", "rnn", "conv"):
+        s = sub.add_parser(kind, help="train a binary convnet" if kind == "conv" else f"train a binary {kind.upper()}")
+        d = {"rnn": RNN_DEFAULTS, "conv": CONV_DEFAULTS}.get(kind, {})
 
         def opt(name, typ, default, help_):
             s.add_argument(name, type=typ, default=d.get(name.lstrip("-").replace("-", "_"), default), help=help_)
@@ -36,12 +39,19 @@ def build_parser() -> argparse.ArgumentParser:
         opt("--epochs", int, DEFAULTS.epochs, "(default: %(default)s)")
         opt("--batch-size", int, DEFAULTS.batch_size, "mini-batch size" + (" (0: a tenth of the training set)"
                                                                           if kind == "rnn" else " (default: %(default)s)"))
-        s.add_argument("--backend", choices=["auto", "numpy", "cuda"], default="auto", help="(default: auto)")
+        s.add_argument("--backend", choices=["auto", "numpy", "numba", "cuda"], default="auto",
+                       help="auto picks cuda, then numba (compiled CPU kernels), then numpy (default: auto)")
+        opt("--threads", int, DEFAULTS.threads, "CPU threads of the numba kernels and BLAS (0: the libraries' "
+            "defaults; default: %(default)s)")
         opt("--seed", int, DEFAULTS.seed, "seed of init, prototypes, splits, shuffling and reinforcement")
         opt("--out", str, f"runs/{kind}", "output directory (default: %(default)s)")
         opt("--r", float, DEFAULTS.r, "trigger margin as a fraction of the last width (default: %(default)s)")
         opt("--nu", float, DEFAULTS.nu, "gate width as a fraction of the fan-in (default: %(default)s)")
-        opt("--gamma0", int, DEFAULTS.gamma0, "initial group size; must divide every width (default: %(default)s)")
+        if kind == "conv":
+            opt("--gamma0", str, DEFAULTS.gamma0, "initial group size, one value or one per trainable layer "
+                "(conv layers: a divisor of C_out) (default: %(default)s)")
+        else:
+            opt("--gamma0", int, DEFAULTS.gamma0, "initial group size; must divide every width (default: %(default)s)")
         opt("--p-r", float, DEFAULTS.p_r, "reinforcement scale (default: %(default)s)")
         opt("--patience", int, DEFAULTS.patience, "epochs without improvement before groups grow; 0 = never")
         opt("--init-std", float, DEFAULTS.init_std, "std of the initial hidden weights (default: %(default)s)")
@@ -75,13 +85,39 @@ def build_parser() -> argparse.ArgumentParser:
             opt("--expand", int, 0, "feed the encoded bits b of each step through a fixed seeded random +-1 "
                 "matrix E (N x bits), giving N inputs sign(E b); E is stored in the checkpoint (paper: 1035; "
                 "0 = off)")
+        if kind == "conv":
+            opt("--conv", str, "32:3:2:1,64:3:2:1", "conv layers in order, channels:kernel:stride:padding "
+                "(default: %(default)s)")
+            opt("--conv-tile", int, 0, "mask tiles of Q x Q output positions per gamma channels (0: the whole map)")
     return p
+
+
+def parse_conv(text: str) -> list[list[int]]:
+    """C:K:S:P[,C:K:S:P...] -> [[C, K, S, P], ...]; UserError for anything else."""
+    try:
+        specs = [[int(v) for v in layer.split(":")] for layer in text.split(",") if layer.strip()]
+    except ValueError:
+        specs = []
+    if not specs or any(len(spec) != 4 for spec in specs):
+        raise UserError(f"--conv takes channels:kernel:stride:padding per layer, e.g. 32:3:1:1,64:3:2:1; got {text!r}")
+    return specs
+
+
+def parse_gammas(text: str) -> int | list[int]:
+    try:
+        values = [int(v) for v in str(text).split(",")]
+    except ValueError:
+        raise UserError(f"--gamma0 takes one integer or one per trainable layer (e.g. 8,8,16), got {text!r}") from None
+    return values[0] if len(values) == 1 else values
 
 
 def config_from_args(args) -> TrainConfig:
     values = {k: v for k, v in vars(args).items() if k in TrainConfig.__dataclass_fields__}
     values["hidden"] = parse_widths(args.hidden)
     values["shuffle"] = not args.no_shuffle
+    if args.kind == "conv":
+        values["conv"] = parse_conv(args.conv)
+        values["gamma0"] = parse_gammas(args.gamma0)
     return TrainConfig(**values)
 
 
