@@ -6,10 +6,11 @@ swapped, a chunk loop cut short, a file mode dropped...). For each one, the trac
 temporary directory once, the mutation is applied to the copy, the tests named for it run there (the default
 suite's markers apply: pyproject's addopts), and the copy's file is restored before the next. The working tree
 is never modified, so an interrupted check leaves nothing behind but the temporary directory, which is removed.
-A mutation is caught when its tests fail; the score table lists caught/missed per mutation, and the exit status
-is 1 if any was missed (2 if a mutation no longer applies: its text is gone from the file).
+A mutation is caught when its tests fail (pytest exit status 1); the score table lists caught/missed per
+mutation, and the exit status is 1 if any was missed, 2 if a run errored (a crash, a timeout) or a mutation no
+longer applies (its text is not in the file exactly once).
 
-    python scripts/mutation_check.py                 # every mutation, its own tests (about 10 minutes on 2 cores)
+    python scripts/mutation_check.py                 # every mutation, its own tests (about 7 minutes on 2 cores)
     python scripts/mutation_check.py --list
     python scripts/mutation_check.py gate-ceil rng-key-swap --suite   # the whole default suite per mutation
 """
@@ -78,11 +79,19 @@ MUTATIONS = [
              (("kernels/group_select.cu", "<< 32) | (u32)u;", "<< 32) | (u32)(gamma - 1 - u);"),
               ("kernels/group_select.cu", "const int k = first + (int)(u32)best;",
                "const int k = first + gamma - 1 - (int)(u32)best;")), SPEC),
+    Mutation("tie-last-numba", "group select ties to the highest index (numba)",
+             (("bep_gpu/backends/numba_kernels.py",
+               "if fused else np.int64(score[r, u])\n                    if best < 0 or v < best_v:",
+               "if fused else np.int64(score[r, u])\n                    if best < 0 or v <= best_v:"),),
+             SPEC),
+    Mutation("reinforce-zero-down-numba", "reinforcement moves h = 0 to -2 (numba)",
+             (("bep_gpu/backends/numba_kernels.py", "v += 2 if v >= 0 else -2", "v += 2 if v > 0 else -2"),), SPEC),
     Mutation("sign0-epilogue", "sign(0) = -1 in the CUDA-core fused sign epilogue",
              (("kernels/xnor_matmul.cu", "return (int)acc[i][j] >= 0; });", "return (int)acc[i][j] > 0; });"),),
              SPEC),
     Mutation("sign0-epilogue-tc", "sign(0) = -1 in the tensor-core fused sign epilogue",
-             (("kernels/xnor_matmul_tc.cu", "(n < N && z >= 0)", "(n < N && z > 0)"),), SPEC),
+             (("kernels/xnor_matmul_tc.cu", "return tile.acc[0][i][j][r] >= 0; });",
+               "return tile.acc[0][i][j][r] > 0; });"),), SPEC),
     Mutation("gate0-epilogue", "gate bit |z| < G instead of <= in the fused gate epilogue",
              (("kernels/xnor_matmul.cu", "return (z < 0 ? -z : z) <= thr;", "return (z < 0 ? -z : z) < thr;"),),
              SPEC),
@@ -169,17 +178,17 @@ def restore(copy: str, originals: dict[str, str]) -> None:
             f.write(text)
 
 
-def run_tests(copy: str, tests, timeout: float) -> tuple[bool, str]:
-    """(tests passed, last line of pytest's output) in the copy; its package shadows any installed one, also
-    in the subprocesses tests start (PYTHONPATH)."""
+def run_tests(copy: str, tests, timeout: float) -> tuple[int, str]:
+    """(pytest's exit status, its last line of output) in the copy; its package shadows any installed one,
+    also in the subprocesses tests start (PYTHONPATH). 0: all passed, 1: some failed, else an error."""
     env = dict(os.environ, PYTHONPATH=copy, PYTHONDONTWRITEBYTECODE="1")
     cmd = [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", *tests]
     try:
         proc = subprocess.run(cmd, cwd=copy, env=env, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
-        return False, f"timed out after {timeout:.0f} s"
+        return -1, f"timed out after {timeout:.0f} s"
     lines = [ln for ln in proc.stdout.strip().splitlines() if ln.strip()]
-    return proc.returncode == 0, lines[-1] if lines else proc.stderr.strip()[-200:]
+    return proc.returncode, lines[-1] if lines else proc.stderr.strip()[-200:]
 
 
 def main(argv=None) -> int:
@@ -202,8 +211,8 @@ def main(argv=None) -> int:
     t_all = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="bep-mutation-") as copy:
         copy_tree(ROOT, copy)
-        ok, line = run_tests(copy, SPEC, args.timeout)  # the unmutated copy must pass, or nothing means anything
-        if not ok:
+        rc, line = run_tests(copy, SPEC, args.timeout)  # the unmutated copy must pass, or nothing means anything
+        if rc != 0:
             print(f"mutation_check: the unmutated tree fails its tests ({line}); fix that first", file=sys.stderr)
             return 2
         for m in chosen:
@@ -215,16 +224,17 @@ def main(argv=None) -> int:
                 status = 2
                 continue
             try:
-                passed, line = run_tests(copy, () if args.suite else m.tests, args.timeout)
+                rc, line = run_tests(copy, () if args.suite else m.tests, args.timeout)
             finally:
                 restore(copy, originals)
-            verdict = "missed" if passed else "caught"
-            if passed and status == 0:
-                status = 1
+            # only failing tests count as a catch: a crash, a timeout or a collection error says nothing
+            verdict = {0: "missed", 1: "caught"}.get(rc, f"error ({rc})")
+            if rc != 1:
+                status = max(status, 1 if rc == 0 else 2)
             rows.append((m.name, verdict, time.monotonic() - t0, line))
             print(f"{m.name:30s} {verdict:7s} {rows[-1][2]:6.1f} s  {line}", file=sys.stderr, flush=True)
     caught = sum(r[1] == "caught" for r in rows)
-    print(f"\n| mutation | result | seconds | tests' last line |\n|---|---|---|---|")
+    print("\n| mutation | result | seconds | tests' last line |\n|---|---|---|---|")
     for name, verdict, secs, line in rows:
         print(f"| {name} | {verdict} | {secs:.1f} | {line} |")
     print(f"\nscore: {caught}/{len(rows)} caught ({time.monotonic() - t_all:.0f} s"
