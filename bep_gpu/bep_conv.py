@@ -90,25 +90,24 @@ def forward(bk: Backend, weights, geoms, dense_sizes, x, gates=None):
     one dense layer."""
     n = x.shape[0]
     zs, outs, gate_bits, inputs = [], [], [], []
+
+    def layer(rows, l: int, k: int):
+        """Layer l on its packed input rows of k bits; keeps its z, output, gate bits and input rows."""
+        res = bk.xnor_matmul_sign(rows, weights[l], k, gate=None if gates is None or l == 0 else gates[l])
+        zs.append(res[0])
+        outs.append(res[1])
+        gate_bits.append(res[2] if len(res) == 3 else None)
+        inputs.append(rows)
+        return res[1]
+
     a = x
     for l, g in enumerate(geoms):
         cols = bk.im2col(a, g.c_in, g.k, g.k, g.stride, g.pad).reshape(-1, n_words(g.fan_in))
-        res = bk.xnor_matmul_sign(cols, weights[l], g.fan_in, gate=None if gates is None or l == 0 else gates[l])
-        zs.append(res[0])
-        outs.append(res[1])
-        gate_bits.append(res[2] if len(res) == 3 else None)
-        inputs.append(cols)
-        a = res[1].reshape(n, g.h_out, g.w_out, n_words(g.c_out))
+        a = layer(cols, l, g.fan_in).reshape(n, g.h_out, g.w_out, n_words(g.c_out))
     sizes = [flat_size(geoms)] + list(dense_sizes)
     act = flatten(bk, a, geoms[-1])
     for i in range(len(dense_sizes)):
-        l = len(geoms) + i
-        res = bk.xnor_matmul_sign(act, weights[l], sizes[i], gate=None if gates is None else gates[l])
-        inputs.append(act)
-        zs.append(res[0])
-        outs.append(res[1])
-        gate_bits.append(res[2] if len(res) == 3 else None)
-        act = res[1]
+        act = layer(act, len(geoms) + i, sizes[i])
     return zs, outs, gate_bits, inputs
 
 

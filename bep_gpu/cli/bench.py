@@ -332,7 +332,7 @@ def bench_conv_steps(bk, table, min_time, qat, image=(28, 28, 1), specs=((16, 3,
         from ..peers import qat_conv
     except ImportError:
         return
-    r = qat_conv.time_qat_conv_step(image[:2], image[2], specs, dense, batch_size=batch,
+    r = qat_conv.time_qat_conv_step(image[:2], image[2], specs, dense, batch_size=batch, n_samples=20 * batch,
                                     device="cuda" if bk.name == "cuda" else "cpu")
     table.add("step", case, "QAT torch conv", r["step_time_s"] * 1e3, "ms/step", r["step_time_s"] / t_ours,
               "ratio = this / ours; no BN, batch gather included")
