@@ -46,10 +46,7 @@ def test_bench_update_section_times_both_forms(tmp_path, capsys):
 
 @pytest.mark.skipif(not HAS_TORCH, reason="the QAT peer needs torch")
 def test_bench_rnn_case_has_the_qat_peer(tmp_path, capsys, monkeypatch):
-    import os
-
-    monkeypatch.syspath_prepend(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "scripts"))
-    from baselines import qat_torch  # the module bep-bench imports as its peer
+    from bep_gpu.peers import qat_torch  # the module bep-bench imports as its peer
 
     real = qat_torch.time_qat_step  # its timed epoch: 5 steps here instead of 100 (most of a minute on 2 cores)
     monkeypatch.setattr(qat_torch, "time_qat_step", lambda *a, n_samples, **kw: real(*a, n_samples=100, **kw))
