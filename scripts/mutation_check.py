@@ -10,7 +10,7 @@ A mutation is caught when its tests fail (pytest exit status 1); the score table
 mutation, and the exit status is 1 if any was missed, 2 if a run errored (a crash, a timeout) or a mutation no
 longer applies (its text is not in the file exactly once).
 
-    python scripts/mutation_check.py                 # every mutation, its own tests (about 7 minutes on 2 cores)
+    python scripts/mutation_check.py                 # every mutation, its own tests (about 6 minutes on 2 cores)
     python scripts/mutation_check.py --list
     python scripts/mutation_check.py gate-ceil rng-key-swap --suite   # the whole default suite per mutation
 """
