@@ -33,6 +33,11 @@ def time_major(bk: Backend, x):
     return bk.xp.ascontiguousarray(x.transpose(1, 0, 2))
 
 
+def stack_rows(a):
+    """(T, B, w) -> (T * B, w): the time steps' rows stacked, time-major (explicit w: B may be 0)."""
+    return a.reshape(a.shape[0] * a.shape[1], a.shape[2])
+
+
 def forward(bk: Backend, weights, sizes, x_t, gate=None):
     """For time-major packed inputs x_t (T, B, n_words(Kx)): z (T, B, Ks) int32, the packed states s_0..s_T
     (a list of T + 1 arrays (B, n_words(Ks))) and the readout's (z_y (B, Ky), s_y packed), plus its gate bits
@@ -42,7 +47,7 @@ def forward(bk: Backend, weights, sizes, x_t, gate=None):
     kx, ks, _ = sizes
     steps, n = x_t.shape[0], x_t.shape[1]
     # W_xs a_t does not depend on the state: every step's input product in one call.
-    z = bk.xnor_matmul(x_t.reshape(steps * n, -1), w_xs, kx).reshape(steps, n, ks)
+    z = bk.xnor_matmul(stack_rows(x_t), w_xs, kx).reshape(steps, n, ks)
     states = [bk.pack(xp.ones((n, ks), dtype=xp.int8))]  # s_0 = all +1
     for t in range(steps):  # z_t += W_ss s_{t-1} and s_t = sign(z_t), in one kernel on the CUDA backend
         states.append(bk.xnor_matmul_sign(states[-1], w_ss, ks, add=z[t])[1])
@@ -63,7 +68,7 @@ def predict(bk: Backend, weights, sizes, prototypes, x):
 def unpack01(xp, words, k: int):
     """0/1 uint8 values (..., k) of packed words (..., n_words(k)), with plain array ops of xp."""
     bits = (words[..., None] >> xp.arange(64, dtype=xp.uint64)) & xp.uint64(1)
-    return bits.astype(xp.uint8).reshape(*words.shape[:-1], -1)[..., :k]
+    return bits.astype(xp.uint8).reshape(*words.shape[:-1], words.shape[-1] * 64)[..., :k]
 
 
 def shared_selection(bk: Backend, wrong, z_abs, gamma: int, max_abs_z: int):
@@ -120,13 +125,13 @@ def select_updates(bk: Backend, hidden, sizes, prototypes, x, labels, gammas, ru
         if shared_mask:
             sel = shared_selection(bk, (s_t ^ targets) & row_mask, xp.abs(z[first:]), gammas[0], kx + ks)
         else:  # time-major rows: row t * B + b takes sample b's trigger word
-            sel = bk.select_wrong(z[first:].reshape(h * n, ks), s_t.reshape(h * n, -1), targets.reshape(h * n, -1),
+            sel = bk.select_wrong(stack_rows(z[first:]), stack_rows(s_t), stack_rows(targets),
                                   row_mask, gammas[0])
         sel_y = bk.select_wrong(z_y, s_y, t_y, row_mask, gammas[1])
-    t_rows = targets.reshape(h * n, -1)
+    t_rows = stack_rows(targets)
     # H_xs and H_ss share the selected rows: a_t and s_{t-1} are the two halves of the cell's input.
-    return counts, [(sel, t_rows, x_t[first:].reshape(h * n, -1)),
-                    (sel, t_rows, xp.stack(states[first:steps]).reshape(h * n, -1)),
+    return counts, [(sel, t_rows, stack_rows(x_t[first:])),
+                    (sel, t_rows, stack_rows(xp.stack(states[first:steps]))),
                     (sel_y, t_y, states[-1])]
 
 

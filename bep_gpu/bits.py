@@ -51,3 +51,13 @@ def transpose_bits(words, n_rows: int, n_cols: int) -> np.ndarray:
     if words.shape != (n_rows, n_words(n_cols)):
         raise ValueError(f"transpose_bits: expected shape {(n_rows, n_words(n_cols))}, got {words.shape}")
     return pack_bits(unpack_bits(words, n_cols).T)
+
+
+def row_popcounts(words, k: int | None = None) -> np.ndarray:
+    """Set bits per row of (rows, words) as uint32, bits at or past k ignored (k None: every bit counts)."""
+    words = np.asarray(words, dtype=np.uint64)
+    if k is not None and int(k) % WORD_BITS and words.shape[-1]:
+        words = words.copy()
+        words[..., -1] &= np.uint64((1 << (int(k) % WORD_BITS)) - 1)
+    as_bytes = np.ascontiguousarray(words).view(np.uint8)  # NumPy 1.x has no bitwise_count
+    return np.unpackbits(as_bytes, axis=-1).sum(axis=-1, dtype=np.uint32)

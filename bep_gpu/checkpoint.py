@@ -12,7 +12,7 @@ from .errors import UserError
 
 FORMAT = "bep-gpu"
 VERSION = 1
-KINDS = ("mlp", "rnn")
+KINDS = ("mlp", "rnn", "conv")
 RNN_KEYS = ("hidden.xs", "hidden.ss", "hidden.sy")
 
 
@@ -138,7 +138,7 @@ def _check_layer_names(path: str, kind: str, data: dict) -> None:
     names = {k for k in data if k.startswith("hidden.")}
     numbered = [int(k[7:]) for k in names if k[7:].isdigit()]
     expected = set(RNN_KEYS) if kind == "rnn" else {f"hidden.{i}" for i in range(max(numbered, default=-1) + 1)}
-    if kind == "mlp" and not expected:
+    if kind in ("mlp", "conv") and not expected:
         raise UserError(f"checkpoint {path} has no hidden.0 array")
     missing, stray = sorted(expected - names), sorted(names - expected)
     if missing:
@@ -153,7 +153,9 @@ def _check_shapes(path: str, kind: str, data: dict) -> list[int]:
     if p.ndim != 2 or p.shape[0] < 2 or not np.isin(p, (-1, 1)).all():
         raise UserError(f"checkpoint {path}: prototypes must be a +-1 matrix with at least 2 rows")
     _check_layer_names(path, kind, data)
-    if kind == "mlp":
+    if kind == "conv":
+        sizes = _check_conv_shapes(path, mlp_hidden(data))
+    elif kind == "mlp":
         hidden = mlp_hidden(data)
         chain = [hidden[0].shape[1] if hidden[0].ndim == 2 else -1]
         for i, h in enumerate(hidden):
@@ -173,6 +175,22 @@ def _check_shapes(path: str, kind: str, data: dict) -> list[int]:
     if p.shape[1] != sizes[-1]:
         raise UserError(f"checkpoint {path}: prototypes have {p.shape[1]} columns, the last layer has {sizes[-1]} units")
     return sizes
+
+
+def _check_conv_shapes(path: str, hidden: list) -> list[int]:
+    """Conv arrays (C_out, k, k, C_in) chaining channels, then dense (K_out, K_in) chaining widths (the first dense
+    input count depends on the image size, checked when the model is built); returns the sizes [C_in, C_out.., K..]."""
+    n_conv = next((i for i, h in enumerate(hidden) if h.ndim != 4), len(hidden))
+    if n_conv == 0 or n_conv == len(hidden):
+        raise UserError(f"checkpoint {path}: a conv model needs conv arrays hidden.0.. (C_out, k, k, C_in) and then "
+                        "at least one dense array (K_out, K_in)")
+    for i, h in enumerate(hidden):
+        want = hidden[i - 1].shape[0] if 0 < i else h.shape[-1]
+        conv_ok = i < n_conv and h.shape[1] == h.shape[2] and h.shape[3] == want
+        if not (conv_ok or i >= n_conv and h.ndim == 2 and (i == n_conv or h.shape[1] == want)):
+            raise UserError(f"checkpoint {path}: hidden.{i} has shape {h.shape}, which does not chain "
+                            f"(conv (C_out, k, k, {want}) first, then dense (K_out, K_in))")
+    return [int(hidden[0].shape[-1])] + [int(h.shape[0]) for h in hidden]
 
 
 def _encoder_width(data: dict) -> int | None:

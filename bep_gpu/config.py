@@ -20,11 +20,12 @@ class TrainConfig:
     epochs: int = 50
     batch_size: int = 20
     backend: str = "auto"
+    threads: int = 0  # CPU threads of numba kernels and BLAS (0: the libraries' defaults)
     seed: int = 0
     out: str = "runs/latest"
     r: float = 0.75
     nu: float = 0.2
-    gamma0: int = 25
+    gamma0: int | list = 25  # one group size, or (conv) one per trainable layer in forward order
     p_r: float = 0.5
     patience: int = 5  # the group-size schedule (not early stopping: early_stop)
     early_stop: int = 0  # stop after this many epochs without validation improvement (0 = never)
@@ -52,6 +53,10 @@ class TrainConfig:
     rnn_mask: str = "step"
     window: int = 0  # keep only the last `window` steps of each series (0 = all)
     expand: int = 0  # fixed random +-1 expansion of the encoded inputs to this many bits (0 = off)
+    # conv only (docs/CONV.md)
+    conv: list = field(default_factory=list)  # [C_out, k, stride, pad] per conv layer, in forward order
+    conv_tile: int = 0  # mask tiles of q x q output positions (0 = the whole map)
+    image_shape: list | None = None  # [H, W] of the input images, set from the data by the trainer
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -67,8 +72,10 @@ class TrainConfig:
         def bad(msg):
             raise UserError(msg)
 
-        if self.kind not in ("mlp", "rnn"):
-            bad(f"unknown model kind {self.kind!r}: use mlp or rnn")
+        if self.kind not in ("mlp", "rnn", "conv"):
+            bad(f"unknown model kind {self.kind!r}: use mlp, rnn or conv")
+        if self.kind == "conv":
+            check_conv(self, bad)
         if not self.hidden or any(int(k) <= 0 for k in self.hidden):
             bad(f"--hidden must list positive widths, got {self.hidden}")
         if self.kind == "rnn" and len(self.hidden) > 2:
@@ -100,23 +107,47 @@ class TrainConfig:
             bad("--horizon, --window and --expand must be >= 0")
         if self.kind == "rnn" and self.stability != "z":
             bad("--stability hidden is an MLP option: the RNN ranks wrong units by |z_t| (docs/ALGORITHM.md section 9)")
+        if self.threads < 0:
+            bad("--threads must be >= 0 (0: the default)")
         if self.eval_batch <= 0:
             bad("--eval-batch must be positive")
         if self.distributed not in DISTRIBUTED:
             bad(f"--distributed must be one of {', '.join(DISTRIBUTED)}")
         if not self.dist_timeout > 0:
             bad("--dist-timeout must be positive (seconds)")
-        for width in self.group_widths() if widths else ():
-            if self.gamma0 <= 0 or width % self.gamma0:
+        if isinstance(self.gamma0, list) and (self.kind != "conv" or widths
+                                              and len(self.gamma0) != len(self.group_widths())):
+            bad(f"--gamma0 takes one value{' or one per trainable layer' * (self.kind == 'conv')}, got {self.gamma0}"
+                + (f" for {len(self.group_widths())} layers" if self.kind == "conv" else ""))
+        for width, gamma in zip(self.group_widths(), self.initial_gammas()) if widths else ():
+            if gamma <= 0 or width % gamma:
                 divisors = [d for d in range(1, width + 1) if width % d == 0]
-                bad(f"--gamma0 {self.gamma0} does not divide layer width {width}; divisors of {width}: {divisors}")
+                bad(f"--gamma0 {gamma} does not divide layer width {width}; divisors of {width}: {divisors}")
 
     def group_widths(self) -> list[int]:
         """Widths whose units form groups of gamma: every MLP layer; the RNN cell and readout."""
         if self.kind == "rnn":
             ks = int(self.hidden[0])
             return [ks, int(self.hidden[1]) if len(self.hidden) > 1 else ks]
-        return [int(k) for k in self.hidden]
+        return [int(spec[0]) for spec in self.conv if self.kind == "conv"] + [int(k) for k in self.hidden]
+
+    def initial_gammas(self) -> list[int]:
+        """gamma0 of every group width: the one value repeated, or (conv) the list given."""
+        n = len(self.group_widths())
+        return [int(g) for g in self.gamma0] if isinstance(self.gamma0, list) else [int(self.gamma0)] * n
+
+
+def check_conv(cfg: TrainConfig, bad) -> None:
+    """The conv settings no run can use (the geometry against the images is checked once they are loaded)."""
+    if not cfg.conv:
+        bad("conv needs at least one conv layer: --conv C:K:S:P[,C:K:S:P...]")
+    for spec in cfg.conv:
+        if len(spec) != 4 or any(int(v) != v for v in spec) or min(spec[:3]) <= 0 or spec[3] < 0:
+            bad(f"--conv layer {spec} is not C:K:S:P with positive channels, kernel and stride and padding >= 0")
+    if cfg.conv_tile < 0:
+        bad("--conv-tile must be >= 0 (0: one tile covering the whole output map)")
+    if cfg.stability != "z":
+        bad("--stability hidden is an MLP option: conv layers rank wrong units by |z|")
 
 
 # The RNN subcommand's and RNNClassifier's defaults: the paper's UCR settings (r, nu, gamma0, p_r, Ks = Ky = 1035,
@@ -126,6 +157,11 @@ class TrainConfig:
 # the net collapsed to one class (results/rnn/RNN_RESULTS.md). The window is tuned per dataset: none by default.
 RNN_DEFAULTS = {"hidden": [1035], "r": 0.5, "nu": 0.05, "gamma0": 15, "p_r": 0.5, "dataset": "ucr:ItalyPowerDemand",
                 "encode": "thermometer:16", "expand": 1035, "batch_size": 0, "patience": 0}
+
+
+# The conv subcommand's and ConvClassifier's defaults: a small binary convnet for Fashion-MNIST (docs/CONV.md), two
+# stride-2 conv layers and one dense layer.
+CONV_DEFAULTS = {"dataset": "fashion-mnist", "hidden": [256], "gamma0": 8, "conv": [[32, 3, 2, 1], [64, 3, 2, 1]]}
 
 
 def next_divisor(width: int, gamma: int) -> int:

@@ -1,4 +1,5 @@
-"""Estimators in scikit-learn's shape: MLPClassifier and RNNClassifier train with BEP from Python, in memory.
+"""Estimators in scikit-learn's shape: MLPClassifier, RNNClassifier and ConvClassifier train with BEP from Python,
+in memory.
 
 The keyword arguments are the training settings, named as in TrainConfig (docs/CLI.md lists them beside their
 flags); __init__ only stores them, so get_params, set_params and clone work with or without scikit-learn. fit
@@ -22,7 +23,7 @@ from dataclasses import fields
 import numpy as np
 
 from . import checkpoint as ckpt
-from .config import RNN_DEFAULTS, TrainConfig
+from .config import CONV_DEFAULTS, RNN_DEFAULTS, TrainConfig
 from .data.dataset import Dataset, index_labels
 from .errors import UserError
 
@@ -43,8 +44,8 @@ def _sklearn(name: str, fallback):
 
 # TrainConfig fields that are not estimator parameters: where data, checkpoints and processes come from.
 NOT_PARAMETERS = {"kind", "dataset", "data_dir", "data_seed", "init", "resume", "max_train", "plot", "overwrite",
-                  "distributed", "dist_timeout"}
-RNN_ONLY = ("horizon", "rnn_mask", "window", "expand")
+                  "distributed", "dist_timeout", "image_shape"}
+KIND_ONLY = {"rnn": ("horizon", "rnn_mask", "window", "expand"), "conv": ("conv", "conv_tile")}
 # Estimators default to silence (scikit-learn's verbose=0) and to training in memory.
 ESTIMATOR_DEFAULTS = {"quiet": True, "out": None}
 
@@ -54,10 +55,11 @@ def parameters(kind: str, defaults: dict) -> dict:
     cfg = TrainConfig(kind=kind, **{**defaults, **ESTIMATOR_DEFAULTS})
     out = {}
     for f in fields(TrainConfig):
-        if f.name in NOT_PARAMETERS or (kind != "rnn" and f.name in RNN_ONLY):
+        if f.name in NOT_PARAMETERS or any(k != kind and f.name in only for k, only in KIND_ONLY.items()):
             continue
         value = getattr(cfg, f.name)
-        out[f.name] = tuple(value) if isinstance(value, list) else value  # immutable defaults
+        # immutable defaults (conv layers: a tuple of tuples)
+        out[f.name] = tuple(tuple(v) if isinstance(v, list) else v for v in value) if isinstance(value, list) else value
     return out
 
 
@@ -265,6 +267,27 @@ class RNNClassifier(BEPClassifier):
             raise ValueError(f"{type(self).__name__}: window must be between 1 and the series length "
                              f"{x.shape[1]}, not {self.window}")
         return x, False
+
+
+class ConvClassifier(BEPClassifier):
+    """A fully binary convnet trained with BEP (conv layers, dense layers, prototype readout; docs/CONV.md).
+    x: images (N, H, W) or (N, H, W, C); conv: (channels, kernel, stride, padding) per conv layer; gamma0: one
+    group size, or one per trainable layer."""
+
+    kind = "conv"
+    input_shapes = "images (N, H, W) or (N, H, W, C)"
+    __init__ = make_init("conv", {k: v for k, v in CONV_DEFAULTS.items() if k != "dataset"})
+
+    def as_trainer_input(self, x):
+        if x.ndim not in (3, 4):
+            raise ValueError(f"{type(self).__name__}: x must be {self.input_shapes}, got shape {x.shape}")
+        return (x[..., None] if x.ndim == 3 else x), True
+
+    def _config(self) -> TrainConfig:
+        cfg = super()._config()
+        cfg.conv = [list(layer) for layer in cfg.conv]
+        cfg.gamma0 = list(cfg.gamma0) if np.ndim(cfg.gamma0) else cfg.gamma0
+        return cfg
 
 
 def clone(estimator):

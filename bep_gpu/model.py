@@ -22,10 +22,15 @@ RNN_NOTE = """\
 Per use = per time step for the recurrent cell (hidden.xs, hidden.ss), once per sample for the readout. Per sample:
   the cell runs T steps forward; with horizon h (h = T by default) it is updated at h steps and passes targets
   back through W_ss^T h - 1 times (s_0 gets none)."""
+CONV_NOTE = """\
+Conv layers (shape C_out x k x k x C_in): one use per output position, H' x W' per sample; the padding (+1)
+  counts as input. Every conv layer above the first passes targets to its input map."""
 
 
 class Layer:
     """One matrix of the model, for the summary: shape, bytes, and how often each pass uses it per sample."""
+
+    shape_text = None  # how the summary prints the shape, when not "out x in" (conv filters)
 
     def __init__(self, name: str, k_out: int, k_in: int, hidden: bool, fwd_uses, upd_uses, prop_uses):
         self.name, self.k_out, self.k_in = name, int(k_out), int(k_in)
@@ -98,11 +103,13 @@ class Model:
                             "pass encoded +-1 inputs to predict_encoded")
         x = np.asarray(x)
         rnn = self.kind == "rnn"
-        if x.ndim not in ((2, 3) if rnn else (2, 3, 4)):
+        if self.kind == "conv":
+            x = self._image_batch(x)
+        elif x.ndim not in ((2, 3) if rnn else (2, 3, 4)):
             raise UserError(f"{self.kind} model: features must be "
                             f"{'(N, T, F) or (N, T)' if rnn else '(N, F) or images (N, H, W[, C])'}, "
                             f"got shape {x.shape}")
-        if rnn and x.ndim == 2:
+        elif rnn and x.ndim == 2:
             x = x[..., None]
         elif not rnn:
             x = x.reshape(len(x), -1)
@@ -113,6 +120,13 @@ class Model:
         if rnn and self.config.window:
             x = x[:, -self.config.window:]  # the model was trained on the last `window` steps
         return self.encoder.transform(x)
+
+    def _image_batch(self, x) -> np.ndarray:
+        """Images (N, H, W) or (N, H, W, C) of the trained size as (N, H, W, C)."""
+        h, w = self.config.image_shape
+        if x.ndim not in (3, 4) or x.shape[1:3] != (h, w):
+            raise UserError(f"conv model: images must be (N, {h}, {w}) or (N, {h}, {w}, C), got shape {x.shape}")
+        return x if x.ndim == 4 else x[..., None]
 
     def predict(self, x) -> np.ndarray:
         """The class labels (the training labels' values) for raw features x, encoded with the stored encoder."""
@@ -135,7 +149,10 @@ class Model:
         bits = np.asarray(bits)
         packed = bits.dtype == np.uint64
         width = n_words(self.n_inputs) if packed else self.n_inputs
-        want = 3 if self.kind == "rnn" else 2
+        want = {"rnn": 3, "conv": 4}.get(self.kind, 2)
+        if self.kind == "conv" and bits.shape[1:3] != tuple(self.config.image_shape):
+            raise UserError(f"conv model takes maps (N, {', '.join(map(str, self.config.image_shape))}, {width}), "
+                            f"got shape {bits.shape}")
         if bits.ndim != want or bits.shape[-1] != width:
             what = f"{width} packed words" if packed else f"{self.n_inputs} inputs"
             raise UserError(f"{self.kind} model takes {what} per {'step' if want == 3 else 'sample'}, "
@@ -173,9 +190,26 @@ class Model:
             return fixed + [Layer("hidden.xs", ks, kx, True, t, h, 0),
                     Layer("hidden.ss", ks, ks, True, t, h, None if h is None else h - 1),
                     Layer("hidden.sy", ky, ks, True, 1, 1, 1), Layer("prototypes", c, ky, False, 1, 0, 0)]
+        if self.kind == "conv":
+            return self._conv_layers()
         k = self.sizes
         mats = [Layer(f"hidden.{i}", k[i + 1], k[i], True, 1, 1, int(i > 0)) for i in range(len(k) - 1)]
         return mats + [Layer("prototypes", c, k[-1], False, 1, 0, 0)]
+
+    def _conv_layers(self) -> list[Layer]:
+        """Conv layers as matrices C_out x k k C_in used once per output position, then dense layers and readout."""
+        from .bep_conv import flat_size
+
+        geoms, dense = self.task.geoms, self.task.dense_sizes
+        out = []
+        for i, g in enumerate(geoms):
+            uses = g.h_out * g.w_out
+            ly = Layer(f"hidden.{i}", g.c_out, g.fan_in, True, uses, uses, uses if i else 0)
+            ly.shape_text = f"{g.c_out} x {g.k} x {g.k} x {g.c_in}"
+            out.append(ly)
+        widths = [flat_size(geoms)] + dense
+        out += [Layer(f"hidden.{len(geoms) + i}", widths[i + 1], widths[i], True, 1, 1, 1) for i in range(len(dense))]
+        return out + [Layer("prototypes", self.n_classes, widths[-1], False, 1, 0, 0)]
 
     def summary(self, steps: int | None = None) -> str:
         """A table per matrix: shape, packed and hidden bytes, bit-operations; totals; size vs float32; backend.
@@ -193,7 +227,7 @@ class Model:
         rows = []
         for ly in layers:
             per_use = [f"{ly.macs:,}", f"{ly.bwd_per_use:,}"] if rnn else []
-            rows.append([ly.name + ("" if ly.hidden else " (fixed)"), f"{ly.k_out} x {ly.k_in}",
+            rows.append([ly.name + ("" if ly.hidden else " (fixed)"), ly.shape_text or f"{ly.k_out} x {ly.k_in}",
                          f"{ly.packed_bytes:,}", f"{ly.hidden_bytes:,}"] + per_use + [num(v) for v in ly.per_sample()])
         packed = sum(ly.packed_bytes for ly in layers)
         hidden = sum(ly.hidden_bytes for ly in layers)
@@ -209,8 +243,10 @@ class Model:
         rule = "-" * len(line(head))
         enc = self.encoder.spec if self.encoder is not None else "none stored"
         t = steps or self.steps
+        inputs = (f"input map {' x '.join(map(str, self.config.image_shape))} x {self.n_inputs}"
+                  if self.kind == "conv" else f"inputs per {'time step' if rnn else 'sample'}: {self.n_inputs}")
         out = [f"Model: {self.kind} {self.sizes} -> {self.n_classes} classes   ({self.path})",
-               f"Encoder: {enc}; inputs per {'time step' if rnn else 'sample'}: {self.n_inputs}"
+               f"Encoder: {enc}; {inputs}"
                + (f"; T = {t if t else '? (pass steps)'}" if rnn else ""),
                rule, line(head), rule, *map(line, rows), rule, line(total), rule,
                f"Visible weights: {packed:,} bytes packed; float32 equivalent {f32:,} bytes; "
@@ -219,6 +255,8 @@ class Model:
                f"Backend: {self.bk.name} ({self.bk.device})", OPS_NOTE]
         if rnn:
             out.append(RNN_NOTE)
+        if self.kind == "conv":
+            out.append(CONV_NOTE)
         return "\n".join(out)
 
 

@@ -7,6 +7,9 @@ reinforcement RNG, from a device counter that the graph itself advances (`reinfo
 change between epochs (reinforcement thresholds, group sizes) are captured anew each epoch. The first step of
 an epoch runs eagerly, which loads every kernel and fills the graph's private memory pool; the second is captured
 and then replayed for every full batch; a short last batch runs eagerly. Same integers as without a graph.
+Every block the capture allocates is held with the graph until it is dropped: a replay writes the addresses it
+recorded, so those blocks must never return to a pool (CuPy reuses free blocks, and releases them to the device
+on an out-of-memory retry) while the graph can still run.
 
 Without CuPy (the CUDA kernel emulator of the tests) the same data flow runs with direct calls instead of a
 graph, so everything but the capture itself is checked on the CPU.
@@ -44,6 +47,7 @@ class GraphedSteps:
             self._stream = cupy.cuda.Stream(non_blocking=True)
             # The graph keeps the addresses of its temporaries: they come from a pool nothing else allocates from.
             self._pool = cupy.cuda.MemoryPool()
+            self._graph_memory = []  # every block of the capture, alive as long as the graph
 
     def __call__(self, idx) -> None:
         """One step on the rows idx (a device index array of exactly `batch` rows)."""
@@ -77,9 +81,17 @@ class GraphedSteps:
         xp.take(self.y_all, idx, axis=0, out=self.y)
 
     def _record(self):
+        import cupy
+
+        def malloc(size):
+            mem = self._pool.malloc(size)
+            self._graph_memory.append(mem)
+            return mem
+
         self._stream.begin_capture()
         try:
-            self._step()
+            with cupy.cuda.using_allocator(malloc):
+                self._step()
         except BaseException as e:
             try:
                 self._stream.end_capture()

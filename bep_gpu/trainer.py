@@ -1,7 +1,6 @@
 """The epoch loop shared by every model kind: data, shuffling, schedule, E rule, checkpoints, result files."""
 from __future__ import annotations
 
-import contextlib
 import csv
 import dataclasses
 import io
@@ -23,6 +22,7 @@ from .mlp import MLPTask, init_hidden
 from .profiling import nvtx_range
 from .progress import EpochProgress, log
 from .step_graph import GraphedSteps
+from .threads import set_threads
 from .prototypes import make_prototypes
 
 METRICS_COLUMNS = ["epoch", "step", "train_acc", "triggered_frac", "val_acc", "test_acc", "gammas",
@@ -52,15 +52,19 @@ def task_class(kind: str):
         from .rnn import RNNTask
 
         return RNNTask
+    if kind == "conv":
+        from .conv import ConvTask
+
+        return ConvTask
     return MLPTask
 
 
 def default_encoding(ds) -> str:
     if ds.is_sequence:
         return "thermometer:8"
-    if ds.image:
-        return "median"
     x = ds.x_train
+    if ds.image and x.ndim < 4:  # conv images may be +-1 already
+        return "median"
     return "sign" if np.isin(x, (-1, 1)).all() else "median"
 
 
@@ -82,9 +86,11 @@ class Prepared:
         # load_dataset checks the window against the series length (one-line error).
         ds = dataset if dataset is not None else load_dataset(
             cfg.dataset, data_dir=cfg.data_dir, data_seed=cfg.data_seed, sequence=rnn,
-            window=(cfg.window or None) if rnn else None)
+            window=(cfg.window or None) if rnn else None, images=cfg.kind == "conv")
         if dataset is not None and rnn and cfg.window:  # load_dataset cuts files' series; these are in memory
             ds = dataclasses.replace(ds, x_train=ds.x_train[:, -cfg.window:])
+        if cfg.kind == "conv":
+            cfg.image_shape = [int(v) for v in ds.x_train.shape[1:3]]
         validate_dataset(ds)
         if rnn and not ds.is_sequence:
             raise UserError(f"dataset {ds.name} is not a sequence dataset: x must be (N, T, F) for rnn")
@@ -216,16 +222,6 @@ def check_output_dir(cfg: TrainConfig) -> None:
         raise UserError(f"output directory {out} is not writable; choose another --out")
 
 
-@contextlib.contextmanager
-def _quiet_stderr(quiet: bool):
-    """--quiet: silence what get_backend says about its choice (it prints, the trainer's log() is not used)."""
-    if not quiet:
-        yield
-        return
-    with contextlib.redirect_stderr(io.StringIO()):
-        yield
-
-
 class Trainer:
     def __init__(self, cfg: TrainConfig, backend=None, dataset=None, given=None):
         """backend: a Backend object to use instead of cfg.backend (tests pass the emulated CUDA backend);
@@ -243,10 +239,10 @@ class Trainer:
         self.writes = cfg.out is not None and self.comm.rank == 0
         if self.writes:
             check_output_dir(cfg)
-        if backend is None and cfg.backend != "numpy":
+        if backend is None and cfg.backend in ("auto", "cuda"):
             bind_gpu(self.comm)  # before the backend allocates on the default device
-        with _quiet_stderr(cfg.quiet):
-            self.bk = backend if backend is not None else get_backend(cfg.backend)
+        set_threads(cfg.threads)
+        self.bk = backend if backend is not None else get_backend(cfg.backend, quiet=cfg.quiet)
         if cfg.cuda_graph and (self.bk.name != "cuda" or self.comm.size > 1):
             raise UserError("--cuda-graph replays steps on one GPU: use it with --backend cuda in one process"
                             + (f" (this run uses {self.bk.name})" if self.bk.name != "cuda" else ""))
@@ -273,6 +269,10 @@ class Trainer:
             if prototypes.shape[0] != self.data.n_classes:
                 raise UserError(f"checkpoint has {prototypes.shape[0]} classes, {self.data.name} has "
                                 f"{self.data.n_classes}")
+            if cfg.kind == "conv":  # channels and kernels from the arrays, stride and padding from --conv
+                from .conv import conv_specs
+
+                cfg.conv = conv_specs(hidden, cfg)
             cfg.hidden = Task.widths_from(hidden)
         else:
             hidden = init_hidden(Task.shapes(self.data.n_in, cfg), cfg.init_std, cfg.seed, cfg.hidden_clip)
@@ -288,7 +288,7 @@ class Trainer:
             raise UserError(f"--stability hidden sums |H . a| in int32, exact up to 65535 inputs per layer; the "
                             f"widest layer has {max(self.task.fan_ins)}: use --stability z")
         self.state = {"epoch": 0, "step": 0, "error_rate": 1.0, "best_val": -1.0, "bad_epochs": 0,
-                      "gammas": [cfg.gamma0] * len(cfg.group_widths()), "best_epoch": 0, "stopped_early": False}
+                      "gammas": cfg.initial_gammas(), "best_epoch": 0, "stopped_early": False}
         if self.resume_data is not None:
             self.state.update(json.loads(str(self.resume_data["train.state"])))
         self.best = None  # the checkpoint arrays at the best validation epoch (kept in memory too)

@@ -3,6 +3,7 @@
 // words of samples: sum = popc(selT[k]) - 2 popc((tT[k] ^ xT[j]) & selT[k]), exact in int32, then ONE clip.
 // Tiling: popc_tile.cuh with A = tT, G = selT, B = xT (K and J rows of n_words(N) words).
 #include "popc_tile.cuh"
+#include "tc_gemm.cuh"
 
 // NumPy mirror: NumpyBackend.batch_update in bep_gpu/backends/numpy_backend.py
 // Grid (ceil(J / 64), ceil(K / 64)), block 256. h: int16 K x J, updated in place.
@@ -30,6 +31,47 @@ extern "C" __global__ void __launch_bounds__(BEP_TILE_THREADS)
     popc_tile<true>(tT, selT, xT, K, J, nwn, m0, n0, ~0ull, acc, gcnt);
     tile_outputs(K, J, m0, n0,
                  [&](int i, int j, int k, int c) { out[(i64)k * J + c] = (int)gcnt[i] - 2 * (int)acc[i][j]; });
+}
+
+// batch_update and update_delta on the b1 tensor cores (tc_gemm.cuh, gated form: A = tT, G = selT, B = xT):
+// sum = bep_tcg_gated_value (pops: popc(tT & selT) of the K rows, then popc(selT); row_popcounts.cu), then the
+// same clip or int32 store. Grid (ceil(J / 128), ceil(K / 64)), block 256,
+// dynamic shared memory BEP_TCG_SMEM; sm_80+. OUT is short (h, updated with the clip) or int (the delta).
+template <class OUT>
+__device__ __forceinline__ void update_tc(OUT* __restrict__ out, const u64* __restrict__ selT, const u64* __restrict__ tT,
+                                          const u64* __restrict__ xT, const u32* __restrict__ pops, int K, int J,
+                                          int nwn, int clip) {
+    TcTile<true> tile;
+    tc_gemm<true>(tT, selT, xT, K, J, nwn, 0, tile);
+    const int m0 = blockIdx.y * TcTile<true>::BM, n0 = blockIdx.x * BEP_TCG_BN;
+    tc_for_each<true>([&](int rl, int cl, int i, int j, int r) {
+        const int k = m0 + rl, c = n0 + cl;
+        if (k >= K || c >= J) return;
+        const i64 f = (i64)k * J + c;
+        const int sum = bep_tcg_gated_value(pops[k], pops[K + k], tile.acc[0][i][j][r], tile.acc[1][i][j][r]);
+        if constexpr (sizeof(OUT) == 2) {
+            const int v = (int)out[f] + 2 * sum;
+            out[f] = (short)min(max(v, -clip), clip);  // np.clip order, as batch_update
+        } else {
+            out[f] = sum;
+        }
+    });
+}
+
+// NumPy mirror: NumpyBackend.batch_update in bep_gpu/backends/numpy_backend.py
+// batch_update on the tensor cores (update_tc above); same operands plus pops.
+extern "C" __global__ void __launch_bounds__(BEP_TCG_THREADS, 2)
+    batch_update_tc(short* __restrict__ h, const u64* __restrict__ selT, const u64* __restrict__ tT,
+                    const u64* __restrict__ xT, const u32* __restrict__ pops, int K, int J, int nwn, int clip) {
+    update_tc<short>(h, selT, tT, xT, pops, K, J, nwn, clip);
+}
+
+// NumPy mirror: NumpyBackend.update_delta in bep_gpu/backends/numpy_backend.py
+// update_delta on the tensor cores (update_tc above); same operands plus pops.
+extern "C" __global__ void __launch_bounds__(BEP_TCG_THREADS, 2)
+    update_delta_tc(int* __restrict__ out, const u64* __restrict__ selT, const u64* __restrict__ tT,
+                    const u64* __restrict__ xT, const u32* __restrict__ pops, int K, int J, int nwn) {
+    update_tc<int>(out, selT, tT, xT, pops, K, J, nwn, 0);
 }
 
 // Sparse form of the same sum (the backend's update="sparse"). A sample selects at most one unit per group of

@@ -2,10 +2,10 @@
 // All operands are K-contiguous ("TN"): A and G are M x kw words, B is N x kw words, zero padded.
 // A 256-thread block owns a 64 x 64 output tile; thread t owns rows ty + 16 i (ty = t / 16) and columns
 // tx + 16 j (tx = t % 16), i, j < 4: a 4 x 4 register block. K advances in slabs of 8 words (512 bits) staged
-// through double-buffered shared memory, so one __syncthreads per slab; the next slab is fetched into registers
+// through double-buffered shared memory by cp.async, so one __syncthreads per slab; the next slab is in flight
 // while the current one is consumed.
 #pragma once
-#include "bep_common.cuh"
+#include "async_copy.cuh"
 
 #define BEP_TILE 64
 #define BEP_SLAB 8
@@ -15,12 +15,9 @@
 // One word of padding per shared row spreads the transposed stores over banks.
 #define BEP_SROW (BEP_TILE + 1)
 
-__device__ __forceinline__ u64 bep_load_word(const u64* __restrict__ p, int rows, int kw, int r, int w) {
-    return (r < rows && w < kw) ? p[(i64)r * kw + w] : 0ull;
-}
-
 // acc[i][j] = sum over words of popc((a ^ b) & g) and, when GATED, gcnt[i] = popc of the gate row: the masked
-// +-1 dot product is then gcnt - 2 acc. Without a gate, both operands' last words are AND-ed with last_mask as
+// +-1 dot product is then gcnt - 2 acc. The gate rows are counted once, from the words each thread stages (eight
+// threads per row), not by every thread that reads them. Without a gate, both operands' last words are AND-ed with last_mask as
 // they are fetched, so padding bits are ignored even if a caller left them set (NumPy's unpack ignores them too).
 // The gated kernels pass ~0: their NumPy mirrors count full words and the zero gate padding masks them.
 template <bool GATED>
@@ -30,6 +27,7 @@ __device__ __forceinline__ void popc_tile(const u64* __restrict__ A, const u64* 
     __shared__ u64 sA[2][BEP_SLAB][BEP_SROW];
     __shared__ u64 sG[2][GATED ? BEP_SLAB : 1][BEP_SROW];
     __shared__ u64 sB[2][BEP_SLAB][BEP_SROW];
+    __shared__ u32 sGcnt[GATED ? BEP_TILE : 1];
     const int t = threadIdx.x, tx = t & 15, ty = t >> 4;
 #pragma unroll
     for (int i = 0; i < 4; ++i) {
@@ -40,52 +38,71 @@ __device__ __forceinline__ void popc_tile(const u64* __restrict__ A, const u64* 
     const int nslab = (kw + BEP_SLAB - 1) / BEP_SLAB;
     if (nslab == 0) return;  // uniform over the block: no barrier is skipped by part of it
 
-    // Staging element e = t + 256 q sits at row e / 8, word e % 8: eight threads read one row's 64 bytes.
-    u64 ra[BEP_STAGE], rg[BEP_STAGE], rb[BEP_STAGE];
-#define BEP_FETCH(K0)                                                                  \
-    _Pragma("unroll") for (int q = 0; q < BEP_STAGE; ++q) {                            \
-        const int e = t + BEP_TILE_THREADS * q, r = e >> 3, w = (K0) + (e & 7);        \
-        const u64 mask = w == kw - 1 ? last_mask : ~0ull;                              \
-        ra[q] = bep_load_word(A, M, kw, m0 + r, w) & mask;                             \
-        if (GATED) rg[q] = bep_load_word(G, M, kw, m0 + r, w);                         \
-        rb[q] = bep_load_word(B, N, kw, n0 + r, w) & mask;                             \
-    }
-#define BEP_STORE(BUF)                                                                 \
-    _Pragma("unroll") for (int q = 0; q < BEP_STAGE; ++q) {                            \
-        const int e = t + BEP_TILE_THREADS * q, r = e >> 3, w = e & 7;                 \
-        sA[BUF][w][r] = ra[q];                                                         \
-        if (GATED) sG[BUF][w][r] = rg[q];                                              \
-        sB[BUF][w][r] = rb[q];                                                         \
-    }
-    BEP_FETCH(0)
-    BEP_STORE(0)
-    __syncthreads();
+    // Staging element e = t + 256 q sits at row e / 8, word e % 8: eight threads read one row's 64 bytes. The
+    // next slab is copied by cp.async straight into the other buffer while this one is consumed (a prefetch the
+    // compiler cannot sink, unlike a register one); words past kw and rows past M / N are zero-filled.
+    u32 gpart[BEP_STAGE] = {};  // popc of the gate words this thread staged (rows t / 8 + 32 q)
+    auto issue = [&](int k0, int buf) {
+#pragma unroll
+        for (int q = 0; q < BEP_STAGE; ++q) {
+            const int e = t + BEP_TILE_THREADS * q, r = e >> 3, wl = e & 7, w = k0 + wl;
+            const bool in_a = m0 + r < M && w < kw, in_b = n0 + r < N && w < kw;
+            bep_cp_async8(&sA[buf][wl][r], in_a ? A + (i64)(m0 + r) * kw + w : A, in_a ? 8 : 0);
+            if (GATED) bep_cp_async8(&sG[buf][GATED ? wl : 0][r], in_a ? G + (i64)(m0 + r) * kw + w : G, in_a ? 8 : 0);
+            bep_cp_async8(&sB[buf][wl][r], in_b ? B + (i64)(n0 + r) * kw + w : B, in_b ? 8 : 0);
+        }
+        bep_cp_async_commit();
+    };
+    issue(0, 0);
     for (int s = 0; s < nslab; ++s) {
         const int buf = s & 1;
-        const bool more = s + 1 < nslab;
-        if (more) { BEP_FETCH((s + 1) * BEP_SLAB) }
+        bep_cp_async_wait<0>();
+        __syncthreads();  // slab s visible to all; every thread is done with buffer buf ^ 1 (slab s - 1)
+        if (s + 1 < nslab) issue((s + 1) * BEP_SLAB, buf ^ 1);
+        if (!GATED && s == nslab - 1 && last_mask != ~0ull) {
+            // Padding bits of the last word, ignored even if a caller left them set: clear them in place.
+            const int lw = (kw - 1) % BEP_SLAB;
+            if (t < BEP_TILE) sA[buf][lw][t] &= last_mask;
+            else if (t < 2 * BEP_TILE) sB[buf][lw][t - BEP_TILE] &= last_mask;
+            __syncthreads();
+        }
+        if (GATED) {
+#pragma unroll
+            for (int q = 0; q < BEP_STAGE; ++q) {
+                const int e = t + BEP_TILE_THREADS * q;
+                gpart[q] += __popcll(sG[buf][GATED ? e & 7 : 0][e >> 3]);
+            }
+        }
 #pragma unroll
         for (int w = 0; w < BEP_SLAB; ++w) {
             u64 a[4], g[4], b[4];
 #pragma unroll
             for (int i = 0; i < 4; ++i) {
                 a[i] = sA[buf][w][ty + 16 * i];
-                g[i] = GATED ? sG[buf][w][ty + 16 * i] : ~0ull;
+                g[i] = GATED ? sG[buf][GATED ? w : 0][ty + 16 * i] : ~0ull;
                 b[i] = sB[buf][w][tx + 16 * i];
             }
 #pragma unroll
             for (int i = 0; i < 4; ++i) {
-                if (GATED) gcnt[i] += __popcll(g[i]);
 #pragma unroll
                 for (int j = 0; j < 4; ++j) acc[i][j] += __popcll((a[i] ^ b[j]) & g[i]);  // XOR form: one LOP3
             }
         }
-        // Buffer buf ^ 1 was last read before the previous barrier, so it can be refilled now.
-        if (more) { BEP_STORE(buf ^ 1) }
-        __syncthreads();
     }
-#undef BEP_FETCH
-#undef BEP_STORE
+    if (GATED) {
+        // The eight stagers of a row are adjacent lanes: reduce, publish, read back by output row.
+#pragma unroll
+        for (int q = 0; q < BEP_STAGE; ++q) {
+            u32 c = gpart[q];
+            c += __shfl_xor_sync(BEP_FULL_MASK, c, 1);
+            c += __shfl_xor_sync(BEP_FULL_MASK, c, 2);
+            c += __shfl_xor_sync(BEP_FULL_MASK, c, 4);
+            if ((t & 7) == 0) sGcnt[(t >> 3) + 32 * q] = c;
+        }
+        __syncthreads();
+#pragma unroll
+        for (int i = 0; i < 4; ++i) gcnt[i] = sGcnt[ty + 16 * i];
+    }
 }
 
 // Bit 4 i + j set where pred(i, j) holds for this thread's output (row ty + 16 i, column n0 + tx + 16 j) and the

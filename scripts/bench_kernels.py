@@ -120,13 +120,37 @@ def primitive_operands(bk, batch, k_out, k_in):
     return o
 
 
+def conv_calls(bk, n, hw=14, c_in=32, c_out=64, k=3):
+    """{name: call} of the conv primitives of one 3x3, stride 1, padding 1 layer on n samples of hw x hw x c_in."""
+    import numpy as np
+
+    from bep_gpu import bits
+
+    gen = np.random.default_rng(1)
+    rows, fan_in = n * hw * hw, k * k * c_in
+    x = bk.asarray(bits.pack_bits(gen.choice([-1, 1], size=(n, hw, hw, c_in)).astype(np.int8)))
+    t, g, a = (bk.asarray(bits.pack_bits(gen.choice([-1, 1], size=(rows, c_out)).astype(np.int8))) for _ in range(3))
+    z = bk.asarray(gen.integers(-fan_in, fan_in, size=(rows, c_out)).astype(np.int32))
+    wt = bk.asarray(bits.pack_bits(gen.choice([-1, 1], size=(fan_in, c_out)).astype(np.int8)))
+    sums = bk.gated_transposed_sum(t, g, wt).reshape(n, hw, hw, fan_in)
+    row_mask = bk.asarray(np.full((n, 1), ~np.uint64(0)))
+    shape = f"{n}x{hw}x{hw}x{c_in} -> {c_out}, k={k}"
+    return {f"conv im2col ({shape})": lambda: bk.im2col(x, c_in, k, k, 1, 1),
+            f"conv gated_transposed_sum ({shape})": lambda: bk.gated_transposed_sum(t, g, wt),
+            f"conv col2im_sign ({shape})": lambda: bk.col2im_sign(sums, hw, hw, c_in, k, k, 1, 1),
+            f"conv_select_wrong tile 4, gamma 8 ({shape})":
+                lambda: bk.conv_select_wrong(z, a, t, row_mask, hw, hw, 4, 8)}
+
+
 def primitive_calls(bk, batch=1024, k_out=525, k_in=784):
     """{name: call} of every BEP primitive at one training-layer shape (batch x K_l x K_{l-1}): each kernel of
     kernels/*.cu with both xnor_matmul implementations and both update forms, on bk's device (shared with
     profiling/kernel_workload.py, whose NVTX ranges take these names)."""
     o = primitive_operands(bk, batch, k_out, k_in)
     x, w, t, h, z, g, wt, score, sel = (o[k] for k in ("x", "w", "t", "h", "z", "g", "wt", "score", "sel"))
-    popcount, sparse = bk.variant(update="popcount"), bk.variant(update="sparse")
+    popcount, sparse = bk.variant(matmul="cuda_core", update="popcount"), bk.variant(update="sparse")
+    tc_popcount = bk.variant(matmul="tensor_core", update="popcount")
+    cuda_core = bk.variant(matmul="cuda_core")
     calls = {
         "xnor_matmul": lambda: bk.xnor_matmul(x, w, k_in, impl="cuda_core"),
         "xnor_matmul tensor cores": lambda: bk.xnor_matmul(x, w, k_in, impl="tensor_core"),
@@ -143,20 +167,25 @@ def primitive_calls(bk, batch=1024, k_out=525, k_in=784):
         "pack int16 H": lambda: bk.pack(h),
         "gate_pack": lambda: bk.gate_pack(z, k_in // 4),
         "transpose_bits W": lambda: bk.transpose_bits(w, k_out, k_in),
-        "gated_transposed_product": lambda: bk.gated_transposed_product(t, g, wt),
+        "gated_transposed_product": lambda: cuda_core.gated_transposed_product(t, g, wt),
+        "gated_transposed_product tensor cores": lambda: tc_popcount.gated_transposed_product(t, g, wt),
         "trigger (logits = z)": lambda: bk.trigger(z, o["labels"], k_out // 4),
         "group_select gamma=5": lambda: bk.group_select(score, t, 5),
         "group_select gamma=K_l": lambda: bk.group_select(score, t, k_out),
         "select_wrong gamma=5 (fused masks)": lambda: bk.select_wrong(z, o["a"], t, o["row_mask"], 5),
         "batch_update popcount (3 transposes + kernel)": lambda: popcount.batch_update(h, sel, t, x, 32767),
         "batch_update sparse (2 transposes + kernel)": lambda: sparse.batch_update(h, sel, t, x, 32767),
+        "batch_update popcount tensor cores (3 transposes + kernel)":
+            lambda: tc_popcount.batch_update(h, sel, t, x, 32767),
         "update_delta popcount (data-parallel sum)": lambda: popcount.update_delta(sel, t, x, k_out, k_in),
+        "update_delta popcount tensor cores": lambda: tc_popcount.update_delta(sel, t, x, k_out, k_in),
         "update_delta sparse (data-parallel sum)": lambda: sparse.update_delta(sel, t, x, k_out, k_in),
         "reinforce": lambda: bk.reinforce(h, 2**28, 1, 1, 0, 0, 32767),
         "reinforce, step on the device (CUDA graphs)":
             lambda: bk.reinforce(h, 2**28, 1, 1, o["step"], 0, 32767),
         "int_matmul": lambda: bk.int_matmul(x, h),
     }
+    calls.update(conv_calls(bk, max(1, batch // 196)))
     try:  # the tensor-core kernels' layout probe has never met hardware: a refusal drops them, not the benchmark
         bk.xnor_matmul(x, w, k_in, impl="tensor_core")
     except RuntimeError as e:

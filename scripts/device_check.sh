@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # GPU check of the cuda backend, for a machine with one CUDA device, CuPy and no network (about 6 minutes at
-# most): the bit-exactness tests against the NumPy backend (the b1 tensor-core kernel's mma fragment layout, the
-# sparse update, the fused gate epilogue and --cuda-graph training are checked there for the first time on
-# hardware), then the kernel benchmark (CUDA-core and tensor-core xnor_matmul against cuBLAS, every primitive at
-# a training shape), then bep-bench on the device (whole steps vs the dense CuPy and QAT peers, the CUDA-graph
-# step, popcount vs sparse update, memory). Run from the repository root:
+# most): the bit-exactness tests against the NumPy backend (the b1 mma fragment layout, the cp.async/ldmatrix
+# tensor-core kernels of every product (forward with each epilogue, targets, update) beside their CUDA-core twins,
+# the sparse update, the fused gate epilogue and --cuda-graph training are checked there for the first time on
+# hardware), then the kernel benchmark (CUDA-core and tensor-core xnor_matmul against cuBLAS, every primitive on
+# both paths at a training shape), then bep-bench on the device (whole steps, on the tensor cores by default once
+# the layout probe passes, vs the dense CuPy and QAT peers, the CUDA-graph step, popcount vs sparse update,
+# memory). BEP_XNOR_MATMUL=cuda_core forces the CUDA-core path for a comparison run. Run from the repository root:
 #     OUT=/some/dir bash scripts/device_check.sh        (results and logs go to $OUT, default ./out)
 set -u
 cd "$(dirname "$0")/.."

@@ -45,7 +45,11 @@ def test_bench_update_section_times_both_forms(tmp_path, capsys):
 
 
 @pytest.mark.skipif(not HAS_TORCH, reason="the QAT peer needs torch")
-def test_bench_rnn_case_has_the_qat_peer(tmp_path, capsys):
+def test_bench_rnn_case_has_the_qat_peer(tmp_path, capsys, monkeypatch):
+    from bep_gpu.peers import qat_torch  # the module bep-bench imports as its peer
+
+    real = qat_torch.time_qat_step  # its timed epoch: 5 steps here instead of 100 (most of a minute on 2 cores)
+    monkeypatch.setattr(qat_torch, "time_qat_step", lambda *a, n_samples, **kw: real(*a, n_samples=100, **kw))
     assert main(["--backend", "numpy", "--quick", "--sections", "step", "--cases", "rnn", "--min-time", "0.01",
                  "--peers", "qat", "--out", str(tmp_path)]) == 0
     rows = rows_of(tmp_path)
@@ -133,6 +137,7 @@ def test_gemm_rows_of_both_cuda_kernels_on_the_emulator():
 def test_sigterm_keeps_the_rows_measured(tmp_path):
     """`timeout` stops with SIGTERM: the rows measured so far are written, marked incomplete."""
     import os
+    import select
     import signal
     import subprocess
     import sys
@@ -142,12 +147,18 @@ def test_sigterm_keeps_the_rows_measured(tmp_path):
     out = tmp_path / "out"
     # a small GEMM first (rows within a second), then large ones that keep it busy for a minute
     proc = subprocess.Popen([sys.executable, "-m", "bep_gpu.cli.bench", "--backend", "numpy", "--sections", "gemm",
-                             "--gemm-sizes", "128x128x128," + ",".join(["2048x2048x2048"] * 10), "--min-time", "3",
+                             "--gemm-sizes", "128x128x128," + ",".join(["2048x2048x2048"] * 10), "--min-time", "1",
                              "--out", str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                             env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)})
-    time.sleep(5)
+    # Stop it once it announces the first large GEMM, i.e. once the small one's rows are measured.
+    seen, deadline = b"", time.monotonic() + 120
+    while b"gemm 2048x2048x2048" not in seen:
+        assert proc.poll() is None and time.monotonic() < deadline, seen.decode()
+        if select.select([proc.stderr], [], [], 0.1)[0]:
+            seen += os.read(proc.stderr.fileno(), 4096)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=60)
+    err = seen + err
     assert proc.returncode == 130, err
     assert "INCOMPLETE" in (out / "bench.md").read_text()
     assert rows_of(out) and all(r["section"] == "gemm" for r in rows_of(out))
@@ -159,6 +170,16 @@ def test_unwritable_out_fails_before_measuring(tmp_path, capsys):
     assert main(["--backend", "numpy", "--quick", "--sections", "gemm", "--out", str(blocker / "sub")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "cannot create --out" in err[0]
+
+
+@pytest.mark.skipif(not HAS_TORCH, reason="the QAT peer needs torch")
+def test_bench_conv_case_has_the_qat_conv_peer(tmp_path, capsys):
+    assert main(["--backend", "numpy", "--quick", "--sections", "step", "--cases", "conv", "--min-time", "0.01",
+                 "--peers", "qat", "--out", str(tmp_path)]) == 0
+    rows = {(r["section"], r["impl"]): r for r in rows_of(tmp_path)}
+    assert float(rows[("step", "BEP-Conv packed (numpy)")]["value"]) > 0
+    assert float(rows[("step", "QAT torch conv")]["ratio"]) > 0
+    assert rows[("epoch", "QAT torch conv")]["unit"] == "s/epoch (50000 samples)"
 
 
 def test_peers_come_from_the_installed_package(tmp_path):

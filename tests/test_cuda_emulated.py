@@ -95,15 +95,16 @@ def test_transpose_bits_rejects_wrong_shape(cb):
 def test_xnor_matmul(cb, m, n, k):
     gen = np.random.default_rng(m * 7919 + n * 31 + k)
     a, b = rand_bits(gen, m, k), rand_bits(gen, n, k)
-    same(cb.xnor_matmul(a, b, k), NB.xnor_matmul(a, b, k))
+    same(cb.xnor_matmul(a, b, k, impl="cuda_core"), NB.xnor_matmul(a, b, k))
 
 
 def test_xnor_matmul_extremes(cb):
     k = 200
     ones = bits.pack_bits(np.ones((2, k)))
     minus = bits.pack_bits(-np.ones((3, k)))
-    same(cb.xnor_matmul(ones, minus, k), np.full((2, 3), -k, np.int32))
-    same(cb.xnor_matmul(ones, ones, k), np.full((2, 2), k, np.int32))
+    for impl in ("cuda_core", "tensor_core"):
+        same(cb.xnor_matmul(ones, minus, k, impl=impl), np.full((2, 3), -k, np.int32))
+        same(cb.xnor_matmul(ones, ones, k, impl=impl), np.full((2, 2), k, np.int32))
 
 
 @pytest.mark.parametrize("k", [1, 63, 65, 600])
@@ -114,7 +115,7 @@ def test_xnor_matmul_ignores_padding_bits(cb, k):
     if k % 64:
         a[:, -1] |= ~np.uint64((1 << (k % 64)) - 1)
         b[::2, -1] |= np.uint64(1) << np.uint64(63)
-    same(cb.xnor_matmul(a, b, k), NB.xnor_matmul(a, b, k))
+    same(cb.xnor_matmul(a, b, k, impl="cuda_core"), NB.xnor_matmul(a, b, k))
 
 
 @settings(max_examples=12, deadline=None)
@@ -122,17 +123,19 @@ def test_xnor_matmul_ignores_padding_bits(cb, k):
 def test_xnor_matmul_property(cb, m, n, k, seed):
     gen = np.random.default_rng(seed)
     a, b = rand_bits(gen, m, k), rand_bits(gen, n, k)
-    same(cb.xnor_matmul(a, b, k), NB.xnor_matmul(a, b, k))
+    same(cb.xnor_matmul(a, b, k, impl="cuda_core"), NB.xnor_matmul(a, b, k))
 
 
-# --- tensor-core xnor_matmul (b1 mma emulated with the PTX fragment layout) and the fused sign epilogue ---------
-# Shapes: K = 1, K off the 64- and 256-bit boundaries, a last slab with one all-padding k-step (kw % 8 <= 4),
-# several slabs, and M, N edge tiles of the 64 x 64 block tile and of the 16 x 8 mma tiles.
+# --- tensor-core kernels (b1 mma, ldmatrix and cp.async emulated) and the fused epilogues -----------------------
+# Shapes: K = 1, K off the 64- and 256-bit boundaries, a last slab with all-padding k-steps, odd word counts
+# (8-byte copies) and even ones (16-byte copies), and M, N edge tiles of the block tiles and of the 16 x 8 mma
+# tiles; TC_LONG: K over more slabs of 1024 bits than the 3-stage ring has stages, more than one block each way.
 TC_SHAPES = [(1, 1, 1), (3, 2, 63), (17, 9, 200), (65, 63, 257), (64, 64, 512), (2, 129, 513), (70, 5, 1100),
              (33, 70, 320)]
+TC_LONG = [(130, 150, 3300), (70, 200, 4031), (129, 3, 2049)]
 
 
-@pytest.mark.parametrize("m,n,k", TC_SHAPES + [(0, 4, 10), (4, 0, 10), (3, 2, 0)])
+@pytest.mark.parametrize("m,n,k", TC_SHAPES + TC_LONG + [(0, 4, 10), (4, 0, 10), (3, 2, 0)])
 def test_xnor_matmul_tc(cb, m, n, k):
     gen = np.random.default_rng(m * 7919 + n * 31 + k + 1)
     a, b = rand_bits(gen, m, k), rand_bits(gen, n, k)
@@ -237,15 +240,37 @@ def test_tensor_core_probe_rejects_a_wrong_layout(monkeypatch):
     assert not tc._tensor_core_ok
 
 
+def test_auto_runs_cuda_cores_with_a_warning_when_the_probe_refuses(monkeypatch):
+    """'auto' never trains on a refused layout: one warning, the CUDA-core kernels, and 'tensor_core' then raises."""
+    from bep_gpu.backends.cuda_backend import CudaBackend
+    from emu import CountingModule
+
+    def refuse(self):
+        self._tensor_core_ok = False
+        raise RuntimeError("fragment layout is wrong here")
+
+    monkeypatch.setattr(CudaBackend, "_check_tensor_core", refuse)
+    module = CountingModule()
+    bk = CudaBackend(module=module, xp=np, matmul="auto")
+    a = rand_bits(np.random.default_rng(1), 5, 70)
+    with pytest.warns(RuntimeWarning, match="CUDA-core kernels run instead"):
+        same(bk.xnor_matmul(a, a, 70), NB.xnor_matmul(a, a, 70))
+    same(bk.gated_transposed_product(a, a, a), NB.gated_transposed_product(a, a, a))  # no second warning or probe
+    assert not any(name.endswith("_tc") for name in module.launches)
+    with pytest.raises(RuntimeError, match="refused"):
+        bk.xnor_matmul(a, a, 70, impl="tensor_core")
+
+
 # --- gated_transposed_product ---------------------------------------------------------------------------------
 @pytest.mark.parametrize("n,k,j", [(1, 1, 1), (3, 63, 64), (65, 65, 63), (64, 600, 130), (2, 5, 200), (0, 10, 10),
-                                   (4, 10, 0)])
+                                   (4, 10, 0), (3, 0, 5), (130, 3300, 150), (70, 4031, 129)])
 @pytest.mark.parametrize("gate_p", [0.0, 0.3, 1.0])
-def test_gated_transposed_product(cb, n, k, j, gate_p):
+@pytest.mark.parametrize("matmul", ["cuda_core", "tensor_core"])
+def test_gated_transposed_product(cb, n, k, j, gate_p, matmul):
     gen = np.random.default_rng(n * 1000003 + k * 1009 + j)
     t, wt = rand_bits(gen, n, k), rand_bits(gen, j, k)
     g = bits.pack_bits(gen.random((n, k)) < gate_p)  # bool: True -> bit 1, padding 0
-    same(cb.gated_transposed_product(t, g, wt), NB.gated_transposed_product(t, g, wt))
+    same(cb.variant(matmul=matmul).gated_transposed_product(t, g, wt), NB.gated_transposed_product(t, g, wt))
 
 
 # --- group_select ----------------------------------------------------------------------------------------------
@@ -316,17 +341,19 @@ def _hidden(gen, k, j):
     return h
 
 
-@pytest.fixture(scope="module", params=["popcount", "sparse"])
+@pytest.fixture(scope="module", params=[("popcount", "cuda_core"), ("popcount", "tensor_core"), ("sparse", "auto")],
+                ids=["popcount", "popcount-tc", "sparse"])
 def ub(request):
     """The emulated CUDA backend with each form of the update kernels (batch_update.cu)."""
     from bep_gpu.backends.cuda_backend import CudaBackend
     from emu import emulated_module
 
-    return CudaBackend(module=emulated_module(), xp=np, update=request.param)
+    update, matmul = request.param
+    return CudaBackend(module=emulated_module(), xp=np, update=update, matmul=matmul)
 
 
 @pytest.mark.parametrize("n,k,j", [(0, 5, 7), (1, 1, 1), (3, 63, 65), (65, 64, 64), (130, 70, 129), (700, 9, 3),
-                                   (40, 3, 300)])
+                                   (40, 3, 300), (3300, 70, 150)])
 @pytest.mark.parametrize("clip", [32767, 5])
 def test_batch_update(ub, n, k, j, clip):
     gen = np.random.default_rng(n * 100003 + k * 101 + j + clip)
@@ -365,7 +392,7 @@ def test_batch_update_non_contiguous_h(ub):
     same(base.T, h_ref)
 
 
-@pytest.mark.parametrize("n,k,j", [(0, 5, 7), (1, 1, 1), (65, 63, 130), (130, 70, 64)])
+@pytest.mark.parametrize("n,k,j", [(0, 5, 7), (1, 1, 1), (65, 63, 130), (130, 70, 64), (4031, 130, 129)])
 def test_update_delta(ub, n, k, j):
     """batch_update's int32 sum alone (for data-parallel all-reduce), into a new array or a given `out`."""
     from bep_gpu.backends.numpy_backend import unpack01, unpack_pm1
@@ -593,17 +620,29 @@ def test_trigger(cb, n, c, margin):
         same(got, want)
 
 
-def test_mlp_step_kernel_launches():
-    """A step's raw kernels, by name: fused forward (signs, and gates for the layer above), one-kernel trigger and
-    masks. A new launch in the step (or a fused kernel falling back to array code) shows up here first."""
-    from collections import Counter
-
-    from bep_gpu import bep_mlp
+def _counted_backend(matmul):
+    """A CudaBackend on a launch-counting emulated module, the tensor-core layout probe already run (its launches
+    are not the step's), and the kernel-name suffix of its products."""
     from bep_gpu.backends.cuda_backend import CudaBackend
     from emu import CountingModule
 
     module = CountingModule()
-    bk = CudaBackend(module=module, xp=np, update="popcount")
+    bk = CudaBackend(module=module, xp=np, matmul=matmul, update="popcount")
+    assert bk._tensor_cores() == (matmul == "tensor_core")
+    module.launches.clear()
+    return bk, module, "_tc" if matmul == "tensor_core" else ""
+
+
+@pytest.mark.parametrize("matmul", ["cuda_core", "tensor_core"])
+def test_mlp_step_kernel_launches(matmul):
+    """A step's raw kernels, by name: fused forward (signs, and gates for the layer above), one-kernel trigger and
+    masks; with tensor cores every product (forward, targets, update) runs on them. A new launch in the step (or a
+    fused kernel falling back to array code) shows up here first."""
+    from collections import Counter
+
+    from bep_gpu import bep_mlp
+
+    bk, module, tc = _counted_backend(matmul)
     gen = np.random.default_rng(2)
     sizes = [100, 70, 70]
     hidden = [gen.integers(-20, 21, size=(sizes[i + 1], sizes[i])).astype(np.int16) for i in range(2)]
@@ -611,23 +650,23 @@ def test_mlp_step_kernel_launches():
     protos = rand_bits(gen, 4, sizes[-1])
     x, y = rand_bits(gen, 30, sizes[0]), gen.integers(0, 4, size=30)
     bep_mlp.train_step(bk, hidden, sizes, protos, x, y, [7, 7], rules, [2**20, 2**20], 0, 0)
-    assert module.launches == Counter({"pack_i16": 2, "xnor_matmul_sign": 1, "xnor_matmul_sign_gate": 1, "xnor_matmul": 1,
-                                "trigger": 1, "transpose_bits": 7, "gated_transposed_product": 1, "select_wrong": 2,
-                                "batch_update": 2, "reinforce": 2})
+    # With tensor cores each of the six products also counts its operands' row popcounts (row_popcounts.cu).
+    assert module.launches == Counter({"pack_i16": 2, "xnor_matmul_sign" + tc: 1, "xnor_matmul_sign_gate" + tc: 1,
+                                       "xnor_matmul" + tc: 1, "trigger": 1, "transpose_bits": 7,
+                                       "gated_transposed_product" + tc: 1, "select_wrong": 2, "batch_update" + tc: 2,
+                                       "reinforce": 2, **({"row_popcounts": 6} if tc else {})})
 
 
-def test_rnn_step_kernel_launches():
+@pytest.mark.parametrize("matmul", ["cuda_core", "tensor_core"])
+def test_rnn_step_kernel_launches(matmul):
     """A BEP-TT step's raw kernels: one fused kernel per time step of the recurrence (z_t += W_ss s_{t-1}, signs
     packed), the input products of all steps in one call, the readout with its signs and gate bits in one kernel,
     one trigger, fused masks."""
     from collections import Counter
 
     from bep_gpu import bep_rnn
-    from bep_gpu.backends.cuda_backend import CudaBackend
-    from emu import CountingModule
 
-    module = CountingModule()
-    bk = CudaBackend(module=module, xp=np, update="popcount")
+    bk, module, tc = _counted_backend(matmul)
     gen = np.random.default_rng(2)
     kx, ks, ky, steps, batch = 20, 70, 70, 6, 30
     hidden = [gen.integers(-20, 21, size=s).astype(np.int16) for s in [(ks, kx), (ks, ks), (ky, ks)]]
@@ -635,7 +674,24 @@ def test_rnn_step_kernel_launches():
     x = bits.pack_bits(gen.choice([-1, 1], size=(batch, steps, kx)))
     bep_rnn.train_step(bk, hidden, [kx, ks, ky], rand_bits(gen, 4, ky), x, gen.integers(0, 4, size=batch), [7, 7],
                        rules, 0, False, [2**20] * 3, 0, 0)
-    assert module.launches == Counter({"pack_i16": 3, "pack_i8": 1, "xnor_matmul": 2, "xnor_matmul_sign_add": steps,
-                                "xnor_matmul_sign_gate": 1, "trigger": 1, "gate_pack_i32": 1, "transpose_bits": 11,
-                                "gated_transposed_product": steps, "select_wrong": 2,
-                                "batch_update": 3, "reinforce": 3})
+    assert module.launches == Counter({"pack_i16": 3, "pack_i8": 1, "xnor_matmul" + tc: 2,
+                                       "xnor_matmul_sign_add" + tc: steps, "xnor_matmul_sign_gate" + tc: 1,
+                                       "trigger": 1, "gate_pack_i32": 1, "transpose_bits": 11,
+                                       "gated_transposed_product" + tc: steps, "select_wrong": 2,
+                                       "batch_update" + tc: 3, "reinforce": 3,
+                                       **({"row_popcounts": 2 + steps + 1 + steps + 3} if tc else {})})
+
+
+@pytest.mark.parametrize("rows_x,rows_z,k", [(1, 1, 1), (70, 3, 63), (5, 130, 2049), (0, 4, 64), (33, 0, 700)])
+def test_row_popcounts(cb, rows_x, rows_z, k):
+    """The tensor-core epilogues' row counts: popc(x & y) per row of x, then popc(z), bits past k ignored even
+    when set."""
+    gen = np.random.default_rng(rows_x * 31 + rows_z + k)
+    x, y, z = rand_bits(gen, rows_x, k), rand_bits(gen, rows_x, k), rand_bits(gen, rows_z, k)
+    if k % 64:
+        x[:, -1] |= ~np.uint64((1 << (k % 64)) - 1)
+        y[:, -1] |= ~np.uint64((1 << (k % 64)) - 1)
+        z[:, -1] |= ~np.uint64((1 << (k % 64)) - 1)
+    want = np.concatenate([bits.row_popcounts(x & y, k), bits.row_popcounts(z, k)])
+    same(cb._row_popcounts(x, y, z, k), want)
+    same(cb._row_popcounts(z, z, x, None), np.concatenate([bits.row_popcounts(z), bits.row_popcounts(x)]))

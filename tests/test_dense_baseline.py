@@ -1,7 +1,11 @@
 """The bit-packed MLP and RNN steps and an independent dense integer implementation of the algorithm
-(docs/ALGORITHM.md) agree bit for bit."""
+(docs/ALGORITHM.md) agree bit for bit. The dense steps get their integer thresholds from dense_reference (the rules
+written out, not the package's StepRules), and r, nu and the widths make r * K and nu * K fractional, so ceil and
+floor give different values."""
 import numpy as np
 import pytest
+
+import dense_reference as ref
 
 from bep_gpu import bep_rnn, get_backend, pack_bits
 from bep_gpu.bep_mlp import StepRules, reinforcement_thresholds, train_step
@@ -23,14 +27,15 @@ def test_packed_step_equals_dense_step(sizes, gammas, batch):
     protos = make_prototypes(4, sizes[-1], seed=1, sweeps=2)
     rules = StepRules.make(sizes, r=0.75, nu=0.3, clip=40)
     thresholds = reinforcement_thresholds(sizes[:-1], 4.0, 0.8)  # large p: reinforcement fires often
+    dense_thresholds = [ref.reinforcement_threshold(k, 4.0, 0.8) for k in sizes[:-1]]
     for step in range(6):
         x = rng.choice(np.array([-1, 1], np.int8), size=(batch, sizes[0]))
         y = rng.integers(0, 4, size=batch)
         counts = train_step(bk, hidden, sizes, pack_bits(protos), pack_bits(x), y, gammas, rules, thresholds,
                             seed=9, step=step)
-        ref = dense_step(np, dense, protos, x, y, gammas, rules.trigger_margin, rules.gates, thresholds,
-                         rules.clip, seed=9, step=step)
-        assert tuple(int(c) for c in counts) == ref
+        want = dense_step(np, dense, protos, x, y, gammas, ref.trigger_margin(0.75, sizes[-1]),
+                          [ref.gate(0.3, k) for k in sizes[:-1]], dense_thresholds, 40, seed=9, step=step)
+        assert tuple(int(c) for c in counts) == want
         for a, b in zip(hidden, dense):
             assert np.array_equal(a, b)
     assert all(not np.array_equal(a, b) for a, b in zip(hidden, start)), "the steps must change every layer"
@@ -53,16 +58,18 @@ def test_packed_rnn_step_equals_dense_rnn_step(sizes, steps, batch, gammas, hori
     protos = make_prototypes(4, ky, seed=1, sweeps=2)
     rules = bep_rnn.step_rules(sizes, r=0.75, nu=0.3, clip=60)  # small clip: the single clip after the sum matters
     thresholds = reinforcement_thresholds([kx, ks, ks], 4.0, 0.8)  # large p: reinforcement fires often
+    dense_thresholds = [ref.reinforcement_threshold(k, 4.0, 0.8) for k in (kx, ks, ks)]
     triggered = 0
     for step in range(5):
         x = rng.choice(np.array([-1, 1], np.int8), size=(batch, steps, kx))
         y = rng.integers(0, 4, size=batch)
         counts = bep_rnn.train_step(bk, hidden, sizes, pack_bits(protos), pack_bits(x), y, gammas, rules, horizon,
                                     rnn_mask == "shared", thresholds, seed=9, step=step)
-        ref = dense_rnn_step(np, dense, protos, x, y, gammas, rules.trigger_margin, rules.gates, thresholds,
-                             rules.clip, seed=9, step=step, horizon=horizon, shared_mask=rnn_mask == "shared")
-        assert tuple(int(c) for c in counts) == ref
-        triggered += ref[1]
+        want = dense_rnn_step(np, dense, protos, x, y, gammas, ref.trigger_margin(0.75, ky),
+                              (ref.gate(0.3, kx + ks), ref.gate(0.3, ks)), dense_thresholds, 60, seed=9, step=step,
+                              horizon=horizon, shared_mask=rnn_mask == "shared")
+        assert tuple(int(c) for c in counts) == want
+        triggered += want[1]
         for a, b in zip(hidden, dense):
             assert np.array_equal(a, b)
     assert triggered, "some samples must trigger, so the target and update paths run"

@@ -109,9 +109,27 @@ class ThreadComm(Communicator):
         self._barrier.wait(timeout=30)
 
 
-def run_steps(sizes, stability, batches, seed, comm=None):
-    hidden = init_hidden([(sizes[i + 1], sizes[i]) for i in range(len(sizes) - 1)], 3.0, seed)
-    protos = pack_bits(make_prototypes(4, sizes[-1], seed, 1.0, 2))
+def in_ranks(size, run):
+    """run(comm) in `size` thread ranks; their results in rank order (every thread must have finished)."""
+    slots, barrier, out = [None] * size, threading.Barrier(size), [None] * size
+
+    def rank_main(r):
+        out[r] = run(ThreadComm(slots, barrier, r))
+
+    threads = [threading.Thread(target=rank_main, args=(r,)) for r in range(size)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(120)
+        assert not th.is_alive(), "a rank did not finish"
+    assert all(o is not None for o in out), "a rank failed"
+    return out
+
+
+def run_steps(sizes, stability, batches, seed, comm=None, bk=B):
+    """Steps from a seeded state on backend bk: the final hidden matrices (NumPy) and the per-step counts."""
+    hidden = [bk.asarray(h) for h in init_hidden([(sizes[i + 1], sizes[i]) for i in range(len(sizes) - 1)], 3.0, seed)]
+    protos = bk.asarray(pack_bits(make_prototypes(4, sizes[-1], seed, 1.0, 2)))
     rules = bep_mlp.StepRules.make(sizes, 0.75, 0.2, 40, stability)  # small clip: the clip matters
     thresholds = bep_mlp.reinforcement_thresholds(sizes[:-1], 0.5, 1.0)
     all_counts = []
@@ -119,10 +137,10 @@ def run_steps(sizes, stability, batches, seed, comm=None):
         if comm is not None:
             lo, hi = shard(len(y), comm.rank, comm.size)
             x, y = x[lo:hi], y[lo:hi]
-        counts = bep_mlp.train_step(B, hidden, sizes, protos, x, y, [5] * (len(sizes) - 1), rules, thresholds,
-                                    seed, step, comm=comm)
-        all_counts.append(counts.tolist())
-    return hidden, all_counts
+        counts = bep_mlp.train_step(bk, hidden, sizes, protos, bk.asarray(x), bk.asarray(y), [5] * (len(sizes) - 1),
+                                    rules, thresholds, seed, step, comm=comm)
+        all_counts.append(bk.to_numpy(counts).tolist())
+    return [bk.to_numpy(h) for h in hidden], all_counts
 
 
 @pytest.mark.parametrize("size,batch", [(2, 16), (3, 20), (4, 2)])  # uneven splits; (4, 2): ranks without rows
@@ -132,17 +150,7 @@ def test_data_parallel_step_equals_one_process(size, batch, stability):
     rng = np.random.default_rng(seed)
     batches = [(pack_bits(pm1(rng, batch, sizes[0])), rng.integers(0, 4, batch)) for _ in range(6)]
     expect = run_steps(sizes, stability, batches, seed)
-    slots, barrier, out = [None] * size, threading.Barrier(size), [None] * size
-
-    def rank_main(r):
-        out[r] = run_steps(sizes, stability, batches, seed, ThreadComm(slots, barrier, r))
-
-    threads = [threading.Thread(target=rank_main, args=(r,)) for r in range(size)]
-    for th in threads:
-        th.start()
-    for th in threads:
-        th.join(60)
-    for hidden, counts in out:
+    for hidden, counts in in_ranks(size, lambda comm: run_steps(sizes, stability, batches, seed, comm)):
         assert counts == expect[1]
         assert all(np.array_equal(a, b) for a, b in zip(hidden, expect[0]))
 
@@ -167,10 +175,10 @@ TRAIN_ARGS = ["--dataset", "prototypes", "--max-train", "1002", "--hidden", "35,
               "--batch-size", "20", "--backend", "numpy", "--quiet"]
 
 
-def mpirun(n, out, extra=(), env_extra=None, timeout=120):
+def mpirun(n, out, extra=(), env_extra=None, timeout=120, args=("mlp", *TRAIN_ARGS)):
     env = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1",
                PYTHONPATH=os.pathsep.join([REPO, os.environ.get("PYTHONPATH", "")]), **(env_extra or {}))
-    cmd = ["mpirun", "--oversubscribe", "-n", str(n), sys.executable, "-m", "bep_gpu", "train", "mlp", *TRAIN_ARGS,
+    cmd = ["mpirun", "--oversubscribe", "-n", str(n), sys.executable, "-m", "bep_gpu", "train", *args,
            "--out", str(out), *extra]
     t0 = time.monotonic()
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
@@ -199,7 +207,7 @@ def assert_same_model(a_dir, b_dir, processes):
 
 
 @needs_mpi
-@pytest.mark.parametrize("n", [2, 3])
+@pytest.mark.parametrize("n", [3])  # 3 ranks: uneven shards and, in the last batch, a rank without rows (2: the RNN's)
 def test_mpirun_training_equals_one_process(n, single_run, tmp_path):
     proc, _ = mpirun(n, tmp_path)
     assert proc.returncode == 0, proc.stderr
@@ -207,6 +215,25 @@ def test_mpirun_training_equals_one_process(n, single_run, tmp_path):
     results = json.loads((tmp_path / "results.json").read_text())
     assert results["processes"] == n
     assert results["test_accuracy"] == json.loads((single_run / "results.json").read_text())["test_accuracy"]
+
+
+@needs_mpi
+def test_mpirun_rnn_training_equals_one_process(tmp_path):
+    from bep_gpu.cli.train import main
+
+    rng = np.random.default_rng(3)
+    y = rng.integers(0, 3, 130)
+    x = rng.normal(size=(130, 5, 2)) + 0.5 * y[:, None, None]
+    np.savez(tmp_path / "seq.npz", x_train=x[:100], y_train=y[:100], x_test=x[100:], y_test=y[100:])
+    # 90 training rows: 5 batches of 16 and one of 10, each split 8/8 (5/5) over 2 ranks; the shared mask
+    args = ["rnn", "--dataset", f"npz:{tmp_path / 'seq.npz'}", "--hidden", "20", "--gamma0", "5", "--epochs", "2",
+            "--batch-size", "16", "--rnn-mask", "shared", "--encode", "thermometer:2", "--backend", "numpy", "--quiet"]
+    assert main([*args, "--out", str(tmp_path / "one"), "--distributed", "none"]) == 0
+    proc, _ = mpirun(2, tmp_path / "two", args=args)
+    assert proc.returncode == 0, proc.stderr
+    assert_same_model(tmp_path / "one", tmp_path / "two", 2)
+    assert json.loads((tmp_path / "two" / "results.json").read_text())["test_accuracy"] == json.loads(
+        (tmp_path / "one" / "results.json").read_text())["test_accuracy"]
 
 
 @needs_mpi

@@ -94,6 +94,26 @@ def test_rnn_takes_univariate_series_and_a_window(tmp_path):
     assert np.array_equal(bep_gpu.load(tmp_path / "r.npz").predict(x[:, :, None]), est.predict(x))
 
 
+def test_conv_classifier_trains_like_bep_train_conv(tmp_path):
+    """ConvClassifier: images (N, H, W) and any labels in; the weights are bep-train conv's, bit for bit; predict,
+    decision_function and a saved checkpoint agree."""
+    x, y = _blobs(160, (6, 6), ["a", "b", "c"])
+    np.savez(tmp_path / "d.npz", x_train=x, y_train=y, x_test=x[:40], y_test=y[:40])
+    assert train_main(["conv", "--dataset", f"npz:{tmp_path / 'd.npz'}", "--conv", "4:3:1:1", "--hidden", "6",
+                       "--gamma0", "2,3", "--epochs", "2", "--proto-sweeps", "2", "--backend", "numpy", "--quiet",
+                       "--out", str(tmp_path / "run")]) == 0
+    est = bep_gpu.ConvClassifier(**{**SMALL, "conv": ((4, 3, 1, 1),), "hidden": (6,), "gamma0": (2, 3)}).fit(x, y)
+    saved = np.load(tmp_path / "run" / "model.npz")
+    for name, h in est.model_.hidden.items():
+        assert np.array_equal(h, saved[f"hidden.{name}"]), name
+    pred = est.predict(x)
+    assert set(pred) <= {"a", "b", "c"}
+    assert np.array_equal(est.classes_[np.argmax(est.decision_function(x), axis=1)], pred)
+    est.save(tmp_path / "c.npz")
+    assert np.array_equal(bep_gpu.load(tmp_path / "c.npz").predict(x[..., None]), pred)
+    assert "conv" not in bep_gpu.MLPClassifier().get_params()  # kind-only parameters stay with their kind
+
+
 def test_early_stop_keeps_the_best_model():
     x, y = _blobs(300, (6,), [0, 1, 2])
     est = bep_gpu.MLPClassifier(**{**SMALL, "epochs": 8, "early_stop": 1}).fit(x, y)

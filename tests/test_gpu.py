@@ -155,12 +155,14 @@ def test_transpose_bits(gb, n_rows, n_cols):
     same(gb, gb.transpose_bits(gb.asarray(w), n_rows, n_cols), NB.transpose_bits(w, n_rows, n_cols))
 
 
-@pytest.mark.parametrize("n,k,j", [(1, 1, 1), (65, 63, 130), (1024, 525, 784), (1024, 10, 525), (0, 5, 5)])
-def test_gated_transposed_product(gb, n, k, j):
+@pytest.mark.parametrize("matmul", ["cuda_core", "tensor_core"])
+@pytest.mark.parametrize("n,k,j", [(1, 1, 1), (65, 63, 130), (1024, 525, 784), (1024, 10, 525), (0, 5, 5),
+                                   (1000, 4097, 3001)])
+def test_gated_transposed_product(gb, n, k, j, matmul):
     gen = np.random.default_rng(n + k + j)
     t, wt = rand_bits(gen, n, k), rand_bits(gen, j, k)
     g = bits.pack_bits(gen.random((n, k)) < 0.3)
-    got = gb.gated_transposed_product(gb.asarray(t), gb.asarray(g), gb.asarray(wt))
+    got = gb.variant(matmul=matmul).gated_transposed_product(gb.asarray(t), gb.asarray(g), gb.asarray(wt))
     same(gb, got, NB.gated_transposed_product(t, g, wt))
 
 
@@ -172,17 +174,19 @@ def test_group_select(gb, k, gamma):
     same(gb, gb.group_select(gb.asarray(score), gb.asarray(cand), gamma), NB.group_select(score, cand, gamma))
 
 
-@pytest.fixture(scope="module", params=["popcount", "sparse"])
+@pytest.fixture(scope="module", params=[("popcount", "cuda_core"), ("popcount", "tensor_core"), ("sparse", "auto")],
+                ids=["popcount", "popcount-tc", "sparse"])
 def gb_update(request):
-    """The CUDA backend with each form of the update kernels (batch_update.cu)."""
+    """The CUDA backend with each form of the update kernels (batch_update.cu; popcount on both paths)."""
     _cupy()
     from bep_gpu.backends.cuda_backend import CudaBackend
 
-    return CudaBackend(update=request.param)
+    update, matmul = request.param
+    return CudaBackend(update=update, matmul=matmul)
 
 
 @pytest.mark.parametrize("n,k,j", [(0, 5, 7), (1, 1, 1), (1024, 525, 784), (1024, 10, 525), (5000, 65, 63),
-                                   (300, 70000, 3)])
+                                   (300, 70000, 3), (4100, 1000, 1030)])
 def test_batch_update(gb_update, n, k, j):
     gb = gb_update
     gen = np.random.default_rng(n + k + j)

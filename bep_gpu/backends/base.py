@@ -11,6 +11,8 @@ from abc import ABC, abstractmethod
 
 import numpy as np
 
+from ..bits import n_words
+
 # How batch_update / update_delta compute their sum over samples (the same integers either way):
 # "popcount": over every sample, as a dense product; "sparse": each output row visits only the samples that
 # selected its unit (at most one unit per group per sample, so about N / gamma of them). "auto" is the one
@@ -30,6 +32,29 @@ def update_impl(impl: str | None) -> str:
     if impl not in UPDATE_IMPLS:
         raise ValueError(f"update impl must be one of {', '.join(UPDATE_IMPLS)}, got {impl!r}")
     return impl
+
+
+def group_shape(what: str, score, gamma) -> tuple[int, int, int, int]:
+    """(rows, K, n_words(K), gamma) of a group_select-family call; ValueError when gamma does not divide K."""
+    if score.ndim != 2:
+        raise ValueError(f"{what}: scores must be (N, K), got {score.shape}")
+    n_rows, k = score.shape
+    gamma = int(gamma)
+    if gamma <= 0 or k % gamma:
+        raise ValueError(f"{what}: group size {gamma} does not divide {k}")
+    return n_rows, k, n_words(k), gamma
+
+
+def check_select_wrong(z, a, t, row_mask) -> int:
+    """select_wrong's operand shapes (z (N, K), a and t (N, n_words(K)), row_mask (M, 1) with M dividing N):
+    returns M, or raises ValueError."""
+    n_rows, nw = z.shape[0], n_words(z.shape[1])
+    m = row_mask.shape[0] if row_mask.ndim == 2 else 0
+    if (a.shape != (n_rows, nw) or t.shape != a.shape or row_mask.shape != (m, 1) or m == 0 and n_rows
+            or m and n_rows % m):
+        raise ValueError(f"select_wrong: a {a.shape}, t {t.shape}, row_mask {row_mask.shape} do not match "
+                         f"z {z.shape}")
+    return m
 
 
 class Backend(ABC):
@@ -197,3 +222,89 @@ class Backend(ABC):
     @abstractmethod
     def int_matmul(self, x, h):
         """int32 (N, K) = unpack(x, J) @ h.T for +-1 bits x (N, n_words(J)) and int16 h (K, J) (exact)."""
+
+    # --- convolution (NHWC bit maps packed along C; BEP-Conv, docs/CONV.md) ---------------------------------
+    # These generic versions are array code on xp, the executable spec of kernels/conv_*.cu.
+    def im2col(self, x, c: int, kh: int, kw: int, stride: int, pad: int):
+        """Packed patches: x (N, H, W, n_words(c)) -> (N, H', W', n_words(kh * kw * c)), H' = (H + 2 pad - kh) //
+        stride + 1 (W' alike). Bit (i * kw + j) * c + ch of patch (n, y, x) is bit ch of x[n, y*stride + i - pad,
+        x*stride + j - pad]; positions outside the map read bit 1 (the padding value +1)."""
+        xp = self.xp
+        n, h, w, ho, wo = _conv_shape("im2col", x, c, kh, kw, stride, pad)
+        a = xp.ones((n, h + 2 * pad, w + 2 * pad, c), dtype=xp.bool_)
+        a[:, pad:pad + h, pad:pad + w] = self._unpack01(x.reshape(-1, x.shape[-1]), c).reshape(n, h, w, c) != 0
+        cols = xp.empty((n, ho, wo, kh, kw, c), dtype=xp.bool_)
+        for i in range(kh):
+            for j in range(kw):
+                cols[:, :, :, i, j] = a[:, i:i + stride * (ho - 1) + 1:stride, j:j + stride * (wo - 1) + 1:stride]
+        return self.pack(cols.reshape(n, ho, wo, kh * kw * c))
+
+    def col2im_sign(self, s, h: int, w: int, c: int, kh: int, kw: int, stride: int, pad: int):
+        """The adjoint of im2col, then one sign: s int32 (N, H', W', kh * kw * c) (one integer per patch bit) ->
+        bits (N, H, W, n_words(c)), bit ch of (n, Y, X) = [sum of s[n, y, x, (i * kw + j) * c + ch] over every
+        (y, x, i, j) with y*stride + i - pad = Y, x*stride + j - pad = X >= 0] (sign(0) = +1; patch entries that
+        read padding are dropped). Summed in int32 (exact while kh * kw * max|s| < 2^31)."""
+        xp = self.xp
+        n, ho, wo = s.shape[0], (h + 2 * pad - kh) // stride + 1, (w + 2 * pad - kw) // stride + 1
+        if min(h, w, c, kh, kw, stride) <= 0 or pad < 0 or ho <= 0 or wo <= 0 or s.shape != (n, ho, wo, kh * kw * c):
+            raise ValueError(f"col2im_sign: sums {s.shape} do not fit a {h}x{w}x{c} map, kernel {kh}x{kw}, "
+                             f"stride {stride}, padding {pad}")
+        acc = xp.zeros((n, h + 2 * pad, w + 2 * pad, c), dtype=xp.int32)
+        s = s.reshape(n, ho, wo, kh, kw, c)
+        for i in range(kh):
+            for j in range(kw):
+                acc[:, i:i + stride * (ho - 1) + 1:stride, j:j + stride * (wo - 1) + 1:stride] += s[:, :, :, i, j]
+        return self.pack(acc[:, pad:pad + h, pad:pad + w] >= 0)
+
+    def gated_transposed_sum(self, t, g, wt):
+        """The integer sums under gated_transposed_product's sign: int32 (N, J), entry (n, j) =
+        sum_i g[n,i] * wt[j,i] * t[n,i] (+-1 values of t and wt, 0/1 gates; gate padding is 0)."""
+        xp = self.xp
+        n = t.shape[-1] * 64  # gate padding is 0, so full words are exact
+        gt = self._unpack01(g, n) * (2 * self._unpack01(t, n) - 1)
+        return (gt @ (2 * self._unpack01(wt, n) - 1).T).astype(xp.int32)
+
+    def conv_select_wrong(self, z, a, t, row_mask, out_h: int, out_w: int, tile: int, gamma: int):
+        """The masks of a conv layer: per sample, tile of tile x tile output positions (grid anchored at (0, 0),
+        edge tiles smaller; tile = 0: the whole map) and run of gamma consecutive channels, the wrong unit
+        ((a ^ t) & row_mask[n]) with the smallest |z|; ties go to the lowest channel, then y, then x.
+
+        z: int32 (N * out_h * out_w, C) in (n, y, x) row order; a, t: (N * out_h * out_w, n_words(C)) bits;
+        row_mask: (N, 1) trigger words of the samples. Returns selection bits shaped like a."""
+        xp = self.xp
+        rows, ch = z.shape
+        hw = out_h * out_w
+        n = row_mask.shape[0]
+        if (gamma <= 0 or ch % gamma or tile < 0 or rows != n * hw or a.shape != (rows, n_words(ch))
+                or t.shape != a.shape):
+            raise ValueError(f"conv_select_wrong: z {z.shape}, a {a.shape}, t {t.shape}, row_mask {row_mask.shape} "
+                             f"do not fit {n} samples of {out_h}x{out_w} positions and groups of {gamma}")
+        qy, qx = (out_h, out_w) if tile == 0 else (min(tile, out_h), min(tile, out_w))
+        ty, tx = -(-out_h // qy), -(-out_w // qx)
+        wrong = (a ^ t) & xp.repeat(row_mask, hw, axis=0)
+        cand = xp.zeros((n, ty * qy, tx * qx, ch), dtype=xp.bool_)
+        cand[:, :out_h, :out_w] = (self._unpack01(wrong, ch) != 0).reshape(n, out_h, out_w, ch)
+        score = xp.zeros((n, ty * qy, tx * qx, ch), dtype=xp.int64)
+        score[:, :out_h, :out_w] = xp.abs(z.astype(xp.int64)).reshape(n, out_h, out_w, ch)
+        order = (n, ty, qy, tx, qx, ch // gamma, gamma)
+
+        def grouped(v):  # (n, ty, tx, group, gamma * qy * qx): channel, then y, then x within a group
+            return v.reshape(order).transpose(0, 1, 3, 5, 6, 2, 4).reshape(n, ty, tx, ch // gamma, gamma * qy * qx)
+
+        c = grouped(cand)
+        s = xp.where(c, grouped(score), xp.iinfo(xp.int64).max)
+        pick = (xp.arange(s.shape[-1]) == xp.argmin(s, axis=-1)[..., None]) & c.any(axis=-1)[..., None]
+        sel = pick.reshape(n, ty, tx, ch // gamma, gamma, qy, qx).transpose(0, 1, 5, 2, 6, 3, 4)
+        return self.pack(sel.reshape(n, ty * qy, tx * qx, ch)[:, :out_h, :out_w].reshape(rows, ch))
+
+
+def _conv_shape(what, x, c, kh, kw, stride, pad):
+    """(N, H, W, H', W') of a packed map x for a kh x kw window; ValueError if they do not fit."""
+    if x.ndim != 4 or x.shape[-1] != n_words(c) or min(c, kh, kw, stride) <= 0 or pad < 0:
+        raise ValueError(f"{what}: need a map (N, H, W, {n_words(c)}) for {c} channels and a positive kernel and "
+                         f"stride, got {x.shape}, kernel {kh}x{kw}, stride {stride}, padding {pad}")
+    n, h, w = x.shape[:3]
+    ho, wo = (h + 2 * pad - kh) // stride + 1, (w + 2 * pad - kw) // stride + 1
+    if ho <= 0 or wo <= 0:
+        raise ValueError(f"{what}: a {kh}x{kw} window does not fit a {h}x{w} map with padding {pad}")
+    return n, h, w, ho, wo

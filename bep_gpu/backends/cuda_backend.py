@@ -12,18 +12,27 @@ import importlib.resources
 import os
 import re
 import threading
+import warnings
 from pathlib import Path
 
 import numpy as np
 
 from .. import bits as _bits
 from .. import rng as _rng
-from .base import Backend, check_int_matmul_width, update_impl
+from .base import Backend, check_int_matmul_width, check_select_wrong, group_shape, update_impl
+from .cuda_conv import CudaConvKernels
+from .tc_probe import tensor_core_mismatches
 
 THREADS = 256  # every kernel but the tensor-core ones runs 256-thread blocks (the tiled ones assume exactly that)
-TC_THREADS = 128  # xnor_matmul_tc.cu: 4 warps per 64 x 64 tile
-# xnor_matmul implementations. "auto" means cuda_core until the tensor-core kernel is measured faster on a GPU
-# (scripts/device_check.sh); BEP_XNOR_MATMUL in the environment picks the default of new backends.
+# The b1 tensor-core kernels (kernels/tc_gemm.cuh): 8 warps; block tiles TC_BM_PLAIN (forward) or TC_BM_GATED
+# (targets, update) rows x TC_BN columns; a 3-stage cp.async ring of 2 x 128 rows x 128 bytes in dynamic shared
+# memory (above the default 48 KB, so each kernel opts in once).
+TC_THREADS = 256
+TC_BN, TC_BM_PLAIN, TC_BM_GATED = 128, 128, 64
+TC_SMEM = 3 * 2 * 128 * 128
+# Implementations of the three products (forward, gated transposed product, popcount update): "auto" runs the
+# tensor-core kernels once the first-use layout probe passes on this device (CUDA cores where it cannot run or
+# refuses, with a warning); BEP_XNOR_MATMUL in the environment picks the default of new backends.
 MATMUL_IMPLS = ("auto", "cuda_core", "tensor_core")
 TILE = 64  # output tile edge of the tiled kernels (popc_tile.cuh, int_matmul.cu)
 TRANSPOSE_WORDS = 4  # input words per transpose tile row (transpose_bits.cu)
@@ -99,8 +108,11 @@ def _i32(v) -> np.int32:
     return np.int32(v)
 
 
-class CudaBackend(Backend):
+class CudaBackend(CudaConvKernels, Backend):
     name = "cuda"
+    # launch helpers for the conv launchers (cuda_conv.py)
+    _i32, _grid_blocks, _grid_tiles = staticmethod(_i32), staticmethod(_blocks), staticmethod(_tiles)
+    _max_grid_y = MAX_GRID_Y
 
     def __init__(self, module=None, xp=None, matmul: str | None = None, update: str | None = None):
         if xp is None:
@@ -110,15 +122,17 @@ class CudaBackend(Backend):
         self._module = cupy_module() if module is None else module
         self._functions: dict[str, object] = {}
         self.matmul = self._matmul_impl(matmul if matmul is not None else os.environ.get("BEP_XNOR_MATMUL", "auto"))
-        self._tensor_core_ok = False
+        self._tensor_core_ok = None  # the layout probe's verdict once it ran (True / False)
         # "auto" is the popcount kernel until the sparse one is measured faster on a GPU (bep-bench --sections update).
         self.update = update_impl(update)
         self._active_one = xp.ones(1, dtype=xp.int64)  # `active` when the caller passes none
 
     def variant(self, matmul: str | None = None, update: str | None = None) -> "CudaBackend":
         """The same kernel module and array module (also the emulator's) with other xnor_matmul/update forms."""
-        return CudaBackend(module=self._module, xp=self.xp, matmul=self.matmul if matmul is None else matmul,
-                           update=self.update if update is None else update)
+        other = CudaBackend(module=self._module, xp=self.xp, matmul=self.matmul if matmul is None else matmul,
+                            update=self.update if update is None else update)
+        other._tensor_core_ok = self._tensor_core_ok  # same device, same kernels: one probe is enough
+        return other
 
     # --- moving data -------------------------------------------------------------------------------------
     @property
@@ -140,11 +154,32 @@ class CudaBackend(Backend):
             self.xp.cuda.Device().synchronize()
 
     # --- helpers -------------------------------------------------------------------------------------------
-    def _launch(self, name: str, grid, args, threads: int = THREADS) -> None:
+    def _launch(self, name: str, grid, args, threads: int = THREADS, shared_mem: int = 0) -> None:
         fn = self._functions.get(name)
         if fn is None:
             fn = self._functions[name] = self._module.get_function(name)
-        fn(tuple(grid), (threads,), tuple(args))
+            if shared_mem > 48 * 1024 and self._gpu:
+                fn.max_dynamic_shared_size_bytes = shared_mem  # the opt-in above the default 48 KB
+        fn(tuple(grid), (threads,), tuple(args), shared_mem=shared_mem)
+
+    def _launch_tc(self, name: str, rows: int, block_rows: int, cols: int, args) -> None:
+        """A tensor-core kernel over a rows x cols output in block_rows x TC_BN tiles (its word operands are
+        indexed in int32: every one must stay below 2^31 words)."""
+        if -(-rows // block_rows) > MAX_GRID_Y:
+            raise ValueError(f"{name}: {rows} rows exceed one launch")
+        if any(a.size >= 2**31 for a in args if hasattr(a, "dtype") and a.dtype == np.uint64):
+            raise ValueError(f"{name}: an operand of 2^31 words or more; use matmul='cuda_core'")
+        self._launch(name, (-(-cols // TC_BN), -(-rows // block_rows)), args, TC_THREADS, TC_SMEM)
+
+    def _row_popcounts(self, x, y, z, k=None):
+        """uint32 popc(x & y) per row of x, then popc(z) per row of z (bits past k ignored): the row counts
+        the tensor-core epilogues need, in one launch."""
+        rows_x, rows_z, kw = x.shape[0], z.shape[0], x.shape[1]
+        out = self.xp.empty(rows_x + rows_z, dtype=self.xp.uint32)
+        last = ~np.uint64(0) if k is None or k % 64 == 0 else np.uint64((1 << (k % 64)) - 1)
+        self._launch("row_popcounts", (_blocks((rows_x + rows_z) * 32),),
+                     (x, y, _i32(rows_x), z, _i32(rows_z), _i32(kw), last, out))
+        return out
 
     @staticmethod
     def _matmul_impl(impl: str) -> str:
@@ -152,32 +187,41 @@ class CudaBackend(Backend):
             raise ValueError(f"xnor_matmul impl must be one of {', '.join(MATMUL_IMPLS)}, got {impl!r}")
         return impl
 
-    def _tensor_cores(self, impl) -> bool:
-        """Whether to run the b1 tensor-core kernels ("auto" stays on CUDA cores until measured faster)."""
+    def _tensor_cores(self, impl=None) -> bool:
+        """Whether to run the b1 tensor-core kernels: "tensor_core" always (the probe must pass), "auto" when
+        the device has b1 mma and the probe passed, "cuda_core" never."""
         impl = self.matmul if impl is None else self._matmul_impl(impl)
-        if impl != "tensor_core":
+        if impl == "cuda_core":
             return False
-        if not self._tensor_core_ok:
-            self._check_tensor_core()
-        return True
+        if self._tensor_core_ok is None:
+            if impl == "auto" and self._gpu and int(self.xp.cuda.Device().compute_capability) < 80:
+                self._tensor_core_ok = False
+                return False
+            try:
+                self._check_tensor_core()
+            except RuntimeError as e:
+                self._tensor_core_ok = False
+                if impl == "tensor_core":
+                    raise
+                warnings.warn(f"{e}; the CUDA-core kernels run instead", RuntimeWarning, stacklevel=3)
+                return False
+        elif not self._tensor_core_ok and impl == "tensor_core":
+            raise RuntimeError("impl='tensor_core' was refused by this backend's layout probe; use cuda_core")
+        return self._tensor_core_ok
 
     def _check_tensor_core(self) -> None:
-        """Once per backend: the tensor-core kernel equals the CUDA-core one on a probe covering every lane and
-        register of the mma fragments, two K slabs and edge tiles. The b1 fragment layout in kernels/mma_b1.cuh
-        follows the PTX ISA but no GPU checked it where it was written; a wrong layout must fail loudly here,
-        never train on wrong products. Costs one host synchronisation, on first use only."""
+        """Once per backend: every tensor-core kernel family equals its CUDA-core twin (tc_probe.py). A wrong
+        layout must fail loudly here, never train on wrong products. Costs a few host synchronisations, on first
+        use only."""
         xp = self.xp
         if self._gpu and int(xp.cuda.Device().compute_capability) < 80:
-            raise RuntimeError("xnor_matmul impl='tensor_core' needs compute capability 8.0 or newer (b1 mma)")
-        gen = np.random.default_rng(20261129)
-        m, n, k = 80, 72, 700
-        a = xp.asarray(_bits.pack_bits(gen.choice([-1, 1], size=(m, k))))
-        b = xp.asarray(_bits.pack_bits(gen.choice([-1, 1], size=(n, k))))
-        ok = bool((self._xnor_matmul(a, b, k, True, False)[0] == self._xnor_matmul(a, b, k, False, False)[0]).all())
-        self._tensor_core_ok = ok
-        if not ok:
-            raise RuntimeError("xnor_matmul impl='tensor_core' disagrees with the CUDA-core kernel on this device: the "
-                               "mma.m16n8k256 b1 fragment layout of kernels/mma_b1.cuh is wrong here; use cuda_core")
+            raise RuntimeError("the tensor-core kernels need compute capability 8.0 or newer (b1 mma)")
+        failed = tensor_core_mismatches(self)
+        self._tensor_core_ok = not failed
+        if failed:
+            raise RuntimeError(f"the tensor-core kernels ({', '.join(sorted(set(failed)))}) disagree with the CUDA-core "
+                               "ones on this device: the mma.m16n8k256 b1 fragment layout of kernels/mma_b1.cuh (or "
+                               "the ldmatrix/cp.async staging of kernels/tc_gemm.cuh) is wrong here; use cuda_core")
 
     def _words(self, a):
         return self.xp.ascontiguousarray(self.xp.asarray(a, dtype=self.xp.uint64))
@@ -304,10 +348,14 @@ class CudaBackend(Backend):
         name = ("xnor_matmul" + ("_sign" if sign else "") + ("_gate" if gated is not None else "")
                 + ("_add" if add else "") + ("_tc" if tensor_core else ""))
         args = (a, b, out) + ((packed,) if sign else ()) + ((gated,) if gated is not None else ())
+        args += (self._row_popcounts(a, a, b, k),) if tensor_core else ()
         args += (_i32(m), _i32(n), _i32(kw), _i32(k))
         if gated is not None:
             args += (np.int32(max(-1, min(2**31 - 1, int(gate)))),)  # |z| <= k < 2^31: the clamp changes no bit
-        self._launch(name, (_tiles(n), _tiles(m)), args, TC_THREADS if tensor_core else THREADS)
+        if tensor_core:
+            self._launch_tc(name, m, TC_BM_PLAIN, n, args)
+        else:
+            self._launch(name, (_tiles(n), _tiles(m)), args)
         return out, packed, gated
 
     def gate_pack(self, z, threshold):
@@ -330,15 +378,27 @@ class CudaBackend(Backend):
         nwj = _bits.n_words(j)
         if n == 0 or nwj == 0:
             return xp.zeros((n, nwj), dtype=xp.uint64)
-        if _tiles(n) > MAX_GRID_Y:
-            raise ValueError(f"gated_transposed_product: {n} rows exceed one launch")
-        out = xp.empty((n, nwj), dtype=xp.uint64)  # one block per output word column: every word is written
-        self._launch("gated_transposed_product", (nwj, _tiles(n)), (t, g, wt, out, _i32(n), _i32(j), _i32(kw)))
+        if kw == 0:
+            return self.pack(xp.zeros((n, j), dtype=xp.int32))  # every sum is 0: sign +1
+        return self._gated_product(t, g, wt, self._tensor_cores())
+
+    def _gated_product(self, t, g, wt, tensor_core: bool):
+        n, kw = t.shape
+        j = wt.shape[0]
+        out = self.xp.empty((n, _bits.n_words(j)), dtype=self.xp.uint64)  # the blocks write every word
+        args = (out, _i32(n), _i32(j), _i32(kw))
+        if tensor_core:
+            self._launch_tc("gated_transposed_product_tc", n, TC_BM_GATED, j,
+                            (t, g, wt, self._row_popcounts(t, g, g)) + args)
+        else:
+            if _tiles(n) > MAX_GRID_Y:
+                raise ValueError(f"gated_transposed_product: {n} rows exceed one launch")
+            self._launch("gated_transposed_product", (_bits.n_words(j), _tiles(n)), (t, g, wt) + args)
         return out
 
     def group_select(self, score, cand, gamma):
         score = self._int_array(score, np.int32, "group_select score")
-        n_rows, k, nw, gamma = self._group_shape("group_select", score, gamma)
+        n_rows, k, nw, gamma = group_shape("group_select", score, gamma)
         cand = self._words(cand)
         if cand.shape != (n_rows, nw):
             raise ValueError(f"group_select: cand must be {(n_rows, nw)}, got {cand.shape}")
@@ -348,24 +408,10 @@ class CudaBackend(Backend):
         """As Backend.select_wrong, in one kernel: candidates and |z| are read where group_select would read the
         arrays they make."""
         z = self._int_array(z, np.int32, "select_wrong z")
-        n_rows, k, nw, gamma = self._group_shape("select_wrong", z, gamma)
+        n_rows, k, nw, gamma = group_shape("select_wrong", z, gamma)
         a, t, row_mask = self._words(a), self._words(t), self._words(row_mask)
-        m = row_mask.shape[0] if row_mask.ndim == 2 else 0
-        if (a.shape != (n_rows, nw) or t.shape != a.shape or row_mask.shape != (m, 1) or m == 0 and n_rows
-                or m and n_rows % m):
-            raise ValueError(f"select_wrong: a {a.shape}, t {t.shape}, row_mask {row_mask.shape} do not match "
-                             f"z {z.shape}")
+        m = check_select_wrong(z, a, t, row_mask)
         return self._launch_groups("select_wrong", (z, a, t, row_mask, np.int64(max(m, 1))), n_rows, k, gamma)
-
-    @staticmethod
-    def _group_shape(what, score, gamma):
-        if score.ndim != 2:
-            raise ValueError(f"{what}: scores must be (N, K), got {score.shape}")
-        n_rows, k = score.shape
-        gamma = int(gamma)
-        if gamma <= 0 or k % gamma:
-            raise ValueError(f"{what}: group size {gamma} does not divide {k}")
-        return n_rows, k, _bits.n_words(k), gamma
 
     def _launch_groups(self, kernel, inputs, n_rows, k, gamma):
         """The selection bits of a group_select-family kernel: one group per `width` lanes of a warp."""
@@ -412,10 +458,20 @@ class CudaBackend(Backend):
             self._launch(kernel + "_sparse", (-(-j // THREADS), min(k, MAX_GRID_Y)),
                          (out, sel_t, t_t, x, _i32(k), _i32(j), nwn, _i32(_bits.n_words(j))) + extra)
             return
+        self._update_popcount(kernel, out, sel_t, t_t, self.transpose_bits(x, n, j), n, k, j, self._tensor_cores(),
+                              extra)
+
+    def _update_popcount(self, kernel, out, sel_t, t_t, x_t, n, k, j, tensor_core: bool, extra=()):
+        """The popcount form on batch-packed operands (K, J and n_words(n) words per row)."""
+        args = (_i32(k), _i32(j), _i32(_bits.n_words(n))) + extra
+        if tensor_core:
+            self._launch_tc(kernel + "_tc", k, TC_BM_GATED, j,
+                            (out, sel_t, t_t, x_t, self._row_popcounts(t_t, sel_t, sel_t)) + args)
+            return
+        args = (out, sel_t, t_t, x_t) + args
         if _tiles(k) > MAX_GRID_Y:
             raise ValueError(f"{kernel}: {k} rows exceed one launch")
-        self._launch(kernel, (_tiles(j), _tiles(k)),
-                     (out, sel_t, t_t, self.transpose_bits(x, n, j), _i32(k), _i32(j), nwn) + extra)
+        self._launch(kernel, (_tiles(j), _tiles(k)), args)
 
     def update_delta(self, sel, t, x, k, j, out=None):
         """int32 (K, J) = sum_n (sel[n] * t[n]) outer x[n] (batch_update's sum, not doubled, not clipped)."""

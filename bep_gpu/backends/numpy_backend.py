@@ -87,11 +87,17 @@ class NumpyBackend(Backend):
         return _bits.pack_bits(np.abs(np.asarray(z)) <= threshold)
 
     def gated_transposed_product(self, t, g, wt):
+        return _bits.pack_bits(self._gated_sum(t, g, wt) >= 0)
+
+    def gated_transposed_sum(self, t, g, wt):
+        return self._gated_sum(t, g, wt).astype(np.int32)
+
+    @staticmethod
+    def _gated_sum(t, g, wt):
         n = t.shape[-1] * 64  # gate padding is 0, so full words are exact
         gt = unpack_pm1(t, n)
         gt *= unpack01(g, n)
-        s = gt @ unpack_pm1(wt, n).T  # exact: |s| <= K < 2^24
-        return _bits.pack_bits(s >= 0)
+        return gt @ unpack_pm1(wt, n).T  # float32, exact: |s| <= K < 2^24
 
     def group_select(self, score, cand, gamma):
         score = np.asarray(score)

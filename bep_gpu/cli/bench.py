@@ -44,6 +44,7 @@ from ..checkpoint import atomic_write
 from ..errors import UserError
 from ..mlp import init_hidden
 from ..prototypes import make_prototypes
+from ..threads import set_threads
 from .common import StrictParser, add_version, run_cli
 
 POPC_CEILING = 134e12  # H200 CUDA-core XOR+POPC bit-MAC/s (profiling/README.md, "H200 ceilings")
@@ -130,8 +131,9 @@ def _dense_gemm(xp, a_pm, b_pm, dtype):
     return (lambda: ta @ tb.T), torch.cuda.synchronize
 
 
-def bench_gemm(bk, table, sizes, min_time, kernels=None):
-    """kernels: time both CUDA kernels (default: on a GPU; the tests pass True with the emulated backend)."""
+def bench_gemm(bk, table, sizes, min_time, kernels=None, others=()):
+    """kernels: time both CUDA kernels (default: on a GPU; the tests pass True with the emulated backend).
+    others: more CPU backends timed beside bk (ratio = this / bk); the peers' ratios are against bk."""
     rng = np.random.default_rng(0)
     on_gpu = bk.name == "cuda" and bk.xp is not np if kernels is None else kernels
     for m, n, k in sizes:
@@ -155,13 +157,18 @@ def bench_gemm(bk, table, sizes, min_time, kernels=None):
         else:
             ours = m * n * k / timed(lambda: bk.xnor_matmul(a, b, k), bk.synchronize, min_time)
             table.add("gemm", case, f"xnor_matmul ({bk.name})", ours / 1e9, "G bit-MAC/s")
+            for ob in others:
+                oa, obb = ob.asarray(pack_bits(a_pm)), ob.asarray(pack_bits(b_pm))
+                rate = m * n * k / timed(lambda: ob.xnor_matmul(oa, obb, k), ob.synchronize, min_time)
+                table.add("gemm", case, f"xnor_matmul ({ob.name})", rate / 1e9, "G bit-MAC/s", rate / ours,
+                          f"ratio = this / {bk.name}")
         for dt in (("bfloat16", "float32") if on_gpu else ("float32",)):
             dense = _dense_gemm(bk.xp, a_pm, b_pm, dt)
             if dense is None:
                 continue
             call, sync = dense
             rate = m * n * k / timed(call, sync or bk.synchronize, min_time)
-            note = "ratio = ours / this" if not on_gpu else "ratio = CUDA cores / this" + (
+            note = f"ratio = {bk.name} / this" if not on_gpu else "ratio = CUDA cores / this" + (
                 f"; b1 tensor cores / this = {tc / rate:.3g}" if tc else "")
             table.add("gemm", case, f"{'cuBLAS' if on_gpu else 'BLAS'} {dt} on +-1", rate / 1e9, "MAC/s (G)",
                       ours / rate, note)
@@ -173,7 +180,7 @@ def bench_gemm(bk, table, sizes, min_time, kernels=None):
 
             rate = m * n * k / timed(popcount_broadcast, bk.synchronize, min_time)
             table.add("gemm", case, "np.bitwise_count broadcast", rate / 1e9, "G bit-MAC/s", ours / rate,
-                      "ratio = ours / this")
+                      f"ratio = {bk.name} / this")
 
 
 def _step_case(sizes, batch, gamma):
@@ -247,11 +254,19 @@ def _memory_rows(bk, table, case, n_weights, pool_bytes=None):
 
 
 def _bench_case(bk, table, case, label, step, arrays, min_time, min_reps, batch, epoch_samples, n_weights,
-                dense_macs, dense_step, qat_rows):
+                dense_macs, dense_step, qat_rows, others=()):
     """Rows of one step case: ours (step(bk, hidden, p, x, y, step_number) on the backend's copies of `arrays` =
-    (hidden_np, protos, x_pm, y)), the epoch it implies, our device pool, the dense peer (dense_step(xp, hidden,
-    protos, x, y) on dense copies), QAT (qat_rows(t_ours)) and memory. Returns our backend arrays and step time."""
+    (hidden_np, protos, x_pm, y)), the epoch it implies, our device pool, the other backends' steps (ratio = this /
+    bk), the dense peer (dense_step(xp, hidden, protos, x, y) on dense copies), QAT (qat_rows(t_ours)) and memory.
+    Returns bk's arrays and step time."""
     hidden_np, protos, x_pm, y = arrays
+    for ob in others:  # first, so that bk's arrays are the last made (the GPU pool figure below is bk's)
+        oh = [ob.asarray(h) for h in hidden_np]
+        op, ox, oy = ob.pack(ob.asarray(protos)), ob.pack(ob.asarray(x_pm)), ob.asarray(y)
+        t_other = timed(lambda: step(ob, oh, op, ox, oy, 0), ob.synchronize, min_time, min_reps=min_reps)
+        table.add("step", case, f"{label} ({ob.name})", t_other * 1e3, "ms/step")
+        table.add("epoch", case, f"{label} ({ob.name})", t_other * -(-epoch_samples // batch),
+                  f"s/epoch ({epoch_samples} samples)")
     _fresh_pool(bk)
     hidden = [bk.asarray(h) for h in hidden_np]
     p, x, yy = bk.pack(bk.asarray(protos)), bk.pack(bk.asarray(x_pm)), bk.asarray(y)
@@ -267,6 +282,9 @@ def _bench_case(bk, table, case, label, step, arrays, min_time, min_reps, batch,
     table.add("step", case, f"{label} ({bk.name})", t_ours * 1e3, "ms/step")
     table.add("epoch", case, f"{label} ({bk.name})", t_ours * -(-epoch_samples // batch),
               f"s/epoch ({epoch_samples} samples)")
+    for row in table.rows[-2 * len(others) - 2:-2]:  # the other backends against bk: this / bk
+        mine = t_ours * (1e3 if row["section"] == "step" else -(-epoch_samples // batch))
+        row["ratio"], row["note"] = f"{float(row['value']) / mine:.3g}", f"ratio = this / {bk.name}"
     if dense_step is not None:
         xp = bk.xp
         dh = [xp.asarray(h) for h in hidden_np]
@@ -278,7 +296,51 @@ def _bench_case(bk, table, case, label, step, arrays, min_time, min_reps, batch,
     return (hidden, p, x, yy), t_ours
 
 
-def bench_steps(bk, table, cases, min_time, dense, qat):
+def bench_conv_steps(bk, table, min_time, qat, image=(28, 28, 1), specs=((16, 3, 2, 1), (32, 3, 2, 1)), dense=(256,),
+                     batch=100, gamma=8, epoch_samples=50000):
+    """One BEP-Conv step (the Fashion-MNIST convnet of RESULTS.md) beside the QAT peer's (bep_gpu.peers.qat_conv,
+    no BN) on the same shapes."""
+    from .. import bep_conv
+
+    geoms = bep_conv.geometries(image, specs)
+    sizes = [bep_conv.flat_size(geoms)] + list(dense)
+    shapes = [(g.c_out, g.k, g.k, g.c_in) for g in geoms] + [(sizes[i + 1], sizes[i]) for i in range(len(dense))]
+    rng = np.random.default_rng(1)
+    hidden = [bk.asarray(h) for h in init_hidden(shapes, 8.0, 0)]
+    protos = bk.pack(bk.asarray(make_prototypes(10, dense[-1], 0, sweeps=2)))
+    x = bk.pack(bk.asarray(rng.choice(np.array([-1, 1], np.int8), size=(batch,) + tuple(image))))
+    y = bk.asarray(rng.integers(0, 10, size=batch))
+    rules = bep_conv.step_rules(geoms, dense, 0.75, 0.2, 32767)
+    thresholds = reinforcement_thresholds([g.fan_in for g in geoms] + sizes[:-1], 0.5, 0.5)
+    case = f"convnet {'x'.join(map(str, image))} {','.join(':'.join(map(str, c)) for c in specs)} -> " \
+           f"{'-'.join(map(str, dense))} batch {batch}"
+    print(f"bep-bench: step {case}", file=sys.stderr, flush=True)
+    counter = [0]
+
+    def ours():
+        bep_conv.train_step(bk, hidden, geoms, dense, protos, x, y, [gamma] * len(shapes), 0, rules, thresholds, 0,
+                            counter[0])
+        counter[0] += 1
+
+    t_ours = timed(ours, bk.synchronize, min_time)
+    table.add("step", case, f"BEP-Conv packed ({bk.name})", t_ours * 1e3, "ms/step")
+    table.add("epoch", case, f"BEP-Conv packed ({bk.name})", t_ours * -(-epoch_samples // batch),
+              f"s/epoch ({epoch_samples} samples)")
+    if qat is None:
+        return
+    try:
+        from ..peers import qat_conv
+    except ImportError:
+        return
+    r = qat_conv.time_qat_conv_step(image[:2], image[2], specs, dense, batch_size=batch, n_samples=20 * batch,
+                                    device="cuda" if bk.name == "cuda" else "cpu")
+    table.add("step", case, "QAT torch conv", r["step_time_s"] * 1e3, "ms/step", r["step_time_s"] / t_ours,
+              "ratio = this / ours; no BN, batch gather included")
+    table.add("epoch", case, "QAT torch conv", r["step_time_s"] * -(-epoch_samples // batch),
+              f"s/epoch ({epoch_samples} samples)", r["step_time_s"] / t_ours)
+
+
+def bench_steps(bk, table, cases, min_time, dense, qat, others=()):
     for name, sizes, batch, gamma, epoch_samples in cases:
         print(f"bep-bench: step {name} {sizes} batch {batch}", file=sys.stderr, flush=True)
         hidden_np, protos, x_pm, y, rules, thresholds, gammas = _step_case(sizes, batch, gamma)
@@ -292,7 +354,7 @@ def bench_steps(bk, table, cases, min_time, dense, qat):
             None if dense is None else lambda xp, h, p_, x_, y_: dense.dense_step(
                 xp, h, p_, x_, y_, gammas, rules.trigger_margin, rules.gates, thresholds, rules.clip, 0, 0),
             None if qat is None else lambda t: _qat_rows(bk, table, qat, case, "mlp", sizes[0], sizes[1:], batch,
-                                                         epoch_samples, t))
+                                                         epoch_samples, t), others)
         _graph_row(bk, table, case, hidden, sizes, p, x, yy, gammas, rules, thresholds, t_ours, min_time)
 
 
@@ -362,7 +424,7 @@ def bench_update(bk, table, cases, min_time):
                       "" if form == "popcount" else "ratio = popcount / sparse")
 
 
-def bench_rnn_steps(bk, table, cases, min_time, dense, qat):
+def bench_rnn_steps(bk, table, cases, min_time, dense, qat, others=()):
     """One BEP-TT step (bep_rnn.train_step, as bep-train rnn calls it: all target steps, step masks) with the
     paper's sequential-MNIST settings r 0.5, nu 0.01, p_r 0.5, gamma 15, on random +-1 sequences."""
     for name, (kx, ks, ky), n_steps, batch, gamma, epoch_samples in cases:
@@ -387,11 +449,12 @@ def bench_rnn_steps(bk, table, cases, min_time, dense, qat):
             None if dense is None else lambda xp, h, p_, x_, y_: dense.dense_rnn_step(
                 xp, h, p_, x_, y_, gammas, rules.trigger_margin, rules.gates, thresholds, rules.clip, 0, 0),
             None if qat is None else lambda t: _qat_rows(bk, table, qat, case, "rnn", kx, [ks, ky], batch,
-                                                         epoch_samples, t, seq_len=n_steps))
+                                                         epoch_samples, t, seq_len=n_steps), others)
 
 
-def bench_real_epoch(bk, table, qat, data_dir, max_samples):
-    """One real Fashion-MNIST epoch of bep-train's Trainer and one of the QAT baseline, on the same samples."""
+def bench_real_epoch(bk, table, qat, data_dir, max_samples, others=()):
+    """One real Fashion-MNIST epoch of bep-train's Trainer and one of the QAT baseline, on the same samples (the
+    other backends' epochs beside bk's: ratio = this / bk)."""
     from ..config import TrainConfig
     from ..trainer import Trainer
 
@@ -414,6 +477,13 @@ def bench_real_epoch(bk, table, qat, data_dir, max_samples):
         table.add("epoch", case, f"BEP trainer ({bk.name})", t_ours, unit, None,
                   f"bep-train's epoch loop (encode {cfg.encode}, gamma0 {cfg.gamma0}, r {cfg.r}, nu {cfg.nu}): "
                   f"shuffle, batch gather, steps, final sync; test acc after it {res['test_accuracy']:.4f}")
+        for ob in others:
+            with tempfile.TemporaryDirectory(prefix="bep-bench-") as other_out:
+                cfg.out = other_out
+                other = Trainer(cfg, backend=ob).run()
+            table.add("epoch", case, f"BEP trainer ({ob.name})", other["train_time_s"], unit,
+                      other["train_time_s"] / t_ours, f"ratio = this / {bk.name}; test acc after it "
+                      f"{other['test_accuracy']:.4f}")
         if qat is None:
             return
         import torch
@@ -445,13 +515,17 @@ def bench_real_epoch(bk, table, qat, data_dir, max_samples):
 def _main(argv):
     p = StrictParser(prog="bep-bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_version(p)
-    p.add_argument("--backend", default="auto", choices=["auto", "numpy", "cuda"])
+    p.add_argument("--backend", default="auto",
+                   help="auto, numpy, numba or cuda; several, comma-separated, are timed in one run, ratios against "
+                        "the first (e.g. numba,numpy) (default: auto)")
+    p.add_argument("--threads", type=int, default=0,
+                   help="CPU threads for numba, BLAS and torch alike (0: the libraries' defaults)")
     p.add_argument("--sections", default="gemm,step,memory,update,epoch")
     p.add_argument("--quick", action="store_true", help="small shapes only (CI smoke run)")
     p.add_argument("--min-time", type=float, default=0.5, help="seconds of repetitions per measurement")
     p.add_argument("--gemm-sizes", default=None, help="GEMM shapes to time instead of the defaults, e.g. 1024x1024x4096")
     p.add_argument("--peers", default="dense,qat", help="baselines to time beside ours (dense, qat; '' for none)")
-    p.add_argument("--cases", default="mlp,rnn", help="step/memory cases to run: mlp, rnn or both (default)")
+    p.add_argument("--cases", default="mlp,rnn", help="step/memory cases to run: mlp, rnn, conv (default: mlp,rnn)")
     p.add_argument("--data-dir", default=None, help="directory holding the Fashion-MNIST IDX files (epoch section)")
     p.add_argument("--epoch-samples", type=int, default=None,
                    help="epoch section: train on the first N training images, no validation split (default: the "
@@ -462,8 +536,8 @@ def _main(argv):
     if not sections <= {"gemm", "step", "memory", "update", "epoch"}:
         raise UserError(f"--sections takes gemm, step, memory, update, epoch; got {args.sections}")
     kinds = set(filter(None, args.cases.split(",")))
-    if not kinds or not kinds <= {"mlp", "rnn"}:
-        raise UserError(f"--cases takes mlp, rnn or mlp,rnn; got {args.cases!r}")
+    if not kinds or not kinds <= {"mlp", "rnn", "conv"}:
+        raise UserError(f"--cases takes mlp, rnn, conv or a comma list of them; got {args.cases!r}")
     if args.epoch_samples is not None and args.epoch_samples < 1:
         raise UserError(f"--epoch-samples must be at least 1, got {args.epoch_samples}")
     try:  # before minutes of measuring, not after them
@@ -472,7 +546,14 @@ def _main(argv):
         raise UserError(f"cannot create --out {args.out} ({e.strerror}); choose another directory") from None
     if not os.access(args.out, os.W_OK):
         raise UserError(f"--out {args.out} is not writable; choose another directory")
-    bk = get_backend(args.backend)
+    names = [n for n in args.backend.split(",") if n]
+    if not names or len(set(names)) != len(names):
+        raise UserError(f"--backend takes one or more distinct names (auto, numpy, numba, cuda), got {args.backend!r}")
+    set_threads(args.threads)
+    bks = [get_backend(n) for n in names]
+    bk, others = bks[0], bks[1:]
+    if any(b.name == "cuda" for b in others) or (others and bk.name == "cuda"):
+        raise UserError("--backend: several backends are compared on the CPU only; time cuda alone")
     gpu = bk.name == "cuda"
     if args.quick:
         gemm = [(256, 256, 1024), (100, 525, 784)]
@@ -482,7 +563,7 @@ def _main(argv):
     else:
         squares = [1024, 2048, 4096, 8192, 16384] if gpu else [1024, 2048]
         gemm = [(s, s, s) for s in squares] + [(b, w, k) for b in (100, 1024, 4096) for w, k in
-                                               ((525, 784), (4096, 4096), (8192, 8192)) if gpu or b * w * k <= 2**33]
+                                               ((525, 784), (4096, 4096), (8192, 8192)) if gpu or b * w * k <= 2**34]
         cases = [("paper MLP L=2", [784, 525, 525], 100, 105, 50000),
                  ("paper MLP L=3", [784, 525, 525, 525], 100, 105, 50000),
                  ("large MLP", [4096] * 5, 1024, 128, 50000)]
@@ -500,29 +581,59 @@ def _main(argv):
             raise UserError(f"--gemm-sizes takes MxNxK[,MxNxK...] with positive sizes, got {args.gemm_sizes!r}")
     peers = set(filter(None, args.peers.split(",")))
     dense, qat = _peers(peers) if sections & {"step", "memory", "epoch"} else (None, None)
+    if qat is not None and args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)  # the same threads as ours
     table = Table()
-    header = f"bep-bench on {bk.name} ({bk.device}), {time.strftime('%Y-%m-%d')}, `bep-bench {' '.join(argv or [])}`"
+    header = (f"bep-bench on {', '.join(f'{b.name} ({b.device})' for b in bks)}, {time.strftime('%Y-%m-%d')}, "
+              f"{_threads_line(args.threads)}, `bep-bench {' '.join(argv or [])}`")
     done, text = False, ""
     # `timeout` and job schedulers stop with SIGTERM: turn it into an interruption, so the rows measured are kept
     previous = signal.signal(signal.SIGTERM, _stop)
     try:
         if "gemm" in sections:
-            bench_gemm(bk, table, gemm, args.min_time)
+            bench_gemm(bk, table, gemm, args.min_time, others=others)
         if sections & {"step", "memory"}:
             if "mlp" in kinds:
-                bench_steps(bk, table, cases, args.min_time, dense, qat)
+                bench_steps(bk, table, cases, args.min_time, dense, qat, others)
             if "rnn" in kinds:
-                bench_rnn_steps(bk, table, rnn_cases, args.min_time, dense, qat)
+                bench_rnn_steps(bk, table, rnn_cases, args.min_time, dense, qat, others)
+            if "conv" in kinds and "step" in sections:
+                quick = dict(image=(14, 14, 1), batch=20) if args.quick else {}
+                bench_conv_steps(bk, table, args.min_time, qat, **quick)
+                for ob in others:  # the same step on the other backends (the QAT row is bk's)
+                    bench_conv_steps(ob, table, args.min_time, None, **quick)
         if "update" in sections and "mlp" in kinds:
-            bench_update(bk, table, cases, args.min_time)
+            for b in bks:
+                bench_update(b, table, cases, args.min_time)
         if "epoch" in sections:
-            bench_real_epoch(bk, table, qat, args.data_dir, epoch_samples)
+            bench_real_epoch(bk, table, qat, args.data_dir, epoch_samples, others)
         done = True
     finally:  # an interrupted run still leaves the rows it measured
         signal.signal(signal.SIGTERM, previous)
         if table.rows:
             text = table.write(args.out, header + ("" if done else " (INCOMPLETE: stopped early)"))
     print(text)
+
+
+def _threads_line(threads: int) -> str:
+    """The thread counts every CPU path ran with, for the table's header."""
+    parts = []
+    try:
+        import numba
+
+        parts.append(f"numba {numba.get_num_threads()} threads")
+    except ImportError:
+        pass
+    from threadpoolctl import threadpool_info
+
+    blas = [i for i in threadpool_info() if i.get("user_api") == "blas"]
+    if blas:
+        parts.append(f"BLAS {blas[0]['num_threads']} threads")
+    if "torch" in sys.modules:
+        parts.append(f"torch {sys.modules['torch'].get_num_threads()} threads")
+    return ", ".join(parts) if parts else f"--threads {threads}"
 
 
 def _stop(signum, frame):

@@ -48,8 +48,12 @@ def evaluate(checkpoint: str, dataset: str | None = None, data_dir: str | None =
     t0 = time.perf_counter()
     # The trainer's own loading, split and encoding; with the stored encoder (refitted only for a weights-only
     # checkpoint, as --init does).
+    trained_shape = cfg.image_shape
     # Labels are mapped to the model's classes: one the model does not know is an error.
     data = Prepared(cfg, model.bk, model.encoder, model.classes)
+    if model.kind == "conv" and cfg.image_shape != trained_shape:
+        raise UserError(f"{cfg.dataset} has images of {cfg.image_shape[0]}x{cfg.image_shape[1]}, the model was "
+                        f"trained on {trained_shape[0]}x{trained_shape[1]}")
     if data.n_in != model.n_inputs:
         raise UserError(f"{cfg.dataset} encoded with {cfg.encode} gives {data.n_in} inputs per "
                         f"{'step' if model.kind == 'rnn' else 'sample'}, the model takes {model.n_inputs}")

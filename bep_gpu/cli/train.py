@@ -7,12 +7,15 @@ import os
 import sys
 import time
 
-from ..config import RNN_DEFAULTS, TrainConfig
+from ..config import CONV_DEFAULTS, RNN_DEFAULTS, TrainConfig
 from ..errors import UserError
 from .common import StrictParser, add_version, parse_widths, run_cli
 
 DEFAULTS = TrainConfig()
-KINDS = ("mlp", "rnn")
+KINDS = ("mlp", "rnn", "conv")
+# The conv flags take text: C:K:S:P layers, one gamma0 or one per layer.
+CONV_FLAG_DEFAULTS = {**CONV_DEFAULTS, "gamma0": str(CONV_DEFAULTS["gamma0"]),
+                      "conv": ",".join(":".join(map(str, layer)) for layer in CONV_DEFAULTS["conv"])}
 
 
 def build_parser(suppress: bool = False) -> argparse.ArgumentParser:
@@ -21,8 +24,8 @@ def build_parser(suppress: bool = False) -> argparse.ArgumentParser:
     add_version(p)
     sub = p.add_subparsers(dest="kind", required=True, parser_class=StrictParser)
     for kind in KINDS:
-        s = sub.add_parser(kind, help=f"train a binary {kind.upper()}")
-        d = RNN_DEFAULTS if kind == "rnn" else {}
+        s = sub.add_parser(kind, help="train a binary convnet" if kind == "conv" else f"train a binary {kind.upper()}")
+        d = {"rnn": RNN_DEFAULTS, "conv": CONV_FLAG_DEFAULTS}.get(kind, {})
 
         def default(name, value):
             value = d.get(name, value)
@@ -49,14 +52,21 @@ def build_parser(suppress: bool = False) -> argparse.ArgumentParser:
         opt("--epochs", int, DEFAULTS.epochs, "epochs to train (with --resume: a larger value extends the run)")
         opt("--batch-size", int, DEFAULTS.batch_size,
             "mini-batch size" + (" (0: a tenth of the training set, at most 20)" if kind == "rnn" else ""))
-        choice("--backend", ["auto", "numpy", "cuda"], DEFAULTS.backend, "where to compute (same integers on each)")
+        choice("--backend", ["auto", "numpy", "numba", "cuda"], DEFAULTS.backend, "where to compute, the same "
+               "integers on each; auto picks cuda, then numba (compiled CPU kernels), then numpy")
+        opt("--threads", int, DEFAULTS.threads, "CPU threads of the numba kernels and BLAS (0: the libraries' "
+            "defaults)")
         opt("--seed", int, DEFAULTS.seed, "seed of init, prototypes, splits, shuffling and reinforcement")
         opt("--out", str, f"runs/{kind}", "output directory; one holding a run is refused without --resume or "
             "--overwrite")
         flag("--overwrite", "replace the run already in --out (its files are removed first)")
         opt("--r", float, DEFAULTS.r, "trigger margin as a fraction of the last width")
         opt("--nu", float, DEFAULTS.nu, "gate width as a fraction of the fan-in")
-        opt("--gamma0", int, DEFAULTS.gamma0, "initial group size; must divide every width")
+        if kind == "conv":
+            opt("--gamma0", str, DEFAULTS.gamma0, "initial group size, one value or one per trainable layer (conv "
+                "layers: a divisor of C_out)")
+        else:
+            opt("--gamma0", int, DEFAULTS.gamma0, "initial group size; must divide every width")
         opt("--p-r", float, DEFAULTS.p_r, "reinforcement scale")
         opt("--patience", int, DEFAULTS.patience, "group-size schedule, NOT early stopping (see --early-stop): "
             "epochs without validation improvement before every group size gamma grows; 0 = never",
@@ -95,7 +105,30 @@ def build_parser(suppress: bool = False) -> argparse.ArgumentParser:
             opt("--expand", int, DEFAULTS.expand, "feed the encoded bits b of each step through a fixed seeded "
                 "random +-1 matrix E (N x bits), giving N inputs sign(E b); E is stored in the checkpoint "
                 "(paper: 1035; 0 = off)")
+        if kind == "conv":
+            opt("--conv", str, None, "conv layers in order, channels:kernel:stride:padding")
+            opt("--conv-tile", int, DEFAULTS.conv_tile, "mask tiles of Q x Q output positions per gamma channels "
+                "(0: the whole map)")
     return p
+
+
+def parse_conv(text: str) -> list[list[int]]:
+    """C:K:S:P[,C:K:S:P...] -> [[C, K, S, P], ...]; UserError for anything else."""
+    try:
+        specs = [[int(v) for v in layer.split(":")] for layer in text.split(",") if layer.strip()]
+    except ValueError:
+        specs = []
+    if not specs or any(len(spec) != 4 for spec in specs):
+        raise UserError(f"--conv takes channels:kernel:stride:padding per layer, e.g. 32:3:1:1,64:3:2:1; got {text!r}")
+    return specs
+
+
+def parse_gammas(text: str) -> int | list[int]:
+    try:
+        values = [int(v) for v in str(text).split(",")]
+    except ValueError:
+        raise UserError(f"--gamma0 takes one integer or one per trainable layer (e.g. 8,8,16), got {text!r}") from None
+    return values[0] if len(values) == 1 else values
 
 
 def _settings(namespace) -> dict:
@@ -105,6 +138,10 @@ def _settings(namespace) -> dict:
         values["hidden"] = parse_widths(values["hidden"])
     if "no_shuffle" in vars(namespace):
         values["shuffle"] = not namespace.no_shuffle
+    if isinstance(values.get("conv"), str):
+        values["conv"] = parse_conv(values["conv"])
+    if getattr(namespace, "kind", None) == "conv" and isinstance(values.get("gamma0"), str):
+        values["gamma0"] = parse_gammas(values["gamma0"])
     return values
 
 

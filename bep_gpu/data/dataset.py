@@ -10,9 +10,9 @@ from ..errors import UserError
 
 @dataclass
 class Dataset:
-    """A train/test pair. x is (N, F), or (N, T, F) for sequences (T steps of F features); y is int64 0..C-1,
-    indices into `classes`, the original label values (sorted integers or strings; default 0..C-1). x_test and
-    y_test may be None (data handed to an estimator's fit has no test split).
+    """A train/test pair. x is (N, F), or (N, T, F) for sequences (T steps of F features), or (N, H, W, C) for
+    images of C channels; y is int64 0..C-1, indices into `classes`, the original label values (sorted integers or
+    strings; default 0..C-1). x_test and y_test may be None (data handed to an estimator's fit has no test split).
 
     image=True means the features are pixels of one kind, so the median and thermometer encoders fit one set of
     thresholds over all of them instead of one per feature.
@@ -58,8 +58,8 @@ def validate_dataset(ds: Dataset) -> None:
             fail(f"x_{split} and y_{split} must be NumPy arrays")
         if x.dtype.kind not in "biuf":
             fail(f"x_{split} must be numeric, not {x.dtype}")
-        if x.ndim not in (2, 3):
-            fail(f"x_{split} must be (N, F) or (N, T, F), not shape {x.shape}")
+        if x.ndim not in (2, 3, 4):
+            fail(f"x_{split} must be (N, F) or (N, T, F), or images (N, H, W, C), not shape {x.shape}")
         if y.ndim != 1 or y.dtype.kind not in "iu":
             fail(f"y_{split} must be a 1-D integer array, not {y.dtype} of shape {y.shape}")
         if len(x) != len(y):

@@ -52,10 +52,12 @@ def load_dataset(
     data_seed: int = 0,
     sequence: bool = False,
     window: int | None = None,
+    images: bool = False,
 ) -> Dataset:
     """Load a dataset by name (see the module docstring); UserError for anything the user can fix.
 
     window: keep only the last `window` time steps of a sequence dataset (before any flattening).
+    images: for a conv net, x as (N, H, W, C) images (fashion-mnist, digits, npz with (N, H, W) or (N, H, W, C)).
     """
     if not isinstance(data_seed, (int, np.integer)) or data_seed < 0:
         raise UserError(f"data seed must be a non-negative integer, not {data_seed!r}")
@@ -64,6 +66,8 @@ def load_dataset(
             raise UserError(f"dataset {name} reads no data directory; drop --data-dir")
         if not os.path.isdir(data_dir):
             raise UserError(f"--data-dir {data_dir} is not a directory")
+    if images:
+        return _load_images(name, data_dir, int(data_seed))
     if name.startswith("npz:"):
         ds = _load_npz(name, os.path.expanduser(name[4:]), sequence)
     elif name.startswith("ucr:"):
@@ -202,8 +206,32 @@ def _digits(name: str, data_dir: str | None, data_seed: int) -> Dataset:
     return Dataset(name, x[~test], y[~test], x[test], y[test], int(y.max()) + 1, image=True)
 
 
-def _load_npz(name: str, path: str, sequence: bool) -> Dataset:
-    """An .npz with x_train, y_train, x_test, y_test; x (N, F), or (N, T, F) with sequence=True."""
+# Built-in image datasets and their (H, W); their loaders give flat pixels (or rows as steps).
+IMAGE_SHAPES = {"fashion-mnist": (28, 28), "seq-fashion-mnist": (28, 28), "digits": (8, 8)}
+
+
+def _load_images(name: str, data_dir: str | None, data_seed: int) -> Dataset:
+    """The dataset with x as (N, H, W, C) images (one channel for the built-in ones)."""
+    if name.startswith("npz:"):
+        ds = _load_npz(name, os.path.expanduser(name[4:]), False, images=True)
+    elif name in IMAGE_SHAPES:
+        ds = load_dataset(name, data_dir=data_dir, data_seed=data_seed)
+    else:
+        raise UserError(f"dataset {name} holds no images; a conv net takes fashion-mnist, digits or npz:PATH with "
+                        "x of (N, H, W) or (N, H, W, C)")
+    for split in ("train", "test"):
+        x = getattr(ds, f"x_{split}")
+        hw = IMAGE_SHAPES[name] if name in IMAGE_SHAPES else x.shape[1:3]
+        shape = (len(x),) + hw + (x.shape[3] if x.ndim == 4 else 1,)
+        setattr(ds, f"x_{split}", x.reshape(shape))
+    ds.image = True  # the encoders fit one threshold set over all pixels
+    validate_dataset(ds)
+    return ds
+
+
+def _load_npz(name: str, path: str, sequence: bool, images: bool = False) -> Dataset:
+    """An .npz with x_train, y_train, x_test, y_test; x (N, F), or (N, T, F) with sequence=True, or with
+    images=True (N, H, W) or (N, H, W, C)."""
     if not path:
         raise UserError("npz: needs a path, e.g. npz:data/mine.npz")
     if not os.path.isfile(path):
@@ -228,7 +256,9 @@ def _load_npz(name: str, path: str, sequence: bool) -> Dataset:
         x = arrays[f"x_{split}"]
         if x.dtype.kind not in "biuf":
             raise UserError(f"{path}: x_{split} must be numeric, not {x.dtype}")
-        if x.ndim != want:
+        if images and x.ndim not in (3, 4):
+            raise UserError(f"{path}: x_{split} has shape {x.shape}; expected (N, H, W) or (N, H, W, C) for conv")
+        if x.ndim != want and not images:
             kind = "(N, T, F) for a sequence model" if sequence else "(N, F) for a non-sequence model"
             raise UserError(f"{path}: x_{split} has shape {x.shape}; expected {kind}")
         if x.dtype.kind == "b":

@@ -1,30 +1,25 @@
 // CPU emulation of the CUDA subset the kernels in kernels/ use, so CI without a GPU compiles with g++ and RUNS
 // the very same .cu sources (test-only; see emulator.py).
-// Model: a launch runs blocks one after another; the threads of a block are real std::threads (so barriers,
-// warp intrinsics and atomics really synchronise), and __shared__ variables are function-local statics, which is
-// sound because only one block is live at a time. Warp intrinsics rendezvous the 32 lanes of a warp through
-// slots and a barrier; they require the whole warp to take part (full mask), as every kernel here does. Warp-wide
-// matrix instructions (the b1 mma of kernels/mma_b1.cuh) are C++ stand-ins selected by BEP_EMULATION: each lane
-// publishes its fragment registers with warp_gather, then computes its own outputs from the PTX fragment layout.
-// A barrier that waits longer than EMU_DEADLOCK_SECONDS aborts with a message instead of hanging CI.
+// Model: a launch runs blocks one after another; the threads of a block are fibers switched at every barrier
+// (see Scheduler below), and __shared__ variables are function-local statics, which is sound because only one
+// block is live at a time. Warp intrinsics rendezvous the 32 lanes of a warp through slots and a barrier; they
+// require the whole warp to take part (full mask), as every kernel here does. Warp-wide matrix instructions (the
+// b1 mma of kernels/mma_b1.cuh, ldmatrix) are C++ stand-ins selected by BEP_EMULATION: each lane publishes its
+// registers with warp_gather, then computes its own outputs from the PTX fragment layout. A barrier that can
+// never complete aborts with a message instead of hanging CI.
 #pragma once
-
-#include <linux/futex.h>
-#include <sys/syscall.h>
-#include <time.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <cstdint>
 #include <exception>
 #include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
-#include <thread>
 #include <type_traits>
 #include <utility>
 #include <vector>
@@ -38,9 +33,6 @@
 #define __shared__ static
 // Kernel headers pick their C++ stand-in for inline PTX with this (kernels/mma_b1.cuh).
 #define BEP_EMULATION 1
-#ifndef EMU_DEADLOCK_SECONDS
-#define EMU_DEADLOCK_SECONDS 120
-#endif
 
 struct dim3 {
     unsigned x = 1, y = 1, z = 1;
@@ -61,31 +53,166 @@ namespace emu {
     std::abort();
 }
 
-// Generation barrier on a futex: woken threads need no mutex, which matters with 256 threads on 2 cores.
+// --- fibers: the threads of a block ------------------------------------------------------------------------
+// A block's threads are fibers (user-space contexts) on the launching OS thread, switched by a round-robin
+// scheduler: every barrier (block or warp) is a yield point, so no OS thread is created or woken per launch and
+// a launch costs what its kernel computes. Each round resumes every live fiber once, in alternating order
+// (0..n-1, then n-1..0), so a read or overwrite of another thread's shared data without a barrier between
+// them sees the wrong data in one of the two orders and shows up as a mismatch. A round in which no fiber
+// arrives at a barrier or finishes is a deadlock (threads disagree on __syncthreads or a warp intrinsic): it
+// fails at once with a message.
+#if defined(__x86_64__)
+// Callee-saved registers of the System V ABI on the stack, then the stack pointer swap.
+extern "C" void emu_fiber_switch(void** save_sp, void* load_sp);
+extern "C" void emu_fiber_entry();
+asm(R"(
+.text
+.globl emu_fiber_switch
+.type emu_fiber_switch,@function
+emu_fiber_switch:
+    pushq %rbp
+    pushq %rbx
+    pushq %r12
+    pushq %r13
+    pushq %r14
+    pushq %r15
+    movq %rsp, (%rdi)
+    movq %rsi, %rsp
+    popq %r15
+    popq %r14
+    popq %r13
+    popq %r12
+    popq %rbx
+    popq %rbp
+    ret
+.size emu_fiber_switch,.-emu_fiber_switch
+.globl emu_fiber_entry
+.type emu_fiber_entry,@function
+emu_fiber_entry:
+    movq %r12, %rdi
+    call emu_fiber_main
+    ud2
+.size emu_fiber_entry,.-emu_fiber_entry
+)");
+#else
+#include <ucontext.h>
+#endif
+
+struct Fiber;
+extern "C" [[noreturn]] void emu_fiber_main(Fiber* f);
+
+struct Fiber {
+    static constexpr size_t kStack = 256 * 1024;  // kernels keep mma fragments of a whole warp on the stack
+    std::unique_ptr<unsigned char[]> stack{new unsigned char[kStack]};
+    int tid = 0;
+    uint3 idx;
+    bool done = false;
+    const std::function<void()>* body = nullptr;
+#if defined(__x86_64__)
+    void* sp = nullptr;
+    void start() {
+        // Initial frame popped by emu_fiber_switch: r15, r14, r13, r12 (= this), rbx, rbp, then "return" into
+        // emu_fiber_entry with the stack 16-byte aligned at its call, as the ABI requires.
+        auto top = reinterpret_cast<uintptr_t>(stack.get() + kStack) & ~uintptr_t(15);
+        void** s = reinterpret_cast<void**>(top - 24);
+        s[0] = reinterpret_cast<void*>(&emu_fiber_entry);
+        for (int i = 1; i <= 6; ++i) s[-i] = nullptr;
+        s[-3] = this;  // r12
+        sp = s - 6;
+    }
+#else
+    ucontext_t ctx;
+    void start() {
+        getcontext(&ctx);
+        ctx.uc_stack.ss_sp = stack.get();
+        ctx.uc_stack.ss_size = kStack;
+        ctx.uc_link = nullptr;
+        makecontext(&ctx, reinterpret_cast<void (*)()>(&emu_fiber_main), 1, this);
+    }
+#endif
+};
+
+class Scheduler {
+public:
+    // Runs body once on each of `threads` fibers; returns when all have finished.
+    void run_block(int threads, dim3 idx_block, const std::function<void()>& body) {
+        while ((int)fibers_.size() < threads) fibers_.emplace_back(std::make_unique<Fiber>());
+        for (int t = 0; t < threads; ++t) {
+            Fiber& f = *fibers_[t];
+            f.tid = t;
+            f.idx = uint3{t % idx_block.x, (t / idx_block.x) % idx_block.y, t / (idx_block.x * idx_block.y)};
+            f.done = false;
+            f.body = &body;
+            f.start();
+        }
+        int live = threads;
+        for (bool forward = true; live; forward = !forward) {
+            const unsigned long long before = progress;
+            for (int i = 0; i < threads; ++i) {
+                Fiber& f = *fibers_[forward ? i : threads - 1 - i];
+                if (f.done) continue;
+                resume(f);
+                if (f.done) {
+                    --live;
+                    ++progress;
+                }
+            }
+            if (live && progress == before)
+                fail("barrier deadlock: threads of a block or warp disagree on __syncthreads / warp intrinsics");
+        }
+    }
+    // From a fiber: back to the scheduler until the next round.
+    void yield() {
+        Fiber& f = *current;
+#if defined(__x86_64__)
+        emu_fiber_switch(&f.sp, sched_sp_);
+#else
+        swapcontext(&f.ctx, &sched_ctx_);
+#endif
+    }
+    [[noreturn]] void finish() {
+        current->done = true;
+        yield();
+        fail("a finished fiber was resumed");
+    }
+    Fiber* current = nullptr;
+    unsigned long long progress = 0;  // barrier arrivals and finished fibers: a round without any is a deadlock
+
+private:
+    void resume(Fiber& f);
+    std::vector<std::unique_ptr<Fiber>> fibers_;
+#if defined(__x86_64__)
+    void* sched_sp_ = nullptr;
+#else
+    ucontext_t sched_ctx_;
+#endif
+};
+
+inline Scheduler& scheduler() {
+    static Scheduler s;  // launches are serialised (launch()), so one scheduler serves them all
+    return s;
+}
+
+// Generation barrier of n fibers: the n-th arrival releases the others at their next resume.
 class Barrier {
 public:
     explicit Barrier(int n) : n_(n) {}
     void wait() {
-        const unsigned gen = gen_.load(std::memory_order_acquire);
-        if (count_.fetch_add(1, std::memory_order_acq_rel) == n_ - 1) {
-            count_.store(0, std::memory_order_relaxed);
-            gen_.fetch_add(1, std::memory_order_release);
-            syscall(SYS_futex, reinterpret_cast<unsigned*>(&gen_), FUTEX_WAKE_PRIVATE, 0x7fffffff, nullptr, nullptr, 0);
-            return;
+        Scheduler& s = scheduler();
+        ++s.progress;
+        const unsigned gen = gen_;
+        if (++count_ == n_) {
+            count_ = 0;
+            ++gen_;
         }
-        timespec slice{1, 0};
-        for (int waited = 0; gen_.load(std::memory_order_acquire) == gen;) {
-            syscall(SYS_futex, reinterpret_cast<unsigned*>(&gen_), FUTEX_WAIT_PRIVATE, gen, &slice, nullptr, 0);
-            if (gen_.load(std::memory_order_acquire) == gen && ++waited > EMU_DEADLOCK_SECONDS)
-                fail("barrier deadlock: threads of a block or warp disagree on __syncthreads / warp intrinsics");
-        }
+        do s.yield();
+        while (gen_ == gen);
     }
 
 private:
     int n_;
-    std::atomic<int> count_{0};
-    std::atomic<unsigned> gen_{0};
-    static_assert(sizeof(std::atomic<unsigned>) == sizeof(unsigned), "futex word");
+    int count_ = 0;
+    unsigned gen_ = 0;
 };
 
 struct Warp {
@@ -97,17 +224,37 @@ struct Warp {
     unsigned frag[32][8];  // warp_gather: every lane's published registers
 };
 
+struct AsyncCopy {  // one pending cp.async: applied when its group is waited for
+    void* dst;
+    unsigned char data[16];
+    int bytes;
+};
+
 struct Launch {
-    Launch(int threads) : block_bar(threads), end_bar(threads) {
+    Launch(int threads, size_t dynamic_smem)
+        : block_bar(threads), smem(dynamic_smem ? dynamic_smem : 1), copies(threads), committed(threads) {
         for (int w = 0; w * 32 < threads; ++w) warps.emplace_back(std::make_unique<Warp>(std::min(32, threads - 32 * w)));
     }
     Barrier block_bar;  // __syncthreads
-    Barrier end_bar;    // between blocks: static shared memory is reused by the next block
     std::vector<std::unique_ptr<Warp>> warps;
+    std::vector<unsigned char> smem;                // dynamic shared memory of the live block (16-byte aligned)
+    std::vector<std::vector<AsyncCopy>> copies;     // per thread: cp.async copies not yet waited for
+    std::vector<std::vector<size_t>> committed;     // per thread: end index (in copies) of each committed group
 };
 
 inline thread_local Launch* launch_ctx = nullptr;
 inline thread_local int linear_tid = 0;
+
+inline void Scheduler::resume(Fiber& f) {
+    current = &f;
+    linear_tid = f.tid;
+    threadIdx = f.idx;
+#if defined(__x86_64__)
+    emu_fiber_switch(&sched_sp_, f.sp);
+#else
+    swapcontext(&sched_ctx_, &f.ctx);
+#endif
+}
 
 inline Warp& my_warp(unsigned mask) {
     Warp& w = *launch_ctx->warps[linear_tid / 32];
@@ -117,30 +264,25 @@ inline Warp& my_warp(unsigned mask) {
 inline int lane_id() { return linear_tid & 31; }
 
 // Runs body once per thread of every block; blocks strictly one after another. Returns 0.
-inline int launch(dim3 grid, dim3 block, const std::function<void()>& body) {
-    static std::mutex one_at_a_time;  // static shared memory allows a single live launch
+inline int launch(dim3 grid, dim3 block, size_t dynamic_smem, const std::function<void()>& body) {
+    static std::mutex one_at_a_time;  // static shared memory and the scheduler allow a single live launch
     std::lock_guard<std::mutex> lock(one_at_a_time);
     const int threads = (int)(block.x * block.y * block.z);
-    Launch ctx(threads);
-    std::vector<std::thread> pool;
-    pool.reserve(threads);
-    for (int tid = 0; tid < threads; ++tid) {
-        pool.emplace_back([&, tid] {
-            launch_ctx = &ctx;
-            linear_tid = tid;
-            threadIdx = uint3{tid % block.x, (tid / block.x) % block.y, tid / (block.x * block.y)};
-            blockDim = block;
-            gridDim = grid;
-            for (unsigned bz = 0; bz < grid.z; ++bz)
-                for (unsigned by = 0; by < grid.y; ++by)
-                    for (unsigned bx = 0; bx < grid.x; ++bx) {
-                        blockIdx = uint3{bx, by, bz};
-                        body();
-                        ctx.end_bar.wait();
-                    }
-        });
-    }
-    for (auto& t : pool) t.join();
+    Launch ctx(threads, dynamic_smem);
+    launch_ctx = &ctx;
+    blockDim = block;
+    gridDim = grid;
+    for (unsigned bz = 0; bz < grid.z; ++bz)
+        for (unsigned by = 0; by < grid.y; ++by)
+            for (unsigned bx = 0; bx < grid.x; ++bx) {
+                blockIdx = uint3{bx, by, bz};
+                // Dynamic shared memory starts as garbage in every block, as on the device.
+                std::memset(ctx.smem.data(), 0xA5, ctx.smem.size());
+                scheduler().run_block(threads, block, body);
+                for (auto& c : ctx.copies)
+                    if (!c.empty()) fail("cp.async copies never waited for (cp.async.wait_group) before exit");
+            }
+    launch_ctx = nullptr;
     return 0;
 }
 
@@ -177,11 +319,18 @@ void call(void (*f)(A...), void** args, std::index_sequence<I...>) {
 }
 template <class... A>
 int run(void (*f)(A...), unsigned gx, unsigned gy, unsigned gz, unsigned bx, unsigned by, unsigned bz,
-        void** args) {
-    return launch(dim3{gx, gy, gz}, dim3{bx, by, bz}, [&] { call(f, args, std::index_sequence_for<A...>{}); });
+        unsigned smem, void** args) {
+    return launch(dim3{gx, gy, gz}, dim3{bx, by, bz}, smem,
+                  [&] { call(f, args, std::index_sequence_for<A...>{}); });
 }
 
 }  // namespace emu
+
+// Every fiber starts here (from emu_fiber_entry or makecontext); one definition per emulated library.
+extern "C" __attribute__((used)) void emu_fiber_main(emu::Fiber* f) {
+    (*f->body)();
+    emu::scheduler().finish();
+}
 
 // --- device functions --------------------------------------------------------------------------------------
 inline void __syncthreads() { emu::launch_ctx->block_bar.wait(); }
@@ -228,6 +377,54 @@ void warp_gather(const unsigned (&mine)[N], unsigned (&all)[32][N]) {
     for (int l = 0; l < 32; ++l) std::memcpy(all[l], w.frag[l], sizeof(mine));
     w.bar.wait();  // nobody republishes before every lane has read
 }
+
+// cp.async.shared.global [dst], [src], size, src_bytes (size 8 or 16): size bytes into shared memory, those
+// past src_bytes zero. The source is read at issue, the destination written only when its group is waited for,
+// so a kernel that reads a stage before cp.async.wait_group (and the barrier after it) sees stale shared data,
+// as a device may.
+inline void cp_async(void* dst, const void* src, int size, int src_bytes) {
+    if (reinterpret_cast<uintptr_t>(dst) % size || reinterpret_cast<uintptr_t>(src) % size)
+        fail("cp.async with an address not aligned to its size");
+    if (src_bytes < 0 || src_bytes > size) fail("cp.async src-size outside 0..size");
+    AsyncCopy c{dst, {}, size};
+    if (src_bytes) std::memcpy(c.data, src, src_bytes);
+    launch_ctx->copies[linear_tid].push_back(c);
+}
+// cp.async.commit_group: the copies issued since the last commit form one group.
+inline void cp_async_commit() {
+    auto& mine = launch_ctx->committed[linear_tid];
+    mine.push_back(launch_ctx->copies[linear_tid].size());
+}
+// cp.async.wait_group n: every committed group but the newest n has landed (copies past the last commit stay
+// pending, as in PTX).
+inline void cp_async_wait(int n) {
+    auto& groups = launch_ctx->committed[linear_tid];
+    auto& copies = launch_ctx->copies[linear_tid];
+    if ((int)groups.size() <= n) return;
+    const size_t done = groups[groups.size() - n - 1];
+    for (size_t i = 0; i < done; ++i) std::memcpy(copies[i].dst, copies[i].data, copies[i].bytes);
+    copies.erase(copies.begin(), copies.begin() + done);
+    groups.erase(groups.begin(), groups.end() - n);
+    for (auto& g : groups) g -= done;
+}
+// ldmatrix.sync.aligned.m8n8.xN.shared.b16: lanes 8 i .. 8 i + 7 give the row addresses of matrix i (16 bytes
+// each); lane l receives, for each matrix i, the 32-bit word (l % 4) of row l / 4.
+template <int N>
+void ldmatrix(unsigned (&r)[N], const void* row) {
+    static_assert(N == 1 || N == 2 || N == 4, "ldmatrix .x1, .x2 or .x4");
+    const auto addr = reinterpret_cast<uintptr_t>(row);
+    const unsigned mine[2] = {(unsigned)addr, (unsigned)((unsigned long long)addr >> 32)};
+    unsigned all[32][2];
+    warp_gather(mine, all);
+    const int lane = lane_id();
+    for (int i = 0; i < N; ++i) {
+        const int src = 8 * i + lane / 4;
+        const auto p = (uintptr_t)(all[src][0] | ((unsigned long long)all[src][1] << 32));
+        if (p % 16) fail("ldmatrix row address not 16-byte aligned");
+        std::memcpy(&r[i], reinterpret_cast<const unsigned char*>(p) + 4 * (lane % 4), 4);
+    }
+}
+inline unsigned char* dynamic_smem() { return launch_ctx->smem.data(); }
 }  // namespace emu
 
 template <class T>

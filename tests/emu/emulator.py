@@ -1,7 +1,7 @@
 """Run the CUDA kernels of kernels/*.cu on the CPU (test-only), through the same launch API as cupy.RawKernel.
 
 The .cu sources are compiled with g++ against cuda_emu.h (CUDA built-ins as C++: blocks one at a time, the
-threads of a block as real std::threads). For every `extern "C" __global__ void NAME(...)` a C thunk
+threads of a block as fibers switched at barriers). For every `extern "C" __global__ void NAME(...)` a C thunk
 `emu_NAME(gx, gy, gz, bx, by, bz, void** args)` and a signature string `emu_sig_NAME()` are generated; the
 signature comes from the compiler (decltype of the kernel), so typedefs such as u64 need no parsing here.
 
@@ -36,6 +36,7 @@ CXXFLAGS = ["-std=c++20", "-O1", "-pthread", "-shared", "-fPIC", "-w"]
 _KERNEL_RE = re.compile(
     r'extern\s+"C"\s+__global__\s+void\s+(?:__launch_bounds__\s*\([^)]*\)\s*)?([A-Za-z_]\w*)\s*\(([^)]*)\)', re.S
 )
+MAX_DYNAMIC_SMEM = 227 * 1024  # per block on sm_90, with cudaFuncAttributeMaxDynamicSharedMemorySize set
 _GUARD = 256  # bytes of garbage on each side of every array argument
 _GUARD_BYTE = 0xA5
 
@@ -67,7 +68,8 @@ def _wrapper_source(paths: list[Path]) -> tuple[str, dict[str, list[str]]]:
     for name in kernels:
         lines.append(
             f'extern "C" int emu_{name}(unsigned gx, unsigned gy, unsigned gz, unsigned bx, unsigned by, '
-            f"unsigned bz, void** args) {{ return emu::run(&{name}, gx, gy, gz, bx, by, bz, args); }}"
+            f"unsigned bz, unsigned smem, void** args) {{ return emu::run(&{name}, gx, gy, gz, bx, by, bz, smem, "
+            f"args); }}"
         )
         lines.append(
             f'extern "C" const char* emu_sig_{name}() {{ static const std::string s = emu::signature(&{name}); '
@@ -117,7 +119,7 @@ class EmuKernel:
         self.name = name
         self._fn = getattr(lib, f"emu_{name}")
         self._fn.restype = ctypes.c_int
-        self._fn.argtypes = [ctypes.c_uint] * 6 + [ctypes.POINTER(ctypes.c_void_p)]
+        self._fn.argtypes = [ctypes.c_uint] * 7 + [ctypes.POINTER(ctypes.c_void_p)]
         sig = getattr(lib, f"emu_sig_{name}")
         sig.restype = ctypes.c_char_p
         self.codes = sig().decode().rstrip(",").split(",") if params else []
@@ -128,8 +130,9 @@ class EmuKernel:
     def __call__(self, grid, block, args, shared_mem=0):
         gx, gy, gz = _dims(grid)
         bx, by, bz = _dims(block)
-        if shared_mem:
-            raise ValueError("dynamic shared memory is not emulated")
+        if not 0 <= int(shared_mem) <= MAX_DYNAMIC_SMEM:
+            raise ValueError(f"{self.name}: dynamic shared memory of {shared_mem} bytes (the opt-in limit of sm_90 "
+                             f"is {MAX_DYNAMIC_SMEM})")
         if min(gx, gy, gz, bx, by, bz) < 1 or gx >= 2**31 or gy > 65535 or gz > 65535:
             raise ValueError(f"{self.name}: invalid grid {(gx, gy, gz)}")
         if bx * by * bz > 1024 or bz > 64:
@@ -163,7 +166,7 @@ class EmuKernel:
             keep.append(value)
             ptrs.append(ctypes.addressof(value))  # args[i] points at the value, as in cuLaunchKernel
         argv = (ctypes.c_void_p * max(1, len(ptrs)))(*ptrs)
-        rc = self._fn(gx, gy, gz, bx, by, bz, argv)
+        rc = self._fn(gx, gy, gz, bx, by, bz, int(shared_mem), argv)
         if rc:
             raise RuntimeError(f"{self.name}: emulated launch failed ({rc})")
         for a, buf in copies:
@@ -178,8 +181,8 @@ class EmuModule:
     """Stands in for cupy.RawModule: get_function(name) of a kernel defined in any of the given .cu files."""
 
     def __init__(self, paths=None, include_dirs=(KERNEL_DIR,)):
-        paths = sorted(KERNEL_DIR.glob("*.cu")) if paths is None else [Path(p) for p in paths]
-        so, self.signatures = build(paths, include_dirs)
+        self.paths = sorted(KERNEL_DIR.glob("*.cu")) if paths is None else [Path(p) for p in paths]
+        so, self.signatures = build(self.paths, include_dirs)
         self._lib = ctypes.CDLL(str(so))
         self._kernels: dict[str, EmuKernel] = {}
 

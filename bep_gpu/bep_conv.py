@@ -1,0 +1,174 @@
+"""BEP for binary convolutional networks (docs/CONV.md), written once on the backend primitives.
+
+Conv layers, then dense layers after flattening in (y, x, c) order, then the fixed prototype readout. Activations
+are NHWC bit maps packed along the channels, (N, H, W, n_words(C)); a conv layer's forward is one xnor_matmul_sign
+over its packed im2col rows, so its output rows (n, y, x) are already the next map. hidden[l] is int16
+(C_out, k, k, C_in) for a conv layer and (K_out, K_in) for a dense one; its 2-D view (C_out, k * k * C_in) is the
+matrix of the equivalent dense layer, so the update is batch_update over the im2col rows and reinforcement runs on
+the flat (o, i, j, c) index. Every quantity of a step comes from the pre-update state.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .backends.base import Backend
+from .bep_mlp import StepRules, reinforce_all
+from .bits import n_words
+from .distributed import apply_updates
+from .profiling import nvtx_range
+
+
+@dataclass(frozen=True)
+class ConvGeometry:
+    """One conv layer: C_out filters of k x k, stride, padding, on an h_in x w_in x c_in map."""
+
+    c_in: int
+    c_out: int
+    k: int
+    stride: int
+    pad: int
+    h_in: int
+    w_in: int
+
+    @property
+    def h_out(self) -> int:
+        return (self.h_in + 2 * self.pad - self.k) // self.stride + 1
+
+    @property
+    def w_out(self) -> int:
+        return (self.w_in + 2 * self.pad - self.k) // self.stride + 1
+
+    @property
+    def fan_in(self) -> int:
+        return self.k * self.k * self.c_in
+
+
+def geometries(image_shape, specs) -> list[ConvGeometry]:
+    """The conv layers for an input map (H, W, C) and specs [(C_out, k, stride, pad), ...]; ValueError when a
+    kernel does not fit its map."""
+    h, w, c = (int(v) for v in image_shape)
+    out = []
+    for i, (c_out, k, s, p) in enumerate(specs):
+        g = ConvGeometry(c, int(c_out), int(k), int(s), int(p), h, w)
+        if g.h_out <= 0 or g.w_out <= 0:
+            raise ValueError(f"conv layer {i}: a {k}x{k} kernel with padding {p} does not fit its {h}x{w} input")
+        out.append(g)
+        h, w, c = g.h_out, g.w_out, g.c_out
+    return out
+
+
+def flat_size(geoms) -> int:
+    """Inputs of the first dense layer: H' W' C of the last conv map."""
+    g = geoms[-1]
+    return g.h_out * g.w_out * g.c_out
+
+
+def step_rules(geoms, dense_sizes, r: float, nu: float, clip: int) -> StepRules:
+    """Gates floor(nu * fan-in) of every trainable layer in forward order, trigger margin ceil(r * K_L)."""
+    return StepRules.make([g.fan_in for g in geoms] + [flat_size(geoms)] + list(dense_sizes), r, nu, clip)
+
+
+def matrices(hidden):
+    """2-D views (K_out, fan-in) of the hidden weights: a conv layer's (C_out, k, k, C_in) as (C_out, k k C_in)."""
+    return [h.reshape(h.shape[0], -1) for h in hidden]
+
+
+def visible_weights(bk: Backend, hidden):
+    return [bk.pack(m) for m in matrices(hidden)]
+
+
+def flatten(bk: Backend, a, g: ConvGeometry):
+    """An NHWC map (N, H', W', n_words(C)) as dense inputs (N, n_words(H' W' C)) in (y, x, c) order: im2col with one
+    window covering the map."""
+    return bk.im2col(a, g.c_out, g.h_out, g.w_out, 1, 0).reshape(a.shape[0], n_words(flat_size([g])))
+
+
+def forward(bk: Backend, weights, geoms, dense_sizes, x, gates=None):
+    """For packed maps x (N, H, W, n_words(C)): per trainable layer z (int32 rows x units), its packed output
+    and, with gates, its gate bits (None for layer 0); plus the conv layers' im2col rows (the update's inputs)
+    and the dense layers' packed inputs. Conv rows are (n, y, x); dense rows are samples. At least one conv and
+    one dense layer."""
+    n = x.shape[0]
+    zs, outs, gate_bits, inputs = [], [], [], []
+
+    def layer(rows, l: int, k: int):
+        """Layer l on its packed input rows of k bits; keeps its z, output, gate bits and input rows."""
+        res = bk.xnor_matmul_sign(rows, weights[l], k, gate=None if gates is None or l == 0 else gates[l])
+        zs.append(res[0])
+        outs.append(res[1])
+        gate_bits.append(res[2] if len(res) == 3 else None)
+        inputs.append(rows)
+        return res[1]
+
+    a = x
+    for l, g in enumerate(geoms):
+        cols = bk.im2col(a, g.c_in, g.k, g.k, g.stride, g.pad).reshape(-1, n_words(g.fan_in))
+        a = layer(cols, l, g.fan_in).reshape(n, g.h_out, g.w_out, n_words(g.c_out))
+    sizes = [flat_size(geoms)] + list(dense_sizes)
+    act = flatten(bk, a, geoms[-1])
+    for i in range(len(dense_sizes)):
+        act = layer(act, len(geoms) + i, sizes[i])
+    return zs, outs, gate_bits, inputs
+
+
+def logits(bk: Backend, weights, geoms, dense_sizes, prototypes, x):
+    """The int32 readout (N, classes) for packed maps x."""
+    _, outs, _, _ = forward(bk, weights, geoms, dense_sizes, x)
+    return bk.xnor_matmul(outs[-1], prototypes, dense_sizes[-1])
+
+
+def predict(bk: Backend, weights, geoms, dense_sizes, prototypes, x):
+    return bk.xp.argmax(logits(bk, weights, geoms, dense_sizes, prototypes, x), axis=1)
+
+
+def select_updates(bk: Backend, hidden, geoms, dense_sizes, prototypes, x, labels, gammas, tile: int,
+                   rules: StepRules):
+    """Steps 1-4 on a mini-batch of packed maps x: the device int64 counts [misclassified, triggered] and, per
+    trainable layer, the operands (sel, t, input rows) of batch_update on its 2-D matrix. Changes nothing."""
+    n, n_conv, n_layers = x.shape[0], len(geoms), len(hidden)
+    with nvtx_range("forward"):
+        weights = visible_weights(bk, hidden)
+        zs, outs, gate_bits, inputs = forward(bk, weights, geoms, dense_sizes, x, rules.gates)
+        logits = bk.xnor_matmul(outs[-1], prototypes, dense_sizes[-1])
+    with nvtx_range("trigger"):
+        counts, row_mask = bk.trigger(logits, labels, rules.trigger_margin)
+    with nvtx_range("targets"):
+        targets = [None] * n_layers
+        targets[-1] = prototypes[labels]
+        for l in range(n_layers - 1, 0, -1):
+            k_out, fan_in = hidden[l].shape[0], hidden[l].size // hidden[l].shape[0]
+            wt = bk.transpose_bits(weights[l], k_out, fan_in)
+            if l > n_conv:  # dense below dense
+                targets[l - 1] = bk.gated_transposed_product(targets[l], gate_bits[l], wt)
+                continue
+            sums = bk.gated_transposed_sum(targets[l], gate_bits[l], wt)
+            if l == n_conv:  # the flattened map's targets, read back in (y, x, c) order
+                g = geoms[-1]
+                t_map = bk.col2im_sign(sums.reshape(n, 1, 1, fan_in), g.h_out, g.w_out, g.c_out, g.h_out, g.w_out,
+                                       1, 0)
+            else:  # every output reading an input position adds its sum there, then one sign
+                g = geoms[l]
+                t_map = bk.col2im_sign(sums.reshape(n, g.h_out, g.w_out, fan_in), g.h_in, g.w_in, g.c_in, g.k, g.k,
+                                       g.stride, g.pad)
+            targets[l - 1] = t_map.reshape(-1, t_map.shape[-1])
+    updates = []
+    with nvtx_range("masks"):
+        for l in range(n_layers):
+            if l < n_conv:
+                g = geoms[l]
+                sel = bk.conv_select_wrong(zs[l], outs[l], targets[l], row_mask, g.h_out, g.w_out, tile, gammas[l])
+            else:
+                sel = bk.select_wrong(zs[l], outs[l], targets[l], row_mask, gammas[l])
+            updates.append((sel, targets[l], inputs[l]))
+    return counts, updates
+
+
+def train_step(bk: Backend, hidden, geoms, dense_sizes, prototypes, x, labels, gammas, tile: int, rules: StepRules,
+               thresholds, seed: int, step: int, comm=None):
+    """One BEP step in place on `hidden`; returns the device int64 counts [misclassified, triggered].
+    comm: as in bep_mlp.train_step (data-parallel: this process's samples; sums over processes before the clip)."""
+    counts = apply_updates(bk, comm, matrices(hidden), x.shape[0], rules.clip,
+                           lambda: select_updates(bk, hidden, geoms, dense_sizes, prototypes, x, labels, gammas, tile,
+                                                  rules))
+    reinforce_all(bk, hidden, thresholds, seed, step, rules.clip, counts)  # flat (o, i, j, c) index per layer
+    return counts

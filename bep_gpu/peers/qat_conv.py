@@ -1,0 +1,140 @@
+"""QAT peer of BEP-Conv: the same binary convnet trained with latent fp32 weights, the STE and Adam.
+
+Conv layers (sign of latent filters, no bias, padding value +1 as in BEP), optional BatchNorm2d before every sign,
+flattening in (y, x, c) order, dense BinaryLinear layers (optional BatchNorm1d) and BEP's fixed prototype readout.
+Everything else (STE, weight clip, logit scale, Adam) is qat_torch's, imported from it.
+
+    python -m bep_gpu.peers.qat_conv --dataset fashion-mnist --conv 32:3:2:1,64:3:2:1 --hidden 256 --bn --out DIR
+
+Needs PyTorch (the optional extra `[baselines]`).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .qat_torch import BinaryLinear, _Readout, evaluate, make_readout_prototypes, sign_ste, train_epoch
+
+
+class BinaryConv2d(nn.Module):
+    """sign(latent) k x k filters over NCHW maps padded with +1; latent clipped by clip_latent_ (BinaryLinear's)."""
+
+    def __init__(self, c_in: int, c_out: int, k: int, stride: int, pad: int):
+        super().__init__()
+        self.inner = BinaryLinear(c_in * k * k, c_out)  # the latent weights, Glorot init and clip of qat_torch
+        self.shape = (c_out, c_in, k, k)
+        self.stride, self.pad = stride, pad
+
+    def forward(self, a: torch.Tensor) -> torch.Tensor:
+        if self.pad:
+            a = F.pad(a, (self.pad,) * 4, value=1.0)
+        return F.conv2d(a, self.inner.binary_weight().view(self.shape), stride=self.stride)
+
+
+class QATConv(nn.Module):
+    """Inputs (N, H, W, C) +-1; a = sign(BN?(conv(a))) per conv layer, then as qat_torch.QATMLP."""
+
+    def __init__(self, image_shape, c_in, specs, hidden, prototypes, *, bn, logit_scale):
+        super().__init__()
+        convs, h, w, c = [], image_shape[0], image_shape[1], c_in
+        for c_out, k, s, p in specs:
+            convs.append(BinaryConv2d(c, c_out, k, s, p))
+            h, w, c = (h + 2 * p - k) // s + 1, (w + 2 * p - k) // s + 1, c_out
+        self.convs = nn.ModuleList(convs)
+        widths = [h * w * c, *hidden]
+        self.dense = nn.ModuleList(BinaryLinear(a, b) for a, b in zip(widths[:-1], widths[1:]))
+        self.conv_norms = nn.ModuleList(nn.BatchNorm2d(s[0]) for s in specs) if bn else None
+        self.norms = nn.ModuleList(nn.BatchNorm1d(k) for k in hidden) if bn else None
+        self.readout = _Readout("prototypes", prototypes, logit_scale)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        a = x.permute(0, 3, 1, 2)
+        for i, conv in enumerate(self.convs):
+            z = conv(a)
+            a = sign_ste(self.conv_norms[i](z) if self.conv_norms is not None else z)
+        a = a.permute(0, 2, 3, 1).flatten(1)  # (y, x, c) order, as BEP flattens
+        for i, layer in enumerate(self.dense):
+            z = layer(a)
+            a = sign_ste(self.norms[i](z) if self.norms is not None else z)
+        return self.readout(a)
+
+
+def build(image_shape, c_in, specs, hidden, n_classes, *, bn, seed):
+    torch.manual_seed(seed)
+    prototypes, _ = make_readout_prototypes(n_classes, hidden[-1], seed)
+    return QATConv(image_shape, c_in, specs, hidden, prototypes, bn=bn, logit_scale=1.0 / math.sqrt(hidden[-1]))
+
+
+def time_qat_conv_step(image_shape, c_in, specs, hidden, *, batch_size=100, n_samples=2000, bn=False,
+                       device="cpu", seed=0) -> dict:
+    """Median seconds of one QAT step (batch gather included) on random +-1 images, after a few warm-up steps."""
+    dev = torch.device(device)
+    model = build(image_shape, c_in, specs, hidden, 10, bn=bn, seed=seed).to(dev)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    gen = torch.Generator().manual_seed(seed)
+    x = (torch.randint(0, 2, (n_samples, *image_shape, c_in), generator=gen, dtype=torch.int8) * 2 - 1).to(dev)
+    y = torch.randint(0, 10, (n_samples,), generator=gen).to(dev)
+    train_epoch(model, opt, x, y, batch_size, np.arange(min(n_samples, 3 * batch_size)), bf16=False)
+    _, _, epoch_time, steps = train_epoch(model, opt, x, y, batch_size, np.arange(n_samples), bf16=False)
+    return {"step_time_s": float(np.median(steps)), "epoch_time_s": epoch_time, "samples_per_s": n_samples / epoch_time}
+
+
+def main(argv=None) -> int:
+    from bep_gpu.cli.train import parse_conv, parse_widths
+    from bep_gpu.data import load_dataset, make_encoder
+    from bep_gpu.errors import UserError
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--dataset", default="fashion-mnist")
+    ap.add_argument("--data-dir", default=None)
+    ap.add_argument("--conv", default="32:3:2:1,64:3:2:1")
+    ap.add_argument("--hidden", default="256")
+    ap.add_argument("--encode", default="median")
+    ap.add_argument("--epochs", type=int, default=10)
+    ap.add_argument("--batch-size", type=int, default=100)
+    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--max-train", type=int, default=None)
+    ap.add_argument("--bn", action="store_true", help="BatchNorm before every sign")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", required=True)
+    args = ap.parse_args(argv)
+    try:
+        specs, hidden = parse_conv(args.conv), parse_widths(args.hidden)
+        ds = load_dataset(args.dataset, data_dir=args.data_dir, images=True)
+    except UserError as e:
+        print(f"qat_conv: error: {e}", file=sys.stderr)
+        return 2
+    x_train, y_train = ds.x_train[:args.max_train], ds.y_train[:args.max_train]
+    enc = make_encoder(args.encode, True).fit(x_train)  # fitted once on the training images, as bep-train does
+    xt, xe = (torch.as_tensor(enc.transform(x)) for x in (x_train, ds.x_test))
+    yt, ye = torch.as_tensor(y_train), torch.as_tensor(ds.y_test)
+    model = build(x_train.shape[1:3], xt.shape[-1], specs, hidden, ds.n_classes, bn=args.bn, seed=args.seed)
+    opt = torch.optim.Adam(model.parameters(), lr=args.lr)
+    os.makedirs(args.out, exist_ok=True)
+    rows, t0 = [], time.perf_counter()
+    for epoch in range(args.epochs):
+        order = np.random.default_rng([args.seed, epoch]).permutation(len(yt))
+        loss, train_acc, seconds, _ = train_epoch(model, opt, xt, yt, args.batch_size, order, bf16=False,
+                                                  per_step=False)
+        rows.append({"epoch": epoch + 1, "loss": loss, "train_acc": train_acc, "epoch_time_s": seconds,
+                     "test_acc": evaluate(model, xe, ye, bf16=False)})
+        print(json.dumps(rows[-1]), flush=True)
+    result = {"test_accuracy": rows[-1]["test_acc"] if rows else None, "epochs": rows, "bn": args.bn,
+              "conv": specs, "hidden": hidden, "encode": args.encode, "n_train": len(yt),
+              "wall_time_s": time.perf_counter() - t0, "torch_version": torch.__version__}
+    with open(os.path.join(args.out, "results.json"), "w") as f:
+        json.dump(result, f, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
