@@ -88,7 +88,8 @@ def test_rnn_takes_univariate_series_and_a_window(tmp_path):
     noisy = x.copy()
     noisy[:, :5] = 100.0  # outside the window
     assert np.array_equal(est.predict(noisy), est.predict(x))
-    assert est.model_.kind == "rnn" and est.model_.n_inputs == 8  # thermometer:8 of one feature per step
+    assert est.model_.kind == "rnn" and est.model_.n_inputs == 1035  # the default expansion
+    assert est.model_.encoder.spec == "thermometer:16"
     est.save(tmp_path / "r.npz")
     assert np.array_equal(bep_gpu.load(tmp_path / "r.npz").predict(x[:, :, None]), est.predict(x))
 

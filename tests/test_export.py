@@ -139,7 +139,7 @@ def test_npz_export_layout_predicts_like_the_model(tmp_path):
     for i in range(len(sizes) - 1):
         a = np.where(a @ _unpack(z[f"weights.{i}"], sizes[i]).T >= 0, 1, -1)
     logits = a @ _unpack(z["prototypes"], sizes[-1]).T
-    assert np.array_equal(np.argmax(logits, axis=1), model.predict(x_test))
+    assert np.array_equal(z["classes"][np.argmax(logits, axis=1)], model.predict(x_test))
     assert np.array_equal(_unpack(z["weights.1"], 70), np.where(model.hidden["1"] >= 0, 1, -1))
 
 

@@ -71,7 +71,7 @@ def test_rnn_model_predicts_like_the_trainer_and_counts_steps(tmp_path):
     np.savez(tmp_path / "s.npz", x_train=x[:150], y_train=y[:150], x_test=x[150:], y_test=y[150:])
     assert train_main(["rnn", "--dataset", f"npz:{tmp_path / 's.npz'}", "--hidden", "20,10", "--gamma0", "5",
                        "--encode", "thermometer:2", "--epochs", "2", "--batch-size", "15", "--backend", "numpy",
-                       "--quiet", "--window", "6", "--out", str(tmp_path / "run")]) == 0
+                       "--quiet", "--window", "6", "--expand", "0", "--out", str(tmp_path / "run")]) == 0
     model = bep_gpu.load(tmp_path / "run" / "model.npz")
     results = json.loads((tmp_path / "run" / "results.json").read_text())
     assert model.evaluate(x[150:], y[150:]) == results["test_accuracy"]

@@ -190,11 +190,12 @@ def test_shared_mask_runs(majority, tmp_path):
     assert json.loads((tmp_path / "config.json").read_text())["rnn_mask"] == "shared"
 
 
-def test_batch_size_zero_is_a_tenth(majority, tmp_path):
+@pytest.mark.parametrize("max_train, batch", [(1000, 20), (150, 15), (5, 1)])
+def test_batch_size_zero_is_a_tenth_up_to_20(max_train, batch, majority, tmp_path):
     args = [a for a in SMALL if a not in ("--batch-size", "20")]
-    assert main(["rnn", "--dataset", majority, "--epochs", "1", "--val-fraction", "0", "--out", str(tmp_path)]
-                + args) == 0
-    assert json.loads((tmp_path / "config.json").read_text())["batch_size"] == 100  # 1000 training samples
+    assert main(["rnn", "--dataset", majority, "--epochs", "1", "--val-fraction", "0", "--max-train", str(max_train),
+                 "--out", str(tmp_path)] + args) == 0
+    assert json.loads((tmp_path / "config.json").read_text())["batch_size"] == batch
 
 
 def test_resume_reuses_the_expansion(majority, tmp_path):
@@ -224,3 +225,18 @@ def test_bad_rnn_flags_fail_with_one_line(args, message, majority, tmp_path, cap
     assert code == 2
     assert len(err) == 1 and message in err[0] and err[0].startswith("bep-train: error:")
     assert not (out / "model.npz").exists()
+
+
+def test_the_default_dataset_needs_no_other_package(tmp_path, capsys, monkeypatch):
+    """bep-train rnn's default, ucr:ItalyPowerDemand, ships with bep-gpu: it trains with sktime out of reach; its
+    validation split of 7 series is said to be small, in one line."""
+    from bep_gpu.data import sources
+
+    monkeypatch.setattr(sources, "_package_dir", lambda package: None)  # no sktime (nor any other package)
+    assert main(["rnn", "--hidden", "30", "--gamma0", "15", "--expand", "30", "--epochs", "1", "--backend", "numpy",
+                 "--out", str(tmp_path / "run")]) == 0
+    err = capsys.readouterr().err
+    assert "on ucr:ItalyPowerDemand (60 train + 7 validation samples;" in err
+    assert "note: the validation split holds only 7 samples (--val-fraction 0.1)" in err
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["dataset"] == "ucr:ItalyPowerDemand" and config["n_steps"] == 24

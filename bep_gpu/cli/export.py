@@ -68,7 +68,7 @@ def export_npz(model, path: str) -> None:
     arrays = {"format": np.array(EXPORT_FORMAT), "version": np.array(EXPORT_VERSION), "kind": np.array(model.kind),
               "sizes": np.array(model.sizes, dtype=np.int64), "n_classes": np.array(model.n_classes),
               "n_features": np.array(n_features(model, enc)), "encoder.spec": np.array(model.encoder.spec),
-              "prototypes": pack_bits(model.prototypes).astype("<u8")}
+              "prototypes": pack_bits(model.prototypes).astype("<u8"), "classes": np.asarray(model.classes)}
     for name, words in matrices(model):
         arrays[f"weights.{name}"] = words.astype("<u8")
     if "thresholds" in enc:

@@ -50,8 +50,8 @@ def build_parser(suppress: bool = False) -> argparse.ArgumentParser:
         opt("--data-seed", int, DEFAULTS.data_seed, "seed of generated data (prototypes) and of fixed splits")
         opt("--hidden", str, DEFAULTS.hidden, "layer widths, e.g. 525,525 (rnn: KS or KS,KY)")
         opt("--epochs", int, DEFAULTS.epochs, "epochs to train (with --resume: a larger value extends the run)")
-        opt("--batch-size", int, DEFAULTS.batch_size, "mini-batch size" + (" (0: a tenth of the training set)"
-                                                                          if kind == "rnn" else ""))
+        opt("--batch-size", int, DEFAULTS.batch_size,
+            "mini-batch size" + (" (0: a tenth of the training set, at most 20)" if kind == "rnn" else ""))
         choice("--backend", ["auto", "numpy", "numba", "cuda"], DEFAULTS.backend, "where to compute, the same "
                "integers on each; auto picks cuda, then numba (compiled CPU kernels), then numpy")
         opt("--threads", int, DEFAULTS.threads, "CPU threads of the numba kernels and BLAS (0: the libraries' "
