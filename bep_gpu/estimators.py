@@ -129,10 +129,13 @@ class BEPClassifier:
                     classifier_tags=ClassifierTags(poor_score=True))
 
     # --- input ---------------------------------------------------------------------------------------------------
+    def _check_ndim(self, x: np.ndarray, dims) -> None:
+        if x.ndim not in dims:
+            raise ValueError(f"{type(self).__name__}: x must be {self.input_shapes}, got shape {x.shape}")
+
     def as_trainer_input(self, x: np.ndarray) -> tuple[np.ndarray, bool]:
         """x as the trainer takes it, and whether its features are pixels of one kind (image encoders)."""
-        if x.ndim not in (2, 3, 4):
-            raise ValueError(f"{type(self).__name__}: x must be {self.input_shapes}, got shape {x.shape}")
+        self._check_ndim(x, (2, 3, 4))
         return x.reshape(len(x), -1), x.ndim > 2
 
     def _check_x(self, x) -> np.ndarray:
@@ -257,11 +260,10 @@ class RNNClassifier(BEPClassifier):
 
     kind = "rnn"
     input_shapes = "series (N, T, F) or univariate series (N, T)"
-    __init__ = make_init("rnn", {k: v for k, v in RNN_DEFAULTS.items() if k != "dataset"})
+    __init__ = make_init("rnn", RNN_DEFAULTS)
 
     def as_trainer_input(self, x):
-        if x.ndim not in (2, 3):
-            raise ValueError(f"{type(self).__name__}: x must be {self.input_shapes}, got shape {x.shape}")
+        self._check_ndim(x, (2, 3))
         x = x[..., None] if x.ndim == 2 else x
         if self.window and not 1 <= self.window <= x.shape[1]:
             raise ValueError(f"{type(self).__name__}: window must be between 1 and the series length "
@@ -276,11 +278,10 @@ class ConvClassifier(BEPClassifier):
 
     kind = "conv"
     input_shapes = "images (N, H, W) or (N, H, W, C)"
-    __init__ = make_init("conv", {k: v for k, v in CONV_DEFAULTS.items() if k != "dataset"})
+    __init__ = make_init("conv", CONV_DEFAULTS)
 
     def as_trainer_input(self, x):
-        if x.ndim not in (3, 4):
-            raise ValueError(f"{type(self).__name__}: x must be {self.input_shapes}, got shape {x.shape}")
+        self._check_ndim(x, (3, 4))
         return (x[..., None] if x.ndim == 3 else x), True
 
     def _config(self) -> TrainConfig:

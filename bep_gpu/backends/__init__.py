@@ -37,7 +37,7 @@ def cuda_unavailable_reason() -> str | None:
 def numba_unavailable_reason() -> str | None:
     """None when numba imports, else why not (one line)."""
     try:
-        import numba  # noqa: F401
+        import numba  # noqa: F401 (the import is the check)
     except Exception as e:  # ImportError, or an llvmlite that does not load on this machine
         return f"numba is not importable ({type(e).__name__}: {e})"
     return None

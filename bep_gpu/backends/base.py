@@ -57,6 +57,15 @@ def check_select_wrong(z, a, t, row_mask) -> int:
     return m
 
 
+def check_update_operands(what: str, sel, t, x, k: int, j: int) -> int:
+    """The update's operand shapes (sel and t (N, n_words(K)), x (N, n_words(J))): returns N, or raises
+    ValueError."""
+    n = sel.shape[0]
+    if sel.shape != (n, n_words(k)) or t.shape != sel.shape or x.shape != (n, n_words(j)):
+        raise ValueError(f"{what}: K={k}, J={j}, sel {sel.shape}, t {t.shape}, x {x.shape} do not match")
+    return n
+
+
 class Backend(ABC):
     """Exact integer/bit primitives of BEP (docs/ALGORITHM.md sections 1, 3-4, 8, 9)."""
 

@@ -19,7 +19,8 @@ import numpy as np
 
 from .. import bits as _bits
 from .. import rng as _rng
-from .base import Backend, check_int_matmul_width, check_select_wrong, group_shape, update_impl
+from .base import (Backend, check_int_matmul_width, check_select_wrong, check_update_operands, group_shape,
+                   update_impl)
 from .cuda_conv import CudaConvKernels
 from .tc_probe import tensor_core_mismatches
 
@@ -430,9 +431,7 @@ class CudaBackend(CudaConvKernels, Backend):
         xp = self.xp
         k, j = h.shape
         sel, t, x = self._words(sel), self._words(t), self._words(x)
-        n = sel.shape[0]
-        if sel.shape != (n, _bits.n_words(k)) or t.shape != sel.shape or x.shape != (n, _bits.n_words(j)):
-            raise ValueError(f"batch_update: h {h.shape}, sel {sel.shape}, t {t.shape}, x {x.shape} do not match")
+        n = check_update_operands("batch_update", sel, t, x, k, j)
         clip = _i32(clip)
         hc, copied = self._inplace_int16(h, "batch_update")
         if k == 0 or j == 0:
@@ -478,9 +477,7 @@ class CudaBackend(CudaConvKernels, Backend):
         xp = self.xp
         k, j = int(k), int(j)
         sel, t, x = self._words(sel), self._words(t), self._words(x)
-        n = sel.shape[0]
-        if sel.shape != (n, _bits.n_words(k)) or t.shape != sel.shape or x.shape != (n, _bits.n_words(j)):
-            raise ValueError(f"update_delta: K={k}, J={j}, sel {sel.shape}, t {t.shape}, x {x.shape} do not match")
+        n = check_update_operands("update_delta", sel, t, x, k, j)
         if out is not None and (out.shape != (k, j) or out.dtype != np.int32):
             raise ValueError(f"update_delta: out must be int32 {(k, j)}, got {out.dtype} {out.shape}")
         direct = out is not None and isinstance(out, xp.ndarray) and out.flags.c_contiguous

@@ -14,7 +14,8 @@ import numpy as np
 from .. import bits as _bits
 from .. import rng as _rng
 from . import numba_kernels as nk
-from .base import Backend, _conv_shape, check_int_matmul_width, check_select_wrong, group_shape, update_impl
+from .base import (Backend, _conv_shape, check_int_matmul_width, check_select_wrong, check_update_operands,
+                   group_shape, update_impl)
 from .numba_simd import TILE_M
 
 _EMPTY_U8 = np.zeros((1, 1), dtype=np.uint8)
@@ -234,7 +235,7 @@ class NumbaBackend(Backend):
             raise TypeError(f"select_wrong: z must be int32, got {z.dtype}")
         n_rows, k, nw, gamma = group_shape("select_wrong", z, gamma)
         a, t, row_mask = _words(a), _words(t), _words(row_mask)
-        m = check_select_wrong(z, a, t, row_mask)
+        check_select_wrong(z, a, t, row_mask)
         out = np.zeros((n_rows, nw), dtype=np.uint64)
         if n_rows and k:
             _run(z.size, nk.select_groups, np.ascontiguousarray(z), _EMPTY_WORDS, a, t, row_mask, True, gamma, out)
@@ -257,12 +258,10 @@ class NumbaBackend(Backend):
         return np.array([wrong, fired], dtype=np.int64), row
 
     # --- updates -----------------------------------------------------------------------------------------------
-    def _update_operands(self, what, sel, t, x, k, j):
+    @staticmethod
+    def _update_operands(what, sel, t, x, k, j):
         sel, t, x = _words(sel), _words(t), _words(x)
-        n = sel.shape[0]
-        if sel.shape != (n, _bits.n_words(k)) or t.shape != sel.shape or x.shape != (n, _bits.n_words(j)):
-            raise ValueError(f"{what}: K={k}, J={j}, sel {sel.shape}, t {t.shape}, x {x.shape} do not match")
-        return sel, t, x, n
+        return sel, t, x, check_update_operands(what, sel, t, x, k, j)
 
     def _sparse(self, sel, n, k, j) -> bool:
         """Whether the sparse form is the cheaper one for this selection (update='auto' measures nothing: it

@@ -244,7 +244,6 @@ def sparse_update(sel_t, t_t, x, j, delta, h, clip, fused):
     with fused h = clip(h + 2 * delta). NumPy mirror: numpy_backend._sparse_delta; CUDA: kernels/batch_update.cu
     (batch_update_sparse, update_delta_sparse)."""
     k_units, nwn = sel_t.shape
-    nwj = x.shape[1]
     for k in prange(k_units):
         ones = np.zeros(j, dtype=np.int32)  # sum over selecting samples of t' * bit (t' = +-1 target)
         t_sum = 0
