@@ -1,9 +1,12 @@
-"""Run the paper's MLP grid (L x K x seeds) with bep-train and tabulate ours beside the paper's BEP figures.
+"""Run the paper's MLP grid (L x K x seeds) with bep-train, and our QAT peer on the same grid, and tabulate both
+beside the paper's figures (mean +- std over seeds, as the paper reports).
 
-Example (the RESULTS.md commands):
-  OPENBLAS_NUM_THREADS=1 python scripts/reproduce_mlp.py --dataset prototypes --layers 2 3 --jobs 2
-Runs go to OUT/runs/<dataset>_L<L>_K<K>_s<seed>/ and are skipped when their results.json exists (resumable);
-the summary is OUT/<dataset>_summary.csv and OUT/<dataset>_summary.md. Extra bep-train flags follow `--`.
+Examples (the RESULTS.md commands; one single-threaded run per core):
+  python scripts/reproduce_mlp.py --dataset prototypes --layers 2 3 --seeds 0 1 2 3 4 --jobs 2
+  python scripts/reproduce_mlp.py --dataset prototypes --layers 2 3 --seeds 0 1 2 --peer qat-bn qat-nobn --jobs 2
+Runs go to OUT/runs/<dataset>_L<L>_K<K>[_<peer>]_s<seed>/ and are skipped when their results.json exists
+(resumable); the summary is OUT/<dataset>_summary.csv and .md. Extra bep-train flags follow `--` (BEP runs only).
+`--summary-only` rebuilds the summary from the run folders (scripts/results_tables.py does it for every table).
 """
 from __future__ import annotations
 
@@ -11,85 +14,139 @@ import argparse
 import csv
 import json
 import os
+import shlex
 import statistics
 import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-# Paper (arXiv 2512.04189) BEP test accuracy, K = 35, 75, 135, 255, 525.
-PAPER = {
-    ("prototypes", 2): [61.68, 70.45, 74.05, 76.05, 77.23],
-    ("prototypes", 3): [58.57, 69.30, 72.35, 74.73, 76.13],
-    ("fashion-mnist", 2): [82.63, 84.25, 84.91, 85.47, 85.81],
-    ("fashion-mnist", 3): [82.03, 83.82, 84.53, 85.43, 85.72],
-}
 WIDTHS = [35, 75, 135, 255, 525]
+# The paper's figures (arXiv 2512.04189, Figure 2), mean and std over 5 runs for K = 35, 75, 135, 255, 525:
+# (BEP, QAT without batch norm, QAT with batch norm).
+PAPER = {
+    ("prototypes", 2): ([(61.68, .57), (70.45, .67), (74.05, .38), (76.05, .24), (77.23, .16)],
+                        [(31.16, 1.17), (44.36, 1.22), (50.59, .99), (55.11, 1.51), (59.28, .85)],
+                        [(67.73, .81), (71.83, .49), (72.36, .65), (73.55, .43), (73.89, .44)]),
+    ("prototypes", 3): ([(58.57, .78), (69.30, .33), (72.35, .63), (74.73, .27), (76.13, .42)],
+                        [(14.31, 1.09), (17.85, .68), (26.00, 1.14), (33.25, .55), (41.67, 1.21)],
+                        [(65.70, .64), (69.48, .34), (71.13, .66), (73.03, .46), (73.52, .46)]),
+    ("fashion-mnist", 2): ([(82.63, .27), (84.25, .28), (84.91, .17), (85.47, .11), (85.81, .11)],
+                           [(35.39, 4.11), (49.55, 1.24), (56.34, 1.89), (68.38, 2.28), (68.88, 1.65)],
+                           [(82.53, .18), (84.39, .25), (85.10, .46), (86.03, .26), (86.68, .28)]),
+    ("fashion-mnist", 3): ([(82.03, .15), (83.82, .24), (84.53, .17), (85.43, .07), (85.72, .12)],
+                           [(42.14, 4.70), (52.42, 2.37), (60.11, .81), (62.68, 2.42), (58.36, 1.43)],
+                           [(82.21, .17), (84.33, .45), (85.50, .30), (85.94, .32), (86.26, .26)]),
+}
+PEERS = {"bep": 0, "qat-nobn": 1, "qat-bn": 2}
 # Initial group size per width (must divide it): 5-20 groups per layer, one group at K = 35, where
 # denser updates collapse deep nets (RESULTS.md).
 GAMMA0 = {35: 35, 75: 15, 135: 15, 255: 17, 525: 25}
 # Per-dataset flags: Fashion-MNIST as in the paper, 50,000 train / 10,000 validation from the official 60,000.
 DATASET_FLAGS = {"prototypes": [], "fashion-mnist": ["--val-fraction", "0.1666667", "--encode", "median"]}
+BEP_FLAGS = {"prototypes": [], "fashion-mnist": ["--batch-size", "100"]}
+# QAT: batch 100 and Adam at lr 1e-3 everywhere (results/qat/QAT_RESULTS.md); 20 epochs on Fashion-MNIST (CPU time).
+QAT_EPOCHS = {"prototypes": 50, "fashion-mnist": 20}
 
 
-def run_one(args, layers, width, seed, extra):
-    name = f"{args.dataset}_L{layers}_K{width}_s{seed}"
+def run_name(dataset, layers, width, peer, seed):
+    return f"{dataset}_L{layers}_K{width}{'' if peer == 'bep' else '_' + peer}_s{seed}"
+
+
+def command(args, layers, width, peer, seed, out, extra):
+    hidden = ",".join([str(width)] * layers)
+    if peer == "bep":
+        return [sys.executable, "-m", "bep_gpu", "train", "mlp", "--dataset", args.dataset, "--hidden", hidden,
+                "--epochs", str(args.epochs), "--seed", str(seed), "--gamma0", str(GAMMA0.get(width, width)),
+                "--backend", args.backend, "--threads", str(args.threads), "--out", out, "--quiet",
+                *DATASET_FLAGS.get(args.dataset, []), *BEP_FLAGS.get(args.dataset, []), *extra]
+    return [sys.executable, "-m", "bep_gpu.peers.qat_torch", "mlp", "--dataset", args.dataset, "--hidden", hidden,
+            "--epochs", str(QAT_EPOCHS.get(args.dataset, 50)), "--batch-size", "100", "--lr", "1e-3",
+            "--bn" if peer == "qat-bn" else "--no-bn", "--seed", str(seed), "--threads", str(args.threads),
+            "--out", out, "--quiet", *DATASET_FLAGS.get(args.dataset, ["--encode", "sign"])]
+
+
+def run_one(args, layers, width, peer, seed, extra):
+    name = run_name(args.dataset, layers, width, peer, seed)
     out = os.path.join(args.out, "runs", name)
     if os.path.exists(os.path.join(out, "results.json")):
-        return name, out, "cached"
-    cmd = [sys.executable, "-m", "bep_gpu", "train", "mlp", "--dataset", args.dataset,
-           "--hidden", ",".join([str(width)] * layers), "--epochs", str(args.epochs), "--seed", str(seed),
-           "--gamma0", str(GAMMA0.get(width, width)), "--backend", args.backend, "--out", out, "--quiet"]
-    cmd += DATASET_FLAGS.get(args.dataset, []) + extra
+        return name, "cached"
+    cmd = command(args, layers, width, peer, seed, out, extra)
     t0 = time.time()
-    subprocess.run(cmd, check=True)
+    proc = subprocess.run(cmd)
+    if proc.returncode:
+        return name, f"FAILED (exit {proc.returncode})"
     with open(os.path.join(out, "command.txt"), "w") as f:
-        f.write(" ".join(cmd[1:]) + "\n")
-    return name, out, f"{time.time() - t0:.0f} s"
+        f.write(" ".join(shlex.quote(c) for c in cmd[1:]) + "\n")
+    return name, f"{time.time() - t0:.0f} s"
 
 
-def summarize(args):
+def _stats(values):
+    if not values:
+        return ""
+    mean = statistics.mean(values)
+    return f"{mean:.2f} ± {statistics.stdev(values):.2f}" if len(values) > 1 else f"{mean:.2f}"
+
+
+def collect(out, dataset, layers, width, peer):
+    """Final test accuracies (%), test at best validation (%) and s/epoch of every finished seed."""
+    final, best, times = [], [], []
+    prefix = run_name(dataset, layers, width, peer, "")
+    runs = os.path.join(out, "runs")
+    for name in sorted(os.listdir(runs)) if os.path.isdir(runs) else []:
+        if not name.startswith(prefix) or not name[len(prefix):].isdigit():
+            continue
+        try:
+            with open(os.path.join(runs, name, "results.json")) as f:
+                r = json.load(f)
+        except FileNotFoundError:
+            continue
+        final.append(100 * r["test_accuracy"])
+        if r.get("test_accuracy_at_best_val") is not None:
+            best.append(100 * r["test_accuracy_at_best_val"])
+        if "train_time_s" in r:
+            times.append(r["train_time_s"] / max(1, r["epochs"]))
+    return final, best, times
+
+
+def summarize(out, dataset, layers_list=(2, 3), widths=WIDTHS):
     rows = []
-    for layers in args.layers:
-        for i, width in enumerate(args.widths):
-            accs, best, times = [], [], []
-            for seed in args.seeds:
-                d = os.path.join(args.out, "runs", f"{args.dataset}_L{layers}_K{width}_s{seed}")
-                try:
-                    with open(os.path.join(d, "results.json")) as f:
-                        r = json.load(f)
-                except FileNotFoundError:
-                    continue
-                accs.append(100 * r["test_accuracy"])
-                if r.get("test_accuracy_at_best_val") is not None:
-                    best.append(100 * r["test_accuracy_at_best_val"])
-                times.append(r["train_time_s"] / max(1, r["epochs"]))
-            if not accs:
+    for layers in layers_list:
+        paper = PAPER.get((dataset, layers))
+        for width in widths:
+            bep, bep_best, times = collect(out, dataset, layers, width, "bep")
+            if not bep:
                 continue
-            paper = PAPER.get((args.dataset, layers))
-            p = paper[WIDTHS.index(width)] if paper and width in WIDTHS else None
-            mean = statistics.mean(accs)
-            rows.append({"dataset": args.dataset, "L": layers, "K": width, "gamma0": GAMMA0.get(width, width),
-                         "seeds": len(accs), "test_acc_mean": round(mean, 2),
-                         "test_acc_std": round(statistics.stdev(accs), 2) if len(accs) > 1 else "",
-                         "test_at_best_val_mean": round(statistics.mean(best), 2) if best else "",
-                         "paper": p if p is not None else "", "diff": round(mean - p, 2) if p is not None else "",
-                         "epoch_time_s": round(statistics.mean(times), 2)})
+            i = WIDTHS.index(width) if width in WIDTHS else None
+            p = [paper[j][i] if paper and i is not None else None for j in range(3)]
+            mean = statistics.mean(bep)
+            row = {"L": layers, "K": width, "gamma0": GAMMA0.get(width, width), "seeds": len(bep),
+                   "ours": _stats(bep), "ours at best val": _stats(bep_best),
+                   "paper BEP": f"{p[0][0]:.2f} ± {p[0][1]:.2f}" if p[0] else "",
+                   "ours - paper": f"{mean - p[0][0]:+.2f}" if p[0] else "",
+                   "within paper std": ("yes" if abs(mean - p[0][0]) <= p[0][1] else "no") if p[0] else "",
+                   "s/epoch": f"{statistics.mean(times):.2f}" if times else ""}
+            for peer, label in (("qat-nobn", "QAT no BN"), ("qat-bn", "QAT BN")):
+                qat = collect(out, dataset, layers, width, peer)[0]
+                row[f"ours {label} (seeds)"] = f"{_stats(qat)} ({len(qat)})" if qat else ""
+                pp = p[PEERS[peer]]
+                row[f"paper {label}"] = f"{pp[0]:.2f} ± {pp[1]:.2f}" if pp else ""
+            rows.append(row)
     if not rows:
-        return
-    base = os.path.join(args.out, f"{args.dataset}_summary")
+        return None
+    base = os.path.join(out, f"{dataset}_summary")
     with open(base + ".csv", "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(rows[0]))
         w.writeheader()
         w.writerows(rows)
+    head = list(rows[0])
     with open(base + ".md", "w") as f:
-        f.write("| L | K | gamma0 | seeds | ours: final test % (mean ± std) | at best val | paper | diff | s/epoch |\n")
-        f.write("|---|---|---|---|---|---|---|---|---|\n")
+        f.write(f"Generated by scripts/reproduce_mlp.py --summary-only from {out}/runs; test accuracy %, "
+                "mean ± std over seeds.\n\n")
+        f.write("| " + " | ".join(head) + " |\n|" + "---|" * len(head) + "\n")
         for r in rows:
-            std = f" ± {r['test_acc_std']}" if r["test_acc_std"] != "" else ""
-            f.write(f"| {r['L']} | {r['K']} | {r['gamma0']} | {r['seeds']} | {r['test_acc_mean']}{std} | "
-                    f"{r['test_at_best_val_mean']} | {r['paper']} | {r['diff']} | {r['epoch_time_s']} |\n")
-    print(open(base + ".md").read())
+            f.write("| " + " | ".join(str(r[k]) for k in head) + " |\n")
+    return base + ".md"
 
 
 def main():
@@ -97,22 +154,27 @@ def main():
     extra = argv[argv.index("--") + 1:] if "--" in argv else []
     argv = argv[: argv.index("--")] if "--" in argv else argv
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--dataset", default="prototypes")
+    p.add_argument("--dataset", default="prototypes", choices=sorted(DATASET_FLAGS))
     p.add_argument("--layers", type=int, nargs="+", default=[2, 3])
     p.add_argument("--widths", type=int, nargs="+", default=WIDTHS)
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
-    p.add_argument("--epochs", type=int, default=50)
-    p.add_argument("--backend", default="auto")
-    p.add_argument("--jobs", type=int, default=1, help="runs at a time (one per core on the NumPy backend)")
+    p.add_argument("--peer", nargs="+", choices=sorted(PEERS), default=["bep"])
+    p.add_argument("--epochs", type=int, default=50, help="BEP epochs")
+    p.add_argument("--backend", default="numba")
+    p.add_argument("--threads", type=int, default=1, help="threads per run")
+    p.add_argument("--jobs", type=int, default=1, help="runs at a time")
     p.add_argument("--out", default="results/mlp")
     p.add_argument("--summary-only", action="store_true")
     args = p.parse_args(argv)
     if not args.summary_only:
-        grid = [(L, K, s) for s in args.seeds for K in sorted(args.widths, reverse=True) for L in args.layers]
+        grid = [(L, K, peer, s) for s in args.seeds for K in sorted(args.widths, reverse=True)
+                for L in args.layers for peer in args.peer]
         with ThreadPoolExecutor(args.jobs) as pool:
-            for name, out, how in pool.map(lambda g: run_one(args, *g, extra), grid):
+            for name, how in pool.map(lambda g: run_one(args, *g, extra), grid):
                 print(f"{name}: {how}", flush=True)
-    summarize(args)
+    path = summarize(args.out, args.dataset)
+    if path:
+        print(open(path).read())
 
 
 if __name__ == "__main__":
