@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Regenerate the tables of BENCHMARKS.md (and any other Markdown file) from the run folders they quote.
 
-A generated table sits between two marker lines naming its source, a bep-bench run folder's bench.md:
+A generated table sits between two marker lines naming its source (a bep-bench run folder's bench.md, or a
+summary that scripts/results_tables.py made from run folders); the source is quoted from its first table on:
 
     <!-- table: results/bench_cpu_numba/bench.md -->
     ... (replaced) ...
@@ -21,13 +22,20 @@ ROOT = Path(__file__).resolve().parent.parent
 BLOCK = re.compile(r"(<!-- table: (?P<src>[^ ]+) -->\n)(?P<body>.*?)(<!-- end table -->)", re.S)
 
 
-def render(text: str, root: Path = ROOT) -> str:
+def render(text: str, root: Path = ROOT, sources: dict | None = None) -> str:
+    """`text` with every marked table replaced by its source; `sources` ({path: text}) overrides files."""
+    sources = {Path(k): v for k, v in (sources or {}).items()}
+
     def table(m):
         src = root / m.group("src")
-        if not src.is_file():
+        if src in sources:
+            lines = sources[src].splitlines()
+        elif src.is_file():
+            lines = src.read_text().splitlines()
+        else:
             raise SystemExit(f"render_tables: {m.group('src')} not found (a table's source run folder is missing)")
-        lines = src.read_text().splitlines()
-        body = "\n".join(line for line in lines if line.startswith("|"))  # the table, without the run's header
+        first = next((i for i, line in enumerate(lines) if line.startswith("|")), len(lines))
+        body = "\n".join(lines[first:]).rstrip()  # from the first table on, without the source's header
         return f"{m.group(1)}{body}\n{m.group(4)}"
 
     return BLOCK.sub(table, text)
