@@ -107,15 +107,15 @@ def select_updates(bk: Backend, hidden, sizes, prototypes, x, labels, gammas, ru
     h = min(horizon, steps) if horizon else steps
     first = steps - h  # 0-based index of the first step with a target
     with nvtx_range("forward"):
-        weights = visible_weights(bk, hidden)
+        weights, wts = visible_weights(bk, hidden, transposed=True)
         z, states, (z_y, s_y, g_y) = forward(bk, weights, sizes, x_t, gate=rules.gates[1])
         logits = bk.xnor_matmul(s_y, prototypes, ky)
     with nvtx_range("trigger"):
         counts, row_mask = bk.trigger(logits, labels, rules.trigger_margin)
     with nvtx_range("targets"):
         t_y = prototypes[labels]
-        targets = [bk.gated_transposed_product(t_y, g_y, bk.transpose_bits(weights[SY], ky, ks))]  # t_T
-        wt_ss = bk.transpose_bits(weights[SS], ks, ks)
+        targets = [bk.gated_transposed_product(t_y, g_y, wts[SY])]  # t_T
+        wt_ss = wts[SS]
         gates = bk.gate_pack(z[first + 1:].reshape(-1, ks), rules.gates[0]).reshape(h - 1, n, n_words(ks))
         for i in range(h - 2, -1, -1):  # t_{t-1} from t_t and the gate of z_t, t = T..T-h+2
             targets.append(bk.gated_transposed_product(targets[-1], gates[i], wt_ss))

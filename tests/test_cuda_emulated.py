@@ -77,11 +77,45 @@ def test_dtypes_outside_the_contract_are_rejected(cb):
         cb.reinforce(np.zeros((2, 2), np.int32), 2**31, 0, 1, 0, 0, 10)
 
 
+@pytest.mark.parametrize("shape", [(1, 1), (63, 65), (64, 64), (65, 129), (130, 7), (3, 300), (0, 5), (5, 0)])
+@pytest.mark.parametrize("dtype", [np.int16, np.int8])
+def test_pack_both(cb, shape, dtype):
+    """W and W^T in one pass equal pack(x) and pack(x.T), with int16 extremes and zeros (sign +1)."""
+    gen = np.random.default_rng(zlib.crc32(f"{np.dtype(dtype).str}{shape}".encode()))
+    info = np.iinfo(dtype)
+    x = gen.integers(-3, 4, size=shape).astype(dtype)
+    x.reshape(-1)[::5] = info.min
+    x.reshape(-1)[1::7] = info.max
+    w, wt = cb.pack_both(x)
+    same(w, NB.pack(x))
+    same(wt, NB.pack(np.ascontiguousarray(x.T)))
+
+
 # --- transpose ----------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("n_rows,n_cols", [(1, 1), (63, 65), (64, 64), (65, 257), (130, 300), (0, 5), (5, 0), (3, 600)])
 def test_transpose_bits(cb, n_rows, n_cols):
     w = rand_bits(np.random.default_rng(n_rows * 1000 + n_cols), n_rows, n_cols)
     same(cb.transpose_bits(w, n_rows, n_cols), NB.transpose_bits(w, n_rows, n_cols))
+
+
+@pytest.mark.parametrize("n,k,j", [(1, 1, 1), (63, 65, 300), (64, 257, 64), (130, 600, 5), (200, 70, 0)])
+@pytest.mark.parametrize("counts", [False, True])
+def test_update_operands(cb, n, k, j, counts):
+    """The update's batch-packed operands of one launch equal three transposes, and its row counts (the
+    tensor-core form's) equal popc(tT & selT) then popc(selT); J = 0 (the sparse form) transposes no x."""
+    gen = np.random.default_rng(n * 1000 + k + j)
+    sel, t, x = rand_bits(gen, n, k, 0.2), rand_bits(gen, n, k), rand_bits(gen, n, j)
+    sel_t, t_t, x_t, pops = cb._update_operands(sel, t, x, n, k, j, counts)
+    same(sel_t, NB.transpose_bits(sel, n, k))
+    same(t_t, NB.transpose_bits(t, n, k))
+    if j:
+        same(x_t, NB.transpose_bits(x, n, j))
+    else:
+        assert x_t is None
+    if counts:
+        same(pops, np.concatenate([bits.row_popcounts(sel_t & t_t), bits.row_popcounts(sel_t)]))
+    else:
+        assert pops is None
 
 
 def test_transpose_bits_rejects_wrong_shape(cb):
@@ -650,11 +684,14 @@ def test_mlp_step_kernel_launches(matmul):
     protos = rand_bits(gen, 4, sizes[-1])
     x, y = rand_bits(gen, 30, sizes[0]), gen.integers(0, 4, size=30)
     bep_mlp.train_step(bk, hidden, sizes, protos, x, y, [7, 7], rules, [2**20, 2**20], 0, 0)
-    # With tensor cores each of the six products also counts its operands' row popcounts (row_popcounts.cu).
-    assert module.launches == Counter({"pack_i16": 2, "xnor_matmul_sign" + tc: 1, "xnor_matmul_sign_gate" + tc: 1,
-                                       "xnor_matmul" + tc: 1, "trigger": 1, "transpose_bits": 7,
-                                       "gated_transposed_product" + tc: 1, "select_wrong": 2, "batch_update" + tc: 2,
-                                       "reinforce": 2, **({"row_popcounts": 6} if tc else {})})
+    # W_1^T is packed with W_1 (pack_both), each update's batch-packed operands come from one launch
+    # (update_operands, which with tensor cores also counts their rows); the four other tensor-core products
+    # count their operands' rows in row_popcounts.cu. 15 launches on CUDA cores, 19 with tensor cores.
+    assert module.launches == Counter({"pack_i16": 1, "pack_both_i16": 1, "xnor_matmul_sign" + tc: 1,
+                                       "xnor_matmul_sign_gate" + tc: 1, "xnor_matmul" + tc: 1, "trigger": 1,
+                                       "gated_transposed_product" + tc: 1, "select_wrong": 2, "update_operands": 2,
+                                       "batch_update" + tc: 2, "reinforce": 2, **({"row_popcounts": 4} if tc else {})})
+    assert sum(module.launches.values()) == (19 if tc else 15)
 
 
 @pytest.mark.parametrize("matmul", ["cuda_core", "tensor_core"])
@@ -674,12 +711,36 @@ def test_rnn_step_kernel_launches(matmul):
     x = bits.pack_bits(gen.choice([-1, 1], size=(batch, steps, kx)))
     bep_rnn.train_step(bk, hidden, [kx, ks, ky], rand_bits(gen, 4, ky), x, gen.integers(0, 4, size=batch), [7, 7],
                        rules, 0, False, [2**20] * 3, 0, 0)
-    assert module.launches == Counter({"pack_i16": 3, "pack_i8": 1, "xnor_matmul" + tc: 2,
+    # W_ss^T and W_sy^T are packed with W_ss and W_sy; each update's batch-packed operands come from one launch.
+    assert module.launches == Counter({"pack_i16": 1, "pack_both_i16": 2, "pack_i8": 1, "xnor_matmul" + tc: 2,
                                        "xnor_matmul_sign_add" + tc: steps, "xnor_matmul_sign_gate" + tc: 1,
-                                       "trigger": 1, "gate_pack_i32": 1, "transpose_bits": 11,
-                                       "gated_transposed_product" + tc: steps, "select_wrong": 2,
-                                       "batch_update" + tc: 3, "reinforce": 3,
-                                       **({"row_popcounts": 2 + steps + 1 + steps + 3} if tc else {})})
+                                       "trigger": 1, "gate_pack_i32": 1, "gated_transposed_product" + tc: steps,
+                                       "select_wrong": 2, "update_operands": 3, "batch_update" + tc: 3,
+                                       "reinforce": 3, **({"row_popcounts": 2 + steps + 1 + steps} if tc else {})})
+    assert sum(module.launches.values()) == (20 + 2 * steps) + (3 + 2 * steps if tc else 0)
+
+
+@pytest.mark.parametrize("matmul", ["cuda_core", "tensor_core"])
+def test_conv_step_kernel_launches(matmul):
+    """A BEP-Conv step (two conv layers, one dense, the readout): W^T packed with W, one launch of batch-packed
+    update operands per layer, the conv products on the same three product kernels as the MLP."""
+    from collections import Counter
+
+    from bep_gpu.bep_mlp import reinforcement_thresholds
+    from test_conv import NETS, batches, make_task
+
+    bk, module, tc = _counted_backend(matmul)
+    net = NETS[0]
+    task = make_task(bk, net, 0)[0]
+    x, y = batches(net, 0, sizes=(5,))[0]
+    module.launches.clear()
+    task.step(bits.pack_bits(x), y, net[5], reinforcement_thresholds(task.fan_ins, 2.0, 0.5), 0)
+    assert module.launches == Counter({"pack_i16": 1, "pack_both_i16": 2, "im2col_bits": 3, "xnor_matmul_sign" + tc: 1,
+                                       "xnor_matmul_sign_gate" + tc: 2, "xnor_matmul" + tc: 1, "trigger": 1,
+                                       "gated_transposed_sum": 2, "col2im_sign": 2, "conv_select_wrong": 2,
+                                       "select_wrong": 1, "update_operands": 3, "batch_update" + tc: 3,
+                                       "reinforce": 3, **({"row_popcounts": 4} if tc else {})})
+    assert sum(module.launches.values()) == (31 if tc else 27)
 
 
 @pytest.mark.parametrize("rows_x,rows_z,k", [(1, 1, 1), (70, 3, 63), (5, 130, 2049), (0, 4, 64), (33, 0, 700)])

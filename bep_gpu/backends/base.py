@@ -103,6 +103,15 @@ class Backend(ABC):
     def transpose_bits(self, words, n_rows: int, n_cols: int):
         """(n_rows, n_words(n_cols)) -> (n_cols, n_words(n_rows)): the same bit matrix packed along rows."""
 
+    def pack_both(self, x):
+        """(pack(x), pack(x.T)) for a 2-D x (K, J): its sign bits packed along J (K, n_words(J)) and along K
+        (J, n_words(K)), a layer's W and the W^T of its target pass. This version packs, then transposes; backends
+        may make both in one pass (the CUDA one does for int16, the hidden weights' dtype)."""
+        if x.ndim != 2:
+            raise ValueError(f"pack_both: need a 2-D array, got shape {x.shape}")
+        w = self.pack(x)
+        return w, self.transpose_bits(w, *x.shape)
+
     @abstractmethod
     def xnor_matmul(self, a, b, k: int):
         """int32 (M, N) = unpack(a, k) @ unpack(b, k).T for a (M, kw), b (N, kw): k - 2 popcount(a ^ b)."""

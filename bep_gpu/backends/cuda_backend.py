@@ -282,6 +282,24 @@ class CudaBackend(CudaConvKernels, Backend):
             raise TypeError(f"pack: unsupported dtype {x.dtype}")
         return self._pack_rows(kernel, xp.ascontiguousarray(x))
 
+    def pack_both(self, x):
+        """As Backend.pack_both; int16 (the hidden weights) in one kernel, other dtypes by pack then transpose."""
+        xp = self.xp
+        x = xp.asarray(x)
+        if x.ndim != 2 or x.dtype != np.int16:
+            return super().pack_both(x)
+        rows, n = x.shape
+        out = xp.empty((rows, _bits.n_words(n)), dtype=xp.uint64)
+        out_t = xp.empty((n, _bits.n_words(rows)), dtype=xp.uint64)
+        if rows == 0 or n == 0:
+            out[...], out_t[...] = 0, 0
+            return out, out_t
+        if _bits.n_words(rows) > MAX_GRID_Y:
+            raise ValueError(f"pack_both: {rows} rows exceed one launch")
+        self._launch("pack_both_i16", (_bits.n_words(n), _bits.n_words(rows)),
+                     (xp.ascontiguousarray(x), out, out_t, _i32(rows), _i32(n)))
+        return out, out_t
+
     def transpose_bits(self, words, n_rows, n_cols):
         xp = self.xp
         n_rows, n_cols = int(n_rows), int(n_cols)
@@ -451,21 +469,37 @@ class CudaBackend(CudaConvKernels, Backend):
         and t packed along the batch (row k: the samples that selected unit k, and their target bits); the
         popcount form takes x batch-packed too (a gated popcount over words of samples), the sparse form takes it
         as it is (it reads the input rows of the few selecting samples)."""
-        sel_t, t_t = self.transpose_bits(sel, n, k), self.transpose_bits(t, n, k)
         nwn = _i32(_bits.n_words(n))
         if self.update == "sparse":
+            sel_t, t_t, _, _ = self._update_operands(sel, t, x, n, k, 0, False)
             self._launch(kernel + "_sparse", (-(-j // THREADS), min(k, MAX_GRID_Y)),
                          (out, sel_t, t_t, x, _i32(k), _i32(j), nwn, _i32(_bits.n_words(j))) + extra)
             return
-        self._update_popcount(kernel, out, sel_t, t_t, self.transpose_bits(x, n, j), n, k, j, self._tensor_cores(),
-                              extra)
+        tc = self._tensor_cores()
+        self._update_popcount(kernel, out, *self._update_operands(sel, t, x, n, k, j, tc), n, k, j, tc, extra)
 
-    def _update_popcount(self, kernel, out, sel_t, t_t, x_t, n, k, j, tensor_core: bool, extra=()):
-        """The popcount form on batch-packed operands (K, J and n_words(n) words per row)."""
+    def _update_operands(self, sel, t, x, n, k, j, counts: bool):
+        """(selT, tT, xT, pops) of update_operands (transpose_bits.cu), one launch: sel and t (N, n_words(K))
+        and, unless j == 0, x (N, n_words(J)) packed along the batch; with counts, the tensor-core update's row
+        counts popc(tT & selT) then popc(selT) (else pops and, with j == 0, xT are None)."""
+        xp, nwn = self.xp, _bits.n_words(n)
+        sel_t, t_t = xp.empty((k, nwn), dtype=xp.uint64), xp.empty((k, nwn), dtype=xp.uint64)
+        x_t = xp.empty((j, nwn), dtype=xp.uint64) if j else None
+        pops = xp.zeros(2 * k if counts else 1, dtype=xp.uint32)  # the kernel adds the counts into it
+        grid_y = -(-_bits.n_words(k) // TRANSPOSE_WORDS) + -(-_bits.n_words(j) // TRANSPOSE_WORDS)
+        if grid_y > MAX_GRID_Y:
+            raise ValueError(f"update_operands: {k} + {j} columns exceed one launch")
+        x_out = xp.empty(1, dtype=xp.uint64) if x_t is None else x_t  # never written with j == 0
+        self._launch("update_operands", (nwn, grid_y),
+                     (sel, t, x, sel_t, t_t, x_out, _i32(n), _i32(k), _i32(j), np.int32(counts), pops))
+        return sel_t, t_t, x_t, pops if counts else None
+
+    def _update_popcount(self, kernel, out, sel_t, t_t, x_t, pops, n, k, j, tensor_core: bool, extra=()):
+        """The popcount form on batch-packed operands (K, J and n_words(n) words per row; pops: the row counts
+        of the tensor-core form)."""
         args = (_i32(k), _i32(j), _i32(_bits.n_words(n))) + extra
         if tensor_core:
-            self._launch_tc(kernel + "_tc", k, TC_BM_GATED, j,
-                            (out, sel_t, t_t, x_t, self._row_popcounts(t_t, sel_t, sel_t)) + args)
+            self._launch_tc(kernel + "_tc", k, TC_BM_GATED, j, (out, sel_t, t_t, x_t, pops) + args)
             return
         args = (out, sel_t, t_t, x_t) + args
         if _tiles(k) > MAX_GRID_Y:

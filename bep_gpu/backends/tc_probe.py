@@ -43,12 +43,13 @@ def tensor_core_mismatches(bk) -> list[str]:
             failed.append("gated_transposed_product")
         sel, tt, x = g, t, b  # batch-packed update operands: K = m, J = n rows of k samples
         h = xp.asarray(gen.integers(-30, 31, size=(m, n)).astype(np.int16))
+        pops = bk._row_popcounts(tt, sel, sel)  # the counts update_operands makes in a step
         got, want = h.copy(), h.copy()
-        bk._update_popcount("batch_update", got, sel, tt, x, k, m, n, True, (np.int32(20),))
-        bk._update_popcount("batch_update", want, sel, tt, x, k, m, n, False, (np.int32(20),))
+        bk._update_popcount("batch_update", got, sel, tt, x, pops, k, m, n, True, (np.int32(20),))
+        bk._update_popcount("batch_update", want, sel, tt, x, None, k, m, n, False, (np.int32(20),))
         d_tc, d_cc = (xp.empty((m, n), dtype=xp.int32) for _ in range(2))
-        bk._update_popcount("update_delta", d_tc, sel, tt, x, k, m, n, True)
-        bk._update_popcount("update_delta", d_cc, sel, tt, x, k, m, n, False)
+        bk._update_popcount("update_delta", d_tc, sel, tt, x, pops, k, m, n, True)
+        bk._update_popcount("update_delta", d_cc, sel, tt, x, None, k, m, n, False)
         if not same(got, want) or not same(d_tc, d_cc):
             failed.append("batch_update / update_delta")
     return failed
