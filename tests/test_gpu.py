@@ -155,6 +155,43 @@ def test_transpose_bits(gb, n_rows, n_cols):
     same(gb, gb.transpose_bits(gb.asarray(w), n_rows, n_cols), NB.transpose_bits(w, n_rows, n_cols))
 
 
+@pytest.mark.parametrize("rows,n", [(1, 1), (65, 257), (525, 784), (4096, 4096), (3000, 70)])
+def test_pack_both(gb, rows, n):
+    """W and W^T of int16 hidden weights from one kernel."""
+    h = np.random.default_rng(rows + n).integers(-3, 3, size=(rows, n)).astype(np.int16)
+    w, wt = gb.pack_both(gb.asarray(h))
+    same(gb, w, NB.pack(h))
+    same(gb, wt, NB.pack(np.ascontiguousarray(h.T)))
+
+
+@pytest.mark.parametrize("n,k,j", [(1, 1, 1), (1024, 525, 784), (100, 4097, 0), (5000, 65, 63)])
+def test_update_operands(gb, n, k, j):
+    """The update's three batch-packed operands and the tensor-core row counts (atomics) from one launch."""
+    gen = np.random.default_rng(n + k + j)
+    sel, t, x = bits.pack_bits(gen.random((n, k)) < 0.2), rand_bits(gen, n, k), rand_bits(gen, n, j)
+    sel_t, t_t, x_t, pops = gb._update_operands(gb.asarray(sel), gb.asarray(t), gb.asarray(x), n, k, j, True)
+    same(gb, sel_t, NB.transpose_bits(sel, n, k))
+    same(gb, t_t, NB.transpose_bits(t, n, k))
+    assert (x_t is None) == (j == 0)
+    if j:
+        same(gb, x_t, NB.transpose_bits(x, n, j))
+    want_sel_t = NB.transpose_bits(sel, n, k)
+    same(gb, pops, np.concatenate([bits.row_popcounts(want_sel_t & NB.transpose_bits(t, n, k)),
+                                   bits.row_popcounts(want_sel_t)]))
+
+
+@pytest.mark.parametrize("matmul", ["cuda_core", "tensor_core"])
+@pytest.mark.parametrize("net", [0, 2])
+def test_conv_steps_match_the_dense_reference(matmul, net):
+    """Whole BEP-Conv steps (im2col, col2im_sign, gated_transposed_sum, conv_select_wrong and the products on
+    each path) equal the independent dense implementation, as on NumPy (tests/test_conv.py)."""
+    _cupy()
+    from bep_gpu.backends.cuda_backend import CudaBackend
+    from test_conv import NETS, check
+
+    check(CudaBackend(matmul=matmul), NETS[net], seed=net)
+
+
 @pytest.mark.parametrize("matmul", ["cuda_core", "tensor_core"])
 @pytest.mark.parametrize("n,k,j", [(1, 1, 1), (65, 63, 130), (1024, 525, 784), (1024, 10, 525), (0, 5, 5),
                                    (1000, 4097, 3001)])
@@ -270,11 +307,17 @@ def test_bep_train_steps_match_numpy(impl, update):
         same(gb, a, b)
 
 
+@pytest.mark.parametrize("matmul", ["cuda_core", "tensor_core"])
 @pytest.mark.parametrize("kind", ["mlp", "rnn"])
-def test_cuda_graph_training_run_matches_numpy(tmp_path, kind):
+def test_cuda_graph_training_run_matches_numpy(tmp_path, monkeypatch, kind, matmul):
     """--cuda-graph (steps captured once per epoch, then replayed) trains to the same checkpoint as NumPy, over
-    epochs whose last batch is short (run eagerly) and with the reinforcement keyed by the device step counter."""
+    epochs whose last batch is short (run eagerly) and with the reinforcement keyed by the device step counter,
+    on each path (BEP_XNOR_MATMUL picks the products' kernels)."""
     _cupy()
+    from bep_gpu import backends
+
+    monkeypatch.setenv("BEP_XNOR_MATMUL", matmul)
+    monkeypatch.setattr(backends, "_cache", {})  # a backend made now, reading the variable
     from bep_gpu.config import TrainConfig
     from bep_gpu.trainer import Trainer
 
