@@ -116,6 +116,7 @@ def primitive_operands(bk, batch, k_out, k_in):
     o["labels"] = bk.asarray(gen.integers(0, k_out, size=batch))
     o["row_mask"] = bk.trigger(o["z"], o["labels"], k_out // 4)[1]
     o["step"] = bk.asarray(np.array([7], dtype=np.int64))
+    o["w_rec"] = rb(k_out, k_out)  # a recurrent cell of K_l units on K_{l-1} inputs
     return o
 
 
@@ -150,6 +151,11 @@ def primitive_calls(bk, batch=1024, k_out=525, k_in=784):
     popcount, sparse = bk.variant(matmul="cuda_core", update="popcount"), bk.variant(update="sparse")
     tc_popcount = bk.variant(matmul="tensor_core", update="popcount")
     cuda_core = bk.variant(matmul="cuda_core")
+    half = x.shape[0] // 2
+
+    def recurrence(b, gate=None):  # the batch's first 2 x half rows as two steps of half samples
+        return b.sign_recurrence(x[:2 * half].reshape(2, half, -1), w, k_in, o["w_rec"], o["a"][:half], gate=gate)
+
     calls = {
         "xnor_matmul": lambda: bk.xnor_matmul(x, w, k_in, impl="cuda_core"),
         "xnor_matmul tensor cores": lambda: bk.xnor_matmul(x, w, k_in, impl="tensor_core"),
@@ -162,6 +168,10 @@ def primitive_calls(bk, batch=1024, k_out=525, k_in=784):
             lambda: bk.xnor_matmul_sign(x, w, k_in, gate=k_in // 4, impl="tensor_core"),
         "xnor_matmul_sign add= (recurrent step)": lambda: bk.xnor_matmul_sign(x, w, k_in, add=z, impl="cuda_core"),
         "xnor_matmul_sign add= tensor cores": lambda: bk.xnor_matmul_sign(x, w, k_in, add=z, impl="tensor_core"),
+        "sign_recurrence, 2 steps (per step: both products and signs in one kernel)": lambda: recurrence(cuda_core),
+        "sign_recurrence, 2 steps, with gate bits": lambda: recurrence(cuda_core, k_in // 4),
+        "sign_recurrence, 2 steps, tensor cores": lambda: recurrence(tc_popcount),
+        "sign_recurrence, 2 steps, with gate bits, tensor cores": lambda: recurrence(tc_popcount, k_in // 4),
         "pack int32 z": lambda: bk.pack(z),
         "pack int16 H": lambda: bk.pack(h),
         "pack_both int16 H (W and W^T in one kernel)": lambda: bk.pack_both(h),

@@ -2,9 +2,9 @@
 # GPU check of the cuda backend, for a machine with one CUDA device, CuPy and no network (under 7 minutes: the
 # four timeouts below add up to 400 s): the bit-exactness tests against the NumPy backend (the b1 mma fragment
 # layout, the cp.async/ldmatrix tensor-core kernels of every product (forward with each epilogue, targets,
-# update) beside their CUDA-core twins, the fused pack_both and update_operands kernels, the sparse update, the
-# conv kernels through whole conv steps on both paths, and --cuda-graph MLP and RNN training on both paths, all
-# checked there for the first time on hardware), then the kernel benchmark (CUDA-core and tensor-core
+# update, the one-kernel recurrence step) beside their CUDA-core twins, the fused pack_both and update_operands
+# kernels, the sparse update, the conv kernels through whole conv steps on both paths, and --cuda-graph MLP and
+# RNN training on both paths, all checked there for the first time on hardware), then the kernel benchmark (CUDA-core and tensor-core
 # xnor_matmul against cuBLAS, every kernel on both paths at a training shape), then bep-bench on the device
 # (whole MLP, RNN and conv steps on the default path, tensor cores once the layout probe passes, vs the dense
 # CuPy and QAT peers, the CUDA-graph step, popcount vs sparse update, memory), then the same steps forced onto

@@ -274,6 +274,25 @@ def test_tensor_core_probe_rejects_a_wrong_layout(monkeypatch):
     assert not tc._tensor_core_ok
 
 
+def test_tensor_core_probe_checks_the_recurrence_step(monkeypatch):
+    """A wrong tensor-core recurrence kernel (e.g. the second product's staging) is named by the probe."""
+    from bep_gpu.backends.cuda_backend import CudaBackend
+    from bep_gpu.backends.tc_probe import tensor_core_mismatches
+    from emu import emulated_module
+
+    tc = CudaBackend(module=emulated_module(), xp=np, matmul="tensor_core")
+    real = tc._sign_recurrence
+
+    def wrong(x, w_in, k_in, w_rec, s0, gate, tensor_core):
+        out = real(x, w_in, k_in, w_rec, s0, gate, tensor_core)
+        if tensor_core:
+            out[0][-1, 0, 0] += 2
+        return out
+
+    monkeypatch.setattr(tc, "_sign_recurrence", wrong)
+    assert tensor_core_mismatches(tc) == ["sign_recurrence", "sign_recurrence"]
+
+
 def test_auto_runs_cuda_cores_with_a_warning_when_the_probe_refuses(monkeypatch):
     """'auto' never trains on a refused layout: one warning, the CUDA-core kernels, and 'tensor_core' then raises."""
     from bep_gpu.backends.cuda_backend import CudaBackend
@@ -293,6 +312,32 @@ def test_auto_runs_cuda_cores_with_a_warning_when_the_probe_refuses(monkeypatch)
     assert not any(name.endswith("_tc") for name in module.launches)
     with pytest.raises(RuntimeError, match="refused"):
         bk.xnor_matmul(a, a, 70, impl="tensor_core")
+
+
+@pytest.mark.parametrize("steps,n,kx,k", [(1, 1, 1, 1), (3, 5, 70, 63), (2, 65, 129, 130), (2, 33, 1100, 1030),
+                                           (3, 0, 10, 7), (0, 4, 9, 5)])
+@pytest.mark.parametrize("matmul", ["cuda_core", "tensor_core"])
+@pytest.mark.parametrize("gate", [None, 6])
+def test_sign_recurrence(cb, steps, n, kx, k, matmul, gate):
+    """Each step's two products, signs and gate bits from one kernel equal the composed version (all input
+    products at once, then the state products added), over several K slabs, both copy widths, edge tiles,
+    padding bits left set in the inputs, an empty batch and no steps."""
+    gen = np.random.default_rng(steps * 1000 + n * 31 + kx + k)
+    x = rand_bits(gen, steps * n, kx).reshape(steps, n, bits.n_words(kx))
+    w_in, w_rec, s0 = rand_bits(gen, k, kx), rand_bits(gen, k, k), rand_bits(gen, n, k)
+    if kx % 64 and x.size:
+        x[..., -1] |= ~np.uint64((1 << (kx % 64)) - 1)
+    got = cb.variant(matmul=matmul).sign_recurrence(x, w_in, kx, w_rec, s0, gate=gate)
+    want = NB.sign_recurrence(x, w_in, kx, w_rec, s0, gate=gate)
+    assert len(got) == len(want) == (2 if gate is None else 3)
+    for g, w in zip(got, want):
+        same(g, w)
+
+
+def test_sign_recurrence_rejects_mismatched_operands(cb):
+    x, w = np.zeros((2, 3, 1), np.uint64), np.zeros((5, 1), np.uint64)
+    with pytest.raises(ValueError, match="sign_recurrence"):
+        cb.sign_recurrence(x, w, 10, w, np.zeros((4, 1), np.uint64))
 
 
 # --- gated_transposed_product ---------------------------------------------------------------------------------
@@ -696,9 +741,9 @@ def test_mlp_step_kernel_launches(matmul):
 
 @pytest.mark.parametrize("matmul", ["cuda_core", "tensor_core"])
 def test_rnn_step_kernel_launches(matmul):
-    """A BEP-TT step's raw kernels: one fused kernel per time step of the recurrence (z_t += W_ss s_{t-1}, signs
-    packed), the input products of all steps in one call, the readout with its signs and gate bits in one kernel,
-    one trigger, fused masks."""
+    """A BEP-TT step's raw kernels: one fused kernel per time step of the recurrence (z_t = W_xs a_t + W_ss
+    s_{t-1}, signs and gate bits packed), the readout with its signs and gate bits in one kernel, one trigger,
+    fused masks."""
     from collections import Counter
 
     from bep_gpu import bep_rnn
@@ -711,13 +756,15 @@ def test_rnn_step_kernel_launches(matmul):
     x = bits.pack_bits(gen.choice([-1, 1], size=(batch, steps, kx)))
     bep_rnn.train_step(bk, hidden, [kx, ks, ky], rand_bits(gen, 4, ky), x, gen.integers(0, 4, size=batch), [7, 7],
                        rules, 0, False, [2**20] * 3, 0, 0)
-    # W_ss^T and W_sy^T are packed with W_ss and W_sy; each update's batch-packed operands come from one launch.
-    assert module.launches == Counter({"pack_i16": 1, "pack_both_i16": 2, "pack_i8": 1, "xnor_matmul" + tc: 2,
-                                       "xnor_matmul_sign_add" + tc: steps, "xnor_matmul_sign_gate" + tc: 1,
-                                       "trigger": 1, "gate_pack_i32": 1, "gated_transposed_product" + tc: steps,
-                                       "select_wrong": 2, "update_operands": 3, "batch_update" + tc: 3,
-                                       "reinforce": 3, **({"row_popcounts": 2 + steps + 1 + steps} if tc else {})})
-    assert sum(module.launches.values()) == (20 + 2 * steps) + (3 + 2 * steps if tc else 0)
+    # W_ss^T and W_sy^T are packed with W_ss and W_sy; each step of the recurrence is one kernel (both products,
+    # signs and gate bits; with tensor cores plus its row counts, row_popcounts_pair); each update's batch-packed
+    # operands come from one launch.
+    assert module.launches == Counter({"pack_i16": 1, "pack_both_i16": 2, "pack_i8": 1, "xnor_matmul" + tc: 1,
+                                       "xnor_matmul2_sign_gate" + tc: steps, "xnor_matmul_sign_gate" + tc: 1,
+                                       "trigger": 1, "gated_transposed_product" + tc: steps, "select_wrong": 2,
+                                       "update_operands": 3, "batch_update" + tc: 3, "reinforce": 3,
+                                       **({"row_popcounts": 2 + steps, "row_popcounts_pair": steps} if tc else {})})
+    assert sum(module.launches.values()) == (18 + 2 * steps) + (2 + 2 * steps if tc else 0)
 
 
 @pytest.mark.parametrize("matmul", ["cuda_core", "tensor_core"])

@@ -181,6 +181,20 @@ def test_update_operands(gb, n, k, j):
 
 
 @pytest.mark.parametrize("matmul", ["cuda_core", "tensor_core"])
+@pytest.mark.parametrize("steps,n,kx,k", [(3, 100, 1875, 1875), (2, 1024, 4096, 4096), (4, 65, 63, 130)])
+def test_sign_recurrence(gb, matmul, steps, n, kx, k):
+    """Each recurrence step's two products, signs and gate bits from one kernel, at the paper's RNN shape, a large
+    one and odd sizes."""
+    gen = np.random.default_rng(steps + n + kx + k)
+    x = rand_bits(gen, steps * n, kx).reshape(steps, n, bits.n_words(kx))
+    w_in, w_rec, s0 = rand_bits(gen, k, kx), rand_bits(gen, k, k), rand_bits(gen, n, k)
+    got = gb.variant(matmul=matmul).sign_recurrence(*(gb.asarray(v) for v in (x, w_in)), kx,
+                                                    *(gb.asarray(v) for v in (w_rec, s0)), gate=k // 10)
+    for g, w in zip(got, NB.sign_recurrence(x, w_in, kx, w_rec, s0, gate=k // 10)):
+        same(gb, g, w)
+
+
+@pytest.mark.parametrize("matmul", ["cuda_core", "tensor_core"])
 @pytest.mark.parametrize("net", [0, 2])
 def test_conv_steps_match_the_dense_reference(matmul, net):
     """Whole BEP-Conv steps (im2col, col2im_sign, gated_transposed_sum, conv_select_wrong and the products on

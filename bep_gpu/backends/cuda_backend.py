@@ -19,8 +19,8 @@ import numpy as np
 
 from .. import bits as _bits
 from .. import rng as _rng
-from .base import (Backend, check_int_matmul_width, check_select_wrong, check_update_operands, group_shape,
-                   update_impl)
+from .base import (Backend, check_int_matmul_width, check_recurrence, check_select_wrong, check_update_operands,
+                   group_shape, update_impl)
 from .cuda_conv import CudaConvKernels
 from .tc_probe import tensor_core_mismatches
 
@@ -338,6 +338,44 @@ class CudaBackend(CudaConvKernels, Backend):
         if not direct:
             self._write_back(add, z)
         return (add, signs) if gate is None else (add, signs, self.gate_pack(z, gate))
+
+    def sign_recurrence(self, x, w_in, k_in, w_rec, s0, gate=None):
+        """As Backend.sign_recurrence, one kernel per step (xnor_matmul2_sign[_gate][_tc]): the step's input and
+        state products into one tile, its signs and gate bits in the epilogue, so z_t is written once and the input
+        product is never stored and re-read (with tensor cores, plus the step's row counts, row_popcounts_pair)."""
+        xp = self.xp
+        x, w_in, w_rec, s0 = (self._words(v) for v in (x, w_in, w_rec, s0))
+        k_in = int(k_in)
+        steps, n, k = check_recurrence(x, w_in, k_in, w_rec, s0)
+        if n == 0 or k == 0 or k_in == 0:
+            return super().sign_recurrence(x, w_in, k_in, w_rec, s0, gate)  # nothing for a kernel to do
+        if _tiles(n) > MAX_GRID_Y:
+            raise ValueError(f"sign_recurrence: {n} rows exceed one launch")
+        return self._sign_recurrence(x, w_in, k_in, w_rec, s0, gate, self._tensor_cores())
+
+    def _sign_recurrence(self, x, w_in, k_in, w_rec, s0, gate, tc: bool):
+        """sign_recurrence's kernels on checked, non-empty operands, on the tensor cores or the CUDA cores."""
+        xp = self.xp
+        steps, n, k = x.shape[0], x.shape[1], w_rec.shape[0]
+        nw, kw_in = _bits.n_words(k), x.shape[2]
+        z = xp.empty((steps, n, k), dtype=xp.int32)
+        s = xp.empty((steps + 1, n, nw), dtype=xp.uint64)
+        s[0] = s0
+        g = None if gate is None else xp.empty((steps, n, nw), dtype=xp.uint64)
+        name = "xnor_matmul2_sign" + ("_gate" if g is not None else "") + ("_tc" if tc else "")
+        thr = () if g is None else (np.int32(max(-1, min(2**31 - 1, int(gate)))),)  # |z| < 2^31: no bit changes
+        dims = (_i32(n), _i32(k), _i32(kw_in), _i32(k_in), _i32(nw), _i32(k))
+        last_in, last = (np.uint64((1 << (v % 64)) - 1) if v % 64 else ~np.uint64(0) for v in (k_in, k))
+        for t in range(steps):
+            outs = (z[t], s[t + 1]) + (() if g is None else (g[t],))
+            if tc:
+                pops = xp.empty(n + k, dtype=xp.uint32)
+                self._launch("row_popcounts_pair", (_blocks((n + k) * 32),),
+                             (x[t], s[t], _i32(n), w_in, w_rec, _i32(k), _i32(kw_in), _i32(nw), last_in, last, pops))
+                self._launch_tc(name, n, TC_BM_PLAIN, k, (x[t], w_in, s[t], w_rec) + outs + (pops,) + dims + thr)
+            else:
+                self._launch(name, (_tiles(k), _tiles(n)), (x[t], w_in, s[t], w_rec) + outs + dims + thr)
+        return (z, s) if g is None else (z, s, g)
 
     def _matmul_operands(self, a, b, k, what: str):
         k = int(k)

@@ -10,9 +10,9 @@ from .. import bits as _bits
 
 def tensor_core_mismatches(bk) -> list[str]:
     """Names of the tensor-core kernel families that disagree with the CUDA-core kernels on bk's device (empty:
-    all agree): the forward product with each epilogue, the gated transposed product and both update kernels,
-    on probes covering every lane and register of the mma fragments, several K slabs, both copy widths (even and
-    odd word counts) and edge tiles."""
+    all agree): the forward product with each epilogue, the two-product recurrence step, the gated transposed
+    product and both update kernels, on probes covering every lane and register of the mma fragments, several K
+    slabs, both copy widths (even and odd word counts) and edge tiles."""
     xp = bk.xp
     gen = np.random.default_rng(20261129)
 
@@ -38,6 +38,11 @@ def tensor_core_mismatches(bk) -> list[str]:
         if not same(bk._xnor_matmul(a, b, k, True, True, out=got)[1],
                     bk._xnor_matmul(a, b, k, False, True, out=want)[1]) or not same(got, want):
             failed.append("xnor_matmul_sign_add")
+        # A two-step recurrence of n units on k input bits (the second step reads the first one's signs).
+        x, w_rec, s0 = rb(2 * m, k).reshape(2, m, -1), rb(n, n), rb(m, n)
+        if not all(same(p, q) for p, q in zip(bk._sign_recurrence(x, b, k, w_rec, s0, n // 5, True),
+                                              bk._sign_recurrence(x, b, k, w_rec, s0, n // 5, False))):
+            failed.append("sign_recurrence")
         t, g = rb(m, k), rb(m, k, 0.3)
         if not same(bk._gated_product(t, g, b, True), bk._gated_product(t, g, b, False)):
             failed.append("gated_transposed_product")
