@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from .backends.base import Backend
 from . import bep_mlp
-from .bep_mlp import StepRules, reinforce_all
+from .bep_mlp import StepRules, reinforcement
 from .bits import n_words
 from .distributed import apply_updates
 from .profiling import nvtx_range
@@ -168,8 +168,8 @@ def train_step(bk: Backend, hidden, geoms, dense_sizes, prototypes, x, labels, g
                thresholds, seed: int, step: int, comm=None):
     """One BEP step in place on `hidden`; returns the device int64 counts [misclassified, triggered].
     comm: as in bep_mlp.train_step (data-parallel: this process's samples; sums over processes before the clip)."""
-    counts = apply_updates(bk, comm, matrices(hidden), x.shape[0], rules.clip,
-                           lambda: select_updates(bk, hidden, geoms, dense_sizes, prototypes, x, labels, gammas, tile,
-                                                  rules))
-    reinforce_all(bk, hidden, thresholds, seed, step, rules.clip, counts)  # flat (o, i, j, c) index per layer
-    return counts
+    # Reinforced on the 2-D views: their flat index is the layer's flat (o, i, j, c) index.
+    return apply_updates(bk, comm, matrices(hidden), x.shape[0], rules.clip,
+                         lambda: select_updates(bk, hidden, geoms, dense_sizes, prototypes, x, labels, gammas, tile,
+                                                rules),
+                         reinforcement(thresholds, seed, step))

@@ -109,16 +109,12 @@ def train_step(bk: Backend, hidden, sizes, prototypes, x, labels, gammas, rules:
     of the global mini-batch (maybe none), and the update sums and counts are summed over all processes before
     the clip, so each applies the whole batch's update and reinforcement and returns the whole batch's counts.
     """
-    counts = apply_updates(bk, comm, hidden, x.shape[0], rules.clip,
-                           lambda: select_updates(bk, hidden, sizes, prototypes, x, labels, gammas, rules))
-    reinforce_all(bk, hidden, thresholds, seed, step, rules.clip, counts)
-    return counts
+    return apply_updates(bk, comm, hidden, x.shape[0], rules.clip,
+                         lambda: select_updates(bk, hidden, sizes, prototypes, x, labels, gammas, rules),
+                         reinforcement(thresholds, seed, step))
 
 
-def reinforce_all(bk: Backend, hidden, thresholds, seed: int, step, clip: int, counts) -> None:
-    """Section 4.6 on every matrix (its reinforcement layer index = its list position), skipped on the device
-    when no sample of the step triggered (counts[1] == 0): no host synchronisation."""
-    with nvtx_range("reinforcement"):
-        active = counts[1:2]
-        for i, h in enumerate(hidden):
-            bk.reinforce(h, thresholds[i], seed, REINFORCE_STREAM, step, i, clip, active=active)
+def reinforcement(thresholds, seed: int, step):
+    """Section 4.6's reinforce arguments (threshold, seed, stream, step, layer) of matrix i, for apply_updates:
+    its reinforcement layer index is its list position."""
+    return lambda i: (thresholds[i], seed, REINFORCE_STREAM, step, i)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from .backends.base import Backend
 from .distributed import apply_updates
-from .bep_mlp import StepRules, reinforce_all, visible_weights
+from .bep_mlp import StepRules, reinforcement, visible_weights
 from .errors import UserError
 from .profiling import nvtx_range
 
@@ -138,8 +138,7 @@ def train_step(bk: Backend, hidden, sizes, prototypes, x, labels, gammas, rules:
     """One BEP-TT step on a mini-batch, in place on hidden = [H_xs, H_ss, H_sy] (arguments as select_updates).
     Returns a device int64 array [misclassified, triggered]. comm: as in bep_mlp.train_step (data-parallel:
     this process's rows of the batch; update sums and counts are summed over processes before the one clip)."""
-    counts = apply_updates(bk, comm, hidden, x.shape[0], rules.clip,
-                           lambda: select_updates(bk, hidden, sizes, prototypes, x, labels, gammas, rules, horizon,
-                                                  shared_mask))
-    reinforce_all(bk, hidden, thresholds, seed, step, rules.clip, counts)  # layers XS, SS, SY = list order
-    return counts
+    return apply_updates(bk, comm, hidden, x.shape[0], rules.clip,
+                         lambda: select_updates(bk, hidden, sizes, prototypes, x, labels, gammas, rules, horizon,
+                                                shared_mask),
+                         reinforcement(thresholds, seed, step))  # layers XS, SS, SY = list order

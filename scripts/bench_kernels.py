@@ -187,6 +187,10 @@ def primitive_calls(bk, batch=1024, k_out=525, k_in=784):
         "batch_update sparse (update_operands + kernel)": lambda: sparse.batch_update(h, sel, t, x, 32767),
         "batch_update popcount tensor cores (update_operands with row counts + kernel)":
             lambda: tc_popcount.batch_update(h, sel, t, x, 32767),
+        "batch_update_reinforce popcount (reinforcement in the update's store)":
+            lambda: popcount.batch_update_reinforce(h, sel, t, x, 32767, 2**28, 1, 1, 0, 0),
+        "batch_update_reinforce popcount tensor cores":
+            lambda: tc_popcount.batch_update_reinforce(h, sel, t, x, 32767, 2**28, 1, 1, 0, 0),
         "update_delta popcount (data-parallel sum)": lambda: popcount.update_delta(sel, t, x, k_out, k_in),
         "update_delta popcount tensor cores": lambda: tc_popcount.update_delta(sel, t, x, k_out, k_in),
         "update_delta sparse (data-parallel sum)": lambda: sparse.update_delta(sel, t, x, k_out, k_in),

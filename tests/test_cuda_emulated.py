@@ -446,6 +446,29 @@ def test_batch_update(ub, n, k, j, clip):
     same(h, h_ref)
 
 
+@pytest.mark.parametrize("n,k,j", [(0, 5, 7), (3, 63, 65), (130, 70, 129), (40, 3, 300)])
+@pytest.mark.parametrize("threshold,active", [(2**31, None), (2**32, np.array([1])), (2**31, np.array([0])),
+                                              (0, None), (-5, None)])
+@pytest.mark.parametrize("device_step", [False, True])
+def test_batch_update_reinforce(ub, n, k, j, threshold, active, device_step):
+    """The update with its reinforcement fired in the same store equals batch_update then reinforce: host and
+    device steps, an inactive step, thresholds that fire always or never, clips the reinforcement hits, and no
+    samples (then the clip and the reinforce kernel)."""
+    gen = np.random.default_rng(n * 7 + k * 101 + j + threshold % 97)
+    h = _hidden(gen, k, j)
+    h.reshape(-1)[::11] = 0
+    h.reshape(-1)[1::13] = 9  # 9 + 2 passes the clip of 10
+    sel = bits.pack_bits(gen.random((n, k)) < 0.4)
+    t, x = rand_bits(gen, n, k), rand_bits(gen, n, j)
+    step, layer, clip = 2**40 + 3, 2, 10
+    h_ref = h.copy()
+    NB.batch_update(h_ref, sel, t, x, clip)
+    NB.reinforce(h_ref, threshold, 99, 1, step, layer, clip, active=active)
+    ub.batch_update_reinforce(h, sel, t, x, clip, threshold, 99, 1, np.array([step]) if device_step else step, layer,
+                              active=active)
+    same(h, h_ref)
+
+
 def test_batch_update_large_delta_single_clip(ub):
     """Every sample pushes the same way: the int32 sum exceeds int16 before the one clip."""
     n, k, j = 500, 3, 5
@@ -730,13 +753,14 @@ def test_mlp_step_kernel_launches(matmul):
     x, y = rand_bits(gen, 30, sizes[0]), gen.integers(0, 4, size=30)
     bep_mlp.train_step(bk, hidden, sizes, protos, x, y, [7, 7], rules, [2**20, 2**20], 0, 0)
     # W_1^T is packed with W_1 (pack_both), each update's batch-packed operands come from one launch
-    # (update_operands, which with tensor cores also counts their rows); the four other tensor-core products
-    # count their operands' rows in row_popcounts.cu. 15 launches on CUDA cores, 19 with tensor cores.
+    # (update_operands, which with tensor cores also counts their rows), the reinforcement fires in the update's
+    # store; the four other tensor-core products count their operands' rows in row_popcounts.cu. 13 launches on
+    # CUDA cores, 17 with tensor cores.
     assert module.launches == Counter({"pack_i16": 1, "pack_both_i16": 1, "xnor_matmul_sign" + tc: 1,
                                        "xnor_matmul_sign_gate" + tc: 1, "xnor_matmul" + tc: 1, "trigger": 1,
                                        "gated_transposed_product" + tc: 1, "select_wrong": 2, "update_operands": 2,
-                                       "batch_update" + tc: 2, "reinforce": 2, **({"row_popcounts": 4} if tc else {})})
-    assert sum(module.launches.values()) == (19 if tc else 15)
+                                       "batch_update" + tc: 2, **({"row_popcounts": 4} if tc else {})})
+    assert sum(module.launches.values()) == (17 if tc else 13)
 
 
 @pytest.mark.parametrize("matmul", ["cuda_core", "tensor_core"])
@@ -762,9 +786,9 @@ def test_rnn_step_kernel_launches(matmul):
     assert module.launches == Counter({"pack_i16": 1, "pack_both_i16": 2, "pack_i8": 1, "xnor_matmul" + tc: 1,
                                        "xnor_matmul2_sign_gate" + tc: steps, "xnor_matmul_sign_gate" + tc: 1,
                                        "trigger": 1, "gated_transposed_product" + tc: steps, "select_wrong": 2,
-                                       "update_operands": 3, "batch_update" + tc: 3, "reinforce": 3,
+                                       "update_operands": 3, "batch_update" + tc: 3,
                                        **({"row_popcounts": 2 + steps, "row_popcounts_pair": steps} if tc else {})})
-    assert sum(module.launches.values()) == (18 + 2 * steps) + (2 + 2 * steps if tc else 0)
+    assert sum(module.launches.values()) == (15 + 2 * steps) + (2 + 2 * steps if tc else 0)
 
 
 @pytest.mark.parametrize("matmul", ["cuda_core", "tensor_core"])
@@ -786,8 +810,8 @@ def test_conv_step_kernel_launches(matmul):
                                        "xnor_matmul_sign_gate" + tc: 2, "xnor_matmul" + tc: 1, "trigger": 1,
                                        "gated_transposed_sum": 2, "col2im_sign": 2, "conv_select_wrong": 2,
                                        "select_wrong": 1, "update_operands": 3, "batch_update" + tc: 3,
-                                       "reinforce": 3, **({"row_popcounts": 4} if tc else {})})
-    assert sum(module.launches.values()) == (31 if tc else 27)
+                                       **({"row_popcounts": 4} if tc else {})})
+    assert sum(module.launches.values()) == (28 if tc else 24)
 
 
 @pytest.mark.parametrize("rows_x,rows_z,k", [(1, 1, 1), (70, 3, 63), (5, 130, 2049), (0, 4, 64), (33, 0, 700)])

@@ -203,6 +203,14 @@ class Backend(ABC):
         """
         self.apply_delta(h, self.update_delta(sel, t, x, *h.shape), clip)
 
+    def batch_update_reinforce(self, h, sel, t, x, clip: int, threshold: int, seed: int, stream: int, step,
+                               layer: int, active=None) -> None:
+        """batch_update(h, sel, t, x, clip), then reinforce(h, threshold, seed, stream, step, layer, clip, active):
+        a matrix's update and its reinforcement, which backends may do in one pass over h (the CUDA one fires the
+        reinforcement in the update kernel's store)."""
+        self.batch_update(h, sel, t, x, clip)
+        self.reinforce(h, threshold, seed, stream, step, layer, clip, active=active)
+
     def update_delta(self, sel, t, x, k: int, j: int, out=None):
         """int32 (K, J) = sum_n (sel[n] * t[n]) outer x[n]: batch_update's sum, NOT doubled and NOT clipped.
 

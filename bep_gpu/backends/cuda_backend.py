@@ -343,10 +343,9 @@ class CudaBackend(CudaConvKernels, Backend):
         """As Backend.sign_recurrence, one kernel per step (xnor_matmul2_sign[_gate][_tc]): the step's input and
         state products into one tile, its signs and gate bits in the epilogue, so z_t is written once and the input
         product is never stored and re-read (with tensor cores, plus the step's row counts, row_popcounts_pair)."""
-        xp = self.xp
         x, w_in, w_rec, s0 = (self._words(v) for v in (x, w_in, w_rec, s0))
         k_in = int(k_in)
-        steps, n, k = check_recurrence(x, w_in, k_in, w_rec, s0)
+        _, n, k = check_recurrence(x, w_in, k_in, w_rec, s0)
         if n == 0 or k == 0 or k_in == 0:
             return super().sign_recurrence(x, w_in, k_in, w_rec, s0, gate)  # nothing for a kernel to do
         if _tiles(n) > MAX_GRID_Y:
@@ -484,6 +483,14 @@ class CudaBackend(CudaConvKernels, Backend):
         return out
 
     def batch_update(self, h, sel, t, x, clip):
+        self._batch_update(h, sel, t, x, clip, None)
+
+    def batch_update_reinforce(self, h, sel, t, x, clip, threshold, seed, stream, step, layer, active=None):
+        """As Backend.batch_update_reinforce, in one kernel: the reinforcement fires in the update's store (no
+        reinforce launch, no second pass over h)."""
+        self._batch_update(h, sel, t, x, clip, (threshold, seed, stream, step, layer, active))
+
+    def _batch_update(self, h, sel, t, x, clip, reinforcement):
         xp = self.xp
         k, j = h.shape
         sel, t, x = self._words(sel), self._words(t), self._words(x)
@@ -497,10 +504,33 @@ class CudaBackend(CudaConvKernels, Backend):
             new = hc.astype(xp.int32)
             xp.clip(new, -int(clip), int(clip), out=new)
             hc[...] = new
+            if reinforcement is not None:
+                self.reinforce(hc, *reinforcement[:5], int(clip), active=reinforcement[5])
         else:
-            self._launch_update("batch_update", hc, sel, t, x, n, k, j, (clip,))
+            self._launch_update("batch_update", hc, sel, t, x, n, k, j, (clip,) + self._reinforce_args(reinforcement))
         if copied:
             self._write_back(h, hc)
+
+    def _reinforce_args(self, reinforcement):
+        """The reinforcement kernel arguments (key, step, layer, on_device, threshold, active) of
+        reinforcement = (threshold, seed, stream, step, layer, active), or of none (threshold 0) for None. An int
+        step gives the host's rng_key; a device step array, the stream key finished in the kernel."""
+        if reinforcement is None:
+            return np.uint64(0), self._active_one, np.uint64(0), np.int32(0), np.uint64(0), self._active_one
+        threshold, seed, stream, step, layer, active = reinforcement
+        xp = self.xp
+        if active is None:
+            act = self._active_one
+        else:
+            act = xp.asarray(active).reshape(-1)[:1]
+            # The kernels read int64; non-integer flags keep NumPy's truthiness.
+            act = xp.ascontiguousarray(act, dtype=xp.int64) if act.dtype.kind in "biu" else (act != 0).astype(xp.int64)
+        thr = np.uint64(min(max(int(threshold), 0), 2**32))  # u < 2^32 always, so larger thresholds all mean "always"
+        if isinstance(step, (int, np.integer)):
+            return np.uint64(_rng.rng_key(seed, stream, step, layer)), self._active_one, np.uint64(0), np.int32(0), thr, act
+        step = self._int_array(step, np.int64, "reinforce step").reshape(-1)[:1]
+        return (np.uint64(_rng.stream_key(seed, stream)), step, np.uint64(int(layer) & _rng.MASK64), np.int32(1), thr,
+                act)
 
     def _launch_update(self, kernel, out, sel, t, x, n, k, j, extra=()):
         """One update kernel on (K, J) `out` (h or the int32 delta), in the backend's update form. Both take sel
@@ -580,27 +610,16 @@ class CudaBackend(CudaConvKernels, Backend):
         return counts.view(xp.int64), row
 
     def reinforce(self, h, threshold, seed, stream, step, layer, clip, active=None):
-        xp = self.xp
-        threshold = int(threshold)
-        if threshold <= 0 or h.size == 0:
+        if int(threshold) <= 0 or h.size == 0:
             return
         clip = _i32(clip)
-        if active is None:
-            act = self._active_one
-        else:
-            act = xp.asarray(active).reshape(-1)[:1]
-            # The kernel reads int64; non-integer flags keep NumPy's truthiness.
-            act = xp.ascontiguousarray(act, dtype=xp.int64) if act.dtype.kind in "biu" else (act != 0).astype(xp.int64)
-        thr = np.uint64(min(threshold, 2**32))  # u < 2^32 always, so larger thresholds all mean "always"
+        key, step, layer, on_device, thr, act = self._reinforce_args((threshold, seed, stream, step, layer, active))
         hc, copied = self._inplace_int16(h, "reinforce")
-        if isinstance(step, (int, np.integer)):
-            key = np.uint64(_rng.rng_key(seed, stream, step, layer))
-            self._launch("reinforce", (_blocks(hc.size),), (hc, np.int64(hc.size), key, thr, clip, act))
-        else:  # a device step counter: the key is finished in the kernel
-            step = self._int_array(step, np.int64, "reinforce step").reshape(-1)[:1]
+        if on_device:  # a device step counter: the key is finished in the kernel
             self._launch("reinforce_at_step", (_blocks(hc.size),),
-                         (hc, np.int64(hc.size), np.uint64(_rng.stream_key(seed, stream)), step,
-                          np.uint64(int(layer) & _rng.MASK64), thr, clip, act))
+                         (hc, np.int64(hc.size), key, step, layer, thr, clip, act))
+        else:
+            self._launch("reinforce", (_blocks(hc.size),), (hc, np.int64(hc.size), key, thr, clip, act))
         if copied:
             self._write_back(h, hc)
 

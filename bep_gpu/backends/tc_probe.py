@@ -50,8 +50,9 @@ def tensor_core_mismatches(bk) -> list[str]:
         h = xp.asarray(gen.integers(-30, 31, size=(m, n)).astype(np.int16))
         pops = bk._row_popcounts(tt, sel, sel)  # the counts update_operands makes in a step
         got, want = h.copy(), h.copy()
-        bk._update_popcount("batch_update", got, sel, tt, x, pops, k, m, n, True, (np.int32(20),))
-        bk._update_popcount("batch_update", want, sel, tt, x, None, k, m, n, False, (np.int32(20),))
+        extra = (np.int32(20),) + bk._reinforce_args((2**31, 1, 1, 3, 0, None))  # with a fused reinforcement
+        bk._update_popcount("batch_update", got, sel, tt, x, pops, k, m, n, True, extra)
+        bk._update_popcount("batch_update", want, sel, tt, x, None, k, m, n, False, extra)
         d_tc, d_cc = (xp.empty((m, n), dtype=xp.int32) for _ in range(2))
         bk._update_popcount("update_delta", d_tc, sel, tt, x, pops, k, m, n, True)
         bk._update_popcount("update_delta", d_cc, sel, tt, x, None, k, m, n, False)
