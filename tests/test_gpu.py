@@ -252,6 +252,24 @@ def test_batch_update(gb_update, n, k, j):
     same(gb, hd, h_ref)
 
 
+@pytest.mark.parametrize("n,k,j", [(1024, 525, 784), (100, 4096, 4096), (5000, 65, 63)])
+@pytest.mark.parametrize("device_step", [False, True])
+def test_batch_update_reinforce(gb_update, n, k, j, device_step):
+    """The update with the reinforcement fired in its store equals batch_update then reinforce on NumPy."""
+    gb = gb_update
+    gen = np.random.default_rng(n + k + j)
+    h = gen.integers(-40, 41, size=(k, j)).astype(np.int16)
+    sel = bits.pack_bits(gen.random((n, k)) < 0.3)
+    t, x = rand_bits(gen, n, k), rand_bits(gen, n, j)
+    h_ref = h.copy()
+    NB.batch_update(h_ref, sel, t, x, 40)
+    NB.reinforce(h_ref, 2**30, 5, 1, 77, 1, 40)
+    hd = gb.asarray(h)
+    step = gb.asarray(np.array([77])) if device_step else 77
+    gb.batch_update_reinforce(hd, gb.asarray(sel), gb.asarray(t), gb.asarray(x), 40, 2**30, 5, 1, step, 1)
+    same(gb, hd, h_ref)
+
+
 @pytest.mark.parametrize("n,k,j", [(0, 5, 7), (1024, 525, 784), (5000, 65, 63)])
 def test_update_delta(gb_update, n, k, j):
     gb = gb_update
