@@ -12,7 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .backends.base import Backend
-from .bep_mlp import StepRules, reinforce_all
+from . import bep_mlp
+from .bep_mlp import StepRules, reinforcement
 from .bits import n_words
 from .distributed import apply_updates
 from .profiling import nvtx_range
@@ -73,8 +74,9 @@ def matrices(hidden):
     return [h.reshape(h.shape[0], -1) for h in hidden]
 
 
-def visible_weights(bk: Backend, hidden):
-    return [bk.pack(m) for m in matrices(hidden)]
+def visible_weights(bk: Backend, hidden, transposed: bool = False):
+    """bep_mlp.visible_weights of the 2-D matrices."""
+    return bep_mlp.visible_weights(bk, matrices(hidden), transposed)
 
 
 def flatten(bk: Backend, a, g: ConvGeometry):
@@ -127,7 +129,7 @@ def select_updates(bk: Backend, hidden, geoms, dense_sizes, prototypes, x, label
     trainable layer, the operands (sel, t, input rows) of batch_update on its 2-D matrix. Changes nothing."""
     n, n_conv, n_layers = x.shape[0], len(geoms), len(hidden)
     with nvtx_range("forward"):
-        weights = visible_weights(bk, hidden)
+        weights, wts = visible_weights(bk, hidden, transposed=True)
         zs, outs, gate_bits, inputs = forward(bk, weights, geoms, dense_sizes, x, rules.gates)
         logits = bk.xnor_matmul(outs[-1], prototypes, dense_sizes[-1])
     with nvtx_range("trigger"):
@@ -136,8 +138,7 @@ def select_updates(bk: Backend, hidden, geoms, dense_sizes, prototypes, x, label
         targets = [None] * n_layers
         targets[-1] = prototypes[labels]
         for l in range(n_layers - 1, 0, -1):
-            k_out, fan_in = hidden[l].shape[0], hidden[l].size // hidden[l].shape[0]
-            wt = bk.transpose_bits(weights[l], k_out, fan_in)
+            fan_in, wt = hidden[l].size // hidden[l].shape[0], wts[l]
             if l > n_conv:  # dense below dense
                 targets[l - 1] = bk.gated_transposed_product(targets[l], gate_bits[l], wt)
                 continue
@@ -167,8 +168,8 @@ def train_step(bk: Backend, hidden, geoms, dense_sizes, prototypes, x, labels, g
                thresholds, seed: int, step: int, comm=None):
     """One BEP step in place on `hidden`; returns the device int64 counts [misclassified, triggered].
     comm: as in bep_mlp.train_step (data-parallel: this process's samples; sums over processes before the clip)."""
-    counts = apply_updates(bk, comm, matrices(hidden), x.shape[0], rules.clip,
-                           lambda: select_updates(bk, hidden, geoms, dense_sizes, prototypes, x, labels, gammas, tile,
-                                                  rules))
-    reinforce_all(bk, hidden, thresholds, seed, step, rules.clip, counts)  # flat (o, i, j, c) index per layer
-    return counts
+    # Reinforced on the 2-D views: their flat index is the layer's flat (o, i, j, c) index.
+    return apply_updates(bk, comm, matrices(hidden), x.shape[0], rules.clip,
+                         lambda: select_updates(bk, hidden, geoms, dense_sizes, prototypes, x, labels, gammas, tile,
+                                                rules),
+                         reinforcement(thresholds, seed, step))

@@ -41,9 +41,14 @@ def reinforcement_thresholds(fan_ins, p_r: float, error_rate: float) -> list[int
             for fan_in in fan_ins]
 
 
-def visible_weights(bk: Backend, hidden):
-    """W_i = sign(H_i), packed along the fan-in."""
-    return [bk.pack(h) for h in hidden]
+def visible_weights(bk: Backend, hidden, transposed: bool = False):
+    """W_i = sign(H_i), packed along the fan-in; with transposed, (those, W_i^T): the W_i^T of the target pass
+    (packed along the outputs) made with W_i from H_i, for every matrix but the first (None there: no target is
+    propagated below it). hidden: 2-D (K_out, fan-in) arrays."""
+    if not transposed:
+        return [bk.pack(h) for h in hidden]
+    pairs = [(bk.pack(h), None) if i == 0 else bk.pack_both(h) for i, h in enumerate(hidden)]
+    return [w for w, _ in pairs], [wt for _, wt in pairs]
 
 
 def forward(bk: Backend, weights, sizes, x, gates=None):
@@ -77,7 +82,7 @@ def select_updates(bk: Backend, hidden, sizes, prototypes, x, labels, gammas, ru
     and, per layer, the update operands (sel, t, a_in) of batch_update/update_delta. Changes nothing."""
     n_layers = len(hidden)
     with nvtx_range("forward"):
-        weights = visible_weights(bk, hidden)
+        weights, wts = visible_weights(bk, hidden, transposed=True)
         zs, acts, gate_bits = forward(bk, weights, sizes, x, rules.gates)
         logits = bk.xnor_matmul(acts[-1], prototypes, sizes[-1])
     with nvtx_range("trigger"):
@@ -86,8 +91,7 @@ def select_updates(bk: Backend, hidden, sizes, prototypes, x, labels, gammas, ru
         targets = [None] * n_layers
         targets[-1] = prototypes[labels]
         for i in range(n_layers - 1, 0, -1):
-            wt = bk.transpose_bits(weights[i], sizes[i + 1], sizes[i])
-            targets[i - 1] = bk.gated_transposed_product(targets[i], gate_bits[i], wt)
+            targets[i - 1] = bk.gated_transposed_product(targets[i], gate_bits[i], wts[i])
     updates = []
     with nvtx_range("masks"):
         for i in range(n_layers):
@@ -105,16 +109,12 @@ def train_step(bk: Backend, hidden, sizes, prototypes, x, labels, gammas, rules:
     of the global mini-batch (maybe none), and the update sums and counts are summed over all processes before
     the clip, so each applies the whole batch's update and reinforcement and returns the whole batch's counts.
     """
-    counts = apply_updates(bk, comm, hidden, x.shape[0], rules.clip,
-                           lambda: select_updates(bk, hidden, sizes, prototypes, x, labels, gammas, rules))
-    reinforce_all(bk, hidden, thresholds, seed, step, rules.clip, counts)
-    return counts
+    return apply_updates(bk, comm, hidden, x.shape[0], rules.clip,
+                         lambda: select_updates(bk, hidden, sizes, prototypes, x, labels, gammas, rules),
+                         reinforcement(thresholds, seed, step))
 
 
-def reinforce_all(bk: Backend, hidden, thresholds, seed: int, step, clip: int, counts) -> None:
-    """Section 4.6 on every matrix (its reinforcement layer index = its list position), skipped on the device
-    when no sample of the step triggered (counts[1] == 0): no host synchronisation."""
-    with nvtx_range("reinforcement"):
-        active = counts[1:2]
-        for i, h in enumerate(hidden):
-            bk.reinforce(h, thresholds[i], seed, REINFORCE_STREAM, step, i, clip, active=active)
+def reinforcement(thresholds, seed: int, step):
+    """Section 4.6's reinforce arguments (threshold, seed, stream, step, layer) of matrix i, for apply_updates:
+    its reinforcement layer index is its list position."""
+    return lambda i: (thresholds[i], seed, REINFORCE_STREAM, step, i)

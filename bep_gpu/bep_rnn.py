@@ -11,9 +11,8 @@ Every quantity of a step comes from the pre-update state.
 from __future__ import annotations
 
 from .backends.base import Backend
-from .bits import n_words
 from .distributed import apply_updates
-from .bep_mlp import StepRules, reinforce_all, visible_weights
+from .bep_mlp import StepRules, reinforcement, visible_weights
 from .errors import UserError
 from .profiling import nvtx_range
 
@@ -38,20 +37,18 @@ def stack_rows(a):
     return a.reshape(a.shape[0] * a.shape[1], a.shape[2])
 
 
-def forward(bk: Backend, weights, sizes, x_t, gate=None):
+def forward(bk: Backend, weights, sizes, x_t, gate=None, cell_gate=None):
     """For time-major packed inputs x_t (T, B, n_words(Kx)): z (T, B, Ks) int32, the packed states s_0..s_T
-    (a list of T + 1 arrays (B, n_words(Ks))) and the readout's (z_y (B, Ky), s_y packed), plus its gate bits
-    |z_y| <= gate when a gate is given, all three from one kernel on the CUDA backend."""
+    ((T + 1, B, n_words(Ks))), with cell_gate the cell's gate bits |z_t| <= cell_gate of every step (T, B,
+    n_words(Ks)), and the readout's (z_y (B, Ky), s_y packed), plus its gate bits |z_y| <= gate when a gate is
+    given, all three from one kernel on the CUDA backend."""
     xp = bk.xp
     w_xs, w_ss, w_sy = weights
     kx, ks, _ = sizes
-    steps, n = x_t.shape[0], x_t.shape[1]
-    # W_xs a_t does not depend on the state: every step's input product in one call.
-    z = bk.xnor_matmul(stack_rows(x_t), w_xs, kx).reshape(steps, n, ks)
-    states = [bk.pack(xp.ones((n, ks), dtype=xp.int8))]  # s_0 = all +1
-    for t in range(steps):  # z_t += W_ss s_{t-1} and s_t = sign(z_t), in one kernel on the CUDA backend
-        states.append(bk.xnor_matmul_sign(states[-1], w_ss, ks, add=z[t])[1])
-    return z, states, bk.xnor_matmul_sign(states[-1], w_sy, ks, gate=gate)
+    s0 = bk.pack(xp.ones((x_t.shape[1], ks), dtype=xp.int8))  # s_0 = all +1
+    # z_t = W_xs a_t + W_ss s_{t-1}, s_t = sign(z_t): one kernel per step on the CUDA backend.
+    cell = bk.sign_recurrence(x_t, w_xs, kx, w_ss, s0, gate=cell_gate)
+    return (*cell, bk.xnor_matmul_sign(cell[1][-1], w_sy, ks, gate=gate))
 
 
 def logits(bk: Backend, weights, sizes, prototypes, x):
@@ -103,25 +100,26 @@ def select_updates(bk: Backend, hidden, sizes, prototypes, x, labels, gammas, ru
     xp = bk.xp
     kx, ks, ky = sizes
     x_t = time_major(bk, x)
-    steps, n = x_t.shape[0], x_t.shape[1]
+    steps = x_t.shape[0]
     h = min(horizon, steps) if horizon else steps
     first = steps - h  # 0-based index of the first step with a target
     with nvtx_range("forward"):
-        weights = visible_weights(bk, hidden)
-        z, states, (z_y, s_y, g_y) = forward(bk, weights, sizes, x_t, gate=rules.gates[1])
+        weights, wts = visible_weights(bk, hidden, transposed=True)
+        z, states, cell_gates, (z_y, s_y, g_y) = forward(bk, weights, sizes, x_t, gate=rules.gates[1],
+                                                         cell_gate=rules.gates[0])
         logits = bk.xnor_matmul(s_y, prototypes, ky)
     with nvtx_range("trigger"):
         counts, row_mask = bk.trigger(logits, labels, rules.trigger_margin)
     with nvtx_range("targets"):
         t_y = prototypes[labels]
-        targets = [bk.gated_transposed_product(t_y, g_y, bk.transpose_bits(weights[SY], ky, ks))]  # t_T
-        wt_ss = bk.transpose_bits(weights[SS], ks, ks)
-        gates = bk.gate_pack(z[first + 1:].reshape(-1, ks), rules.gates[0]).reshape(h - 1, n, n_words(ks))
+        targets = [bk.gated_transposed_product(t_y, g_y, wts[SY])]  # t_T
+        wt_ss = wts[SS]
+        gates = cell_gates[first + 1:]
         for i in range(h - 2, -1, -1):  # t_{t-1} from t_t and the gate of z_t, t = T..T-h+2
             targets.append(bk.gated_transposed_product(targets[-1], gates[i], wt_ss))
         targets = xp.stack(targets[::-1])  # (h, B, n_words(Ks)) for steps first+1..T (1-based)
     with nvtx_range("masks"):
-        s_t = xp.stack(states[first + 1:])  # (h, B, words): s_t of every target step
+        s_t = states[first + 1:]  # (h, B, words): s_t of every target step
         if shared_mask:
             sel = shared_selection(bk, (s_t ^ targets) & row_mask, xp.abs(z[first:]), gammas[0], kx + ks)
         else:  # time-major rows: row t * B + b takes sample b's trigger word
@@ -131,7 +129,7 @@ def select_updates(bk: Backend, hidden, sizes, prototypes, x, labels, gammas, ru
     t_rows = stack_rows(targets)
     # H_xs and H_ss share the selected rows: a_t and s_{t-1} are the two halves of the cell's input.
     return counts, [(sel, t_rows, stack_rows(x_t[first:])),
-                    (sel, t_rows, stack_rows(xp.stack(states[first:steps]))),
+                    (sel, t_rows, stack_rows(states[first:steps])),
                     (sel_y, t_y, states[-1])]
 
 
@@ -140,8 +138,7 @@ def train_step(bk: Backend, hidden, sizes, prototypes, x, labels, gammas, rules:
     """One BEP-TT step on a mini-batch, in place on hidden = [H_xs, H_ss, H_sy] (arguments as select_updates).
     Returns a device int64 array [misclassified, triggered]. comm: as in bep_mlp.train_step (data-parallel:
     this process's rows of the batch; update sums and counts are summed over processes before the one clip)."""
-    counts = apply_updates(bk, comm, hidden, x.shape[0], rules.clip,
-                           lambda: select_updates(bk, hidden, sizes, prototypes, x, labels, gammas, rules, horizon,
-                                                  shared_mask))
-    reinforce_all(bk, hidden, thresholds, seed, step, rules.clip, counts)  # layers XS, SS, SY = list order
-    return counts
+    return apply_updates(bk, comm, hidden, x.shape[0], rules.clip,
+                         lambda: select_updates(bk, hidden, sizes, prototypes, x, labels, gammas, rules, horizon,
+                                                shared_mask),
+                         reinforcement(thresholds, seed, step))  # layers XS, SS, SY = list order

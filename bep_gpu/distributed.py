@@ -275,18 +275,24 @@ def fingerprint(settings: dict, arrays) -> int:
     return crc & 0x7FFFFFFF
 
 
-def apply_updates(bk, comm: Communicator | None, hidden, n_rows: int, clip: int, select):
-    """The update phase of a BEP step (MLP and RNN), in place on `hidden`; returns the step's int64 counts.
+def apply_updates(bk, comm: Communicator | None, hidden, n_rows: int, clip: int, select, reinforcement=None):
+    """The update phase of a BEP step (MLP, RNN and conv), in place on `hidden`; returns the step's int64 counts.
 
     select() -> (counts, [(sel, t, a_in) per matrix]) computes steps 1-4 on this process's n_rows rows. One
     process: the fused batch_update per matrix. Several: update_delta into one StepReduction buffer, one
     all-reduce, apply_delta; a process without rows this step (n_rows = 0) adds zeros and selects nothing.
+    reinforcement(i) -> (threshold, seed, stream, step, layer) of matrix i: section 4.6 after the update, skipped
+    on the device when no sample of the step triggered (counts[1] == 0, no host synchronisation); one process
+    fuses it into the update (batch_update_reinforce).
     """
     if comm is None or comm.size == 1:
         counts, updates = select()
         with nvtx_range("update"):
-            for h, (sel, t, a) in zip(hidden, updates):
-                bk.batch_update(h, sel, t, a, clip)
+            for i, (h, (sel, t, a)) in enumerate(zip(hidden, updates)):
+                if reinforcement is None:
+                    bk.batch_update(h, sel, t, a, clip)
+                else:
+                    bk.batch_update_reinforce(h, sel, t, a, clip, *reinforcement(i), active=counts[1:2])
         return counts
     red = StepReduction(bk, [h.shape for h in hidden])
     if n_rows:
@@ -296,7 +302,12 @@ def apply_updates(bk, comm: Communicator | None, hidden, n_rows: int, clip: int,
                 bk.update_delta(sel, t, a, d.shape[0], d.shape[1], out=d)
             red.counts[...] = counts
     with nvtx_range("allreduce"):
-        return red.reduce_apply(comm, hidden, clip)
+        counts = red.reduce_apply(comm, hidden, clip)
+    if reinforcement is not None:
+        with nvtx_range("reinforcement"):
+            for i, h in enumerate(hidden):
+                bk.reinforce(h, *reinforcement(i), clip, active=counts[1:2])
+    return counts
 
 
 class StepReduction:

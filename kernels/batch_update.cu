@@ -1,22 +1,43 @@
-// Hidden-weight update of docs/ALGORITHM.md section 4.5: h[k, j] = clip(h + 2 sum_n sel[n,k] t[n,k] x[n,j], -C, C).
+// Hidden-weight update of docs/ALGORITHM.md section 4.5: h[k, j] = clip(h + 2 sum_n sel[n,k] t[n,k] x[n,j], -C, C),
+// and the reinforcement of section 4.6 in the same store (BepReinforce below).
 // The backend transposes sel, t and x to batch-packed rows, so the sum over samples is a gated popcount over
 // words of samples: sum = popc(selT[k]) - 2 popc((tT[k] ^ xT[j]) & selT[k]), exact in int32, then ONE clip.
 // Tiling: popc_tile.cuh with A = tT, G = selT, B = xT (K and J rows of n_words(N) words).
 #include "popc_tile.cuh"
 #include "tc_gemm.cuh"
 
-// NumPy mirror: NumpyBackend.batch_update in bep_gpu/backends/numpy_backend.py
-// Grid (ceil(J / 64), ceil(K / 64)), block 256. h: int16 K x J, updated in place.
-extern "C" __global__ void __launch_bounds__(BEP_TILE_THREADS)
+// The reinforcement of the updated matrix (docs/ALGORITHM.md section 4.6) fused into batch_update's store, so the
+// step needs no reinforce launch and no second pass over h: entry f fires as in reinforce.cu, on the value the
+// update just clipped. threshold 0 (the host's "none"), or active[0] == 0 read on the device, fires nothing.
+// Kernel parameters (after clip): key (rng_key, or the stream key with on_device), step (one int64 on the device,
+// read only with on_device), layer, on_device, threshold (in [0, 2^32]), active (one int64).
+struct BepReinforce {
+    u64 key = 0, threshold = 0;
+    bool on = false;
+    BepReinforce() = default;
+    __device__ BepReinforce(u64 k, const i64* __restrict__ step, u64 layer, int on_device, u64 thr,
+                            const i64* __restrict__ active)
+        : key(thr ? bep_reinforce_key(k, step, layer, on_device) : 0), threshold(thr), on(thr && active[0]) {}
+    __device__ __forceinline__ int operator()(int v, i64 f, int clip) const {
+        return on && bep_reinforce_fires((u64)f, key, threshold) ? bep_reinforced(v, clip) : v;
+    }
+};
+
+// NumPy mirror: NumpyBackend.batch_update, then NumpyBackend.reinforce, in bep_gpu/backends/numpy_backend.py
+// Grid (ceil(J / 64), ceil(K / 64)), block 256. h: int16 K x J, updated (and reinforced) in place. Four resident
+// blocks per SM, as update_delta (<= 64 registers).
+extern "C" __global__ void __launch_bounds__(BEP_TILE_THREADS, 4)
     batch_update(short* __restrict__ h, const u64* __restrict__ selT, const u64* __restrict__ tT,
-                 const u64* __restrict__ xT, int K, int J, int nwn, int clip) {
+                 const u64* __restrict__ xT, int K, int J, int nwn, int clip, u64 rkey, const i64* __restrict__ rstep,
+                 u64 rlayer, int ron_device, u64 rthreshold, const i64* __restrict__ ractive) {
     const int m0 = blockIdx.y * BEP_TILE, n0 = blockIdx.x * BEP_TILE;
+    const BepReinforce reinforce = BepReinforce(rkey, rstep, rlayer, ron_device, rthreshold, ractive);
     u32 acc[4][4], gcnt[4];
     popc_tile<true>(tT, selT, xT, K, J, nwn, m0, n0, ~0ull, acc, gcnt);
     tile_outputs(K, J, m0, n0, [&](int i, int j, int k, int c) {
         const i64 f = (i64)k * J + c;
         const int v = (int)h[f] + 2 * ((int)gcnt[i] - 2 * (int)acc[i][j]);
-        h[f] = (short)min(max(v, -clip), clip);  // np.clip order: minimum(maximum(v, lo), hi)
+        h[f] = (short)reinforce(min(max(v, -clip), clip), f, clip);  // np.clip order: minimum(maximum(v, lo), hi)
     });
 }
 
@@ -40,7 +61,7 @@ extern "C" __global__ void __launch_bounds__(BEP_TILE_THREADS)
 template <class OUT>
 __device__ __forceinline__ void update_tc(OUT* __restrict__ out, const u64* __restrict__ selT, const u64* __restrict__ tT,
                                           const u64* __restrict__ xT, const u32* __restrict__ pops, int K, int J,
-                                          int nwn, int clip) {
+                                          int nwn, int clip, const BepReinforce& reinforce) {
     TcTile<true> tile;
     tc_gemm<true>(tT, selT, xT, K, J, nwn, 0, tile);
     const int m0 = blockIdx.y * TcTile<true>::BM, n0 = blockIdx.x * BEP_TCG_BN;
@@ -51,19 +72,22 @@ __device__ __forceinline__ void update_tc(OUT* __restrict__ out, const u64* __re
         const int sum = bep_tcg_gated_value(pops[k], pops[K + k], tile.acc[0][i][j][r], tile.acc[1][i][j][r]);
         if constexpr (sizeof(OUT) == 2) {
             const int v = (int)out[f] + 2 * sum;
-            out[f] = (short)min(max(v, -clip), clip);  // np.clip order, as batch_update
+            out[f] = (short)reinforce(min(max(v, -clip), clip), f, clip);  // np.clip order, as batch_update
         } else {
             out[f] = sum;
         }
     });
 }
 
-// NumPy mirror: NumpyBackend.batch_update in bep_gpu/backends/numpy_backend.py
+// NumPy mirror: NumpyBackend.batch_update, then NumpyBackend.reinforce, in bep_gpu/backends/numpy_backend.py
 // batch_update on the tensor cores (update_tc above); same operands plus pops.
 extern "C" __global__ void __launch_bounds__(BEP_TCG_THREADS, 2)
     batch_update_tc(short* __restrict__ h, const u64* __restrict__ selT, const u64* __restrict__ tT,
-                    const u64* __restrict__ xT, const u32* __restrict__ pops, int K, int J, int nwn, int clip) {
-    update_tc<short>(h, selT, tT, xT, pops, K, J, nwn, clip);
+                    const u64* __restrict__ xT, const u32* __restrict__ pops, int K, int J, int nwn, int clip,
+                    u64 rkey, const i64* __restrict__ rstep, u64 rlayer, int ron_device, u64 rthreshold,
+                    const i64* __restrict__ ractive) {
+    update_tc<short>(h, selT, tT, xT, pops, K, J, nwn, clip,
+                     BepReinforce(rkey, rstep, rlayer, ron_device, rthreshold, ractive));
 }
 
 // NumPy mirror: NumpyBackend.update_delta in bep_gpu/backends/numpy_backend.py
@@ -71,7 +95,7 @@ extern "C" __global__ void __launch_bounds__(BEP_TCG_THREADS, 2)
 extern "C" __global__ void __launch_bounds__(BEP_TCG_THREADS, 2)
     update_delta_tc(int* __restrict__ out, const u64* __restrict__ selT, const u64* __restrict__ tT,
                     const u64* __restrict__ xT, const u32* __restrict__ pops, int K, int J, int nwn) {
-    update_tc<int>(out, selT, tT, xT, pops, K, J, nwn, 0);
+    update_tc<int>(out, selT, tT, xT, pops, K, J, nwn, 0, BepReinforce());
 }
 
 // Sparse form of the same sum (the backend's update="sparse"). A sample selects at most one unit per group of
@@ -98,17 +122,20 @@ __device__ __forceinline__ int sparse_row_sum(const u64* __restrict__ selT, cons
     return acc;
 }
 
-// NumPy mirror: NumpyBackend.batch_update in bep_gpu/backends/numpy_backend.py (update="sparse": _sparse_delta)
+// NumPy mirror: NumpyBackend.batch_update (update="sparse": _sparse_delta), then NumpyBackend.reinforce
 // Grid (ceil(J / 256), min(K, 65535)) striding over rows, block 256: one thread per column c of row k.
 extern "C" __global__ void __launch_bounds__(256)
     batch_update_sparse(short* __restrict__ h, const u64* __restrict__ selT, const u64* __restrict__ tT,
-                        const u64* __restrict__ x, int K, int J, int nwn, int jw, int clip) {
+                        const u64* __restrict__ x, int K, int J, int nwn, int jw, int clip, u64 rkey,
+                        const i64* __restrict__ rstep, u64 rlayer, int ron_device, u64 rthreshold,
+                        const i64* __restrict__ ractive) {
     const int c = blockIdx.x * blockDim.x + threadIdx.x;
     if (c >= J) return;
+    const BepReinforce reinforce = BepReinforce(rkey, rstep, rlayer, ron_device, rthreshold, ractive);
     for (int k = blockIdx.y; k < K; k += gridDim.y) {
         const i64 f = (i64)k * J + c;
         const int v = (int)h[f] + 2 * sparse_row_sum(selT, tT, x, k, c, nwn, jw);
-        h[f] = (short)min(max(v, -clip), clip);
+        h[f] = (short)reinforce(min(max(v, -clip), clip), f, clip);
     }
 }
 

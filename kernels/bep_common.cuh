@@ -25,3 +25,20 @@ __device__ __forceinline__ i64 bep_global_warp() {
 __device__ __forceinline__ i64 bep_warp_count() {
     return ((i64)gridDim.x * blockDim.x) >> 5;
 }
+
+// The reinforcement of docs/ALGORITHM.md section 4.6: entry f of a hidden matrix fires when u(f) =
+// mix(key ^ f) >> 32 is below threshold (in [0, 2^32]: 0 never fires), and a firing entry v becomes
+// clip(v + 2 sign(v)), sign(0) = +1. NumPy mirror: NumpyBackend.reinforce
+__device__ __forceinline__ bool bep_reinforce_fires(u64 f, u64 key, u64 threshold) {
+    return (bep_mix(key ^ f) >> 32) < threshold;
+}
+__device__ __forceinline__ int bep_reinforced(int v, int clip) {
+    const int moved = v >= 0 ? v + 2 : v - 2;
+    return min(max(moved, -clip), clip);
+}
+
+// The reinforcement key: `key` as given (rng_key of the host), or, with on_device, finished from the step held
+// on the device, mix(mix(key ^ step[0]) ^ layer) with key = the stream key (a replayed CUDA graph advances step).
+__device__ __forceinline__ u64 bep_reinforce_key(u64 key, const i64* __restrict__ step, u64 layer, int on_device) {
+    return on_device ? bep_mix(bep_mix(key ^ (u64)step[0]) ^ layer) : key;
+}

@@ -79,3 +79,42 @@ extern "C" __global__ void __launch_bounds__(256)
     gate_pack_i32(const int* __restrict__ z, u64* __restrict__ out, i64 rows, int n, int nw, i64 threshold) {
     pack_rows<int>(z, out, rows, n, nw, GateBit{threshold});
 }
+
+// Sign + pack of a 2-D x (rows x n) along both axes in one pass: out (rows x n_words(n)) as pack_rows, and
+// out_t (n x n_words(rows)), bit r of word (c, r / 64) = x[r, c] >= 0 (W and W^T of a layer from its hidden
+// weights). A block packs a 64 x 64 tile: each warp builds 8 row words with ballots (coalesced reads), then 64
+// threads gather the tile's columns from those words in shared memory (a broadcast per step). Rows and columns
+// past the matrix give 0 bits.
+template <typename T>
+__device__ __forceinline__ void pack_both_tile(const T* __restrict__ x, u64* __restrict__ out, u64* __restrict__ out_t,
+                                               int rows, int n) {
+    __shared__ u64 words[64];
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, r0 = blockIdx.y * 64, c0 = blockIdx.x * 64;
+    const int c = c0 + lane;
+    for (int i = warp; i < 64; i += 8) {  // warp-uniform: the ballots see the full warp
+        const int r = r0 + i;
+        const T* row = x + (i64)r * n;
+        const bool lo = r < rows && c < n && SignBit<T>()(row[c]);
+        const bool hi = r < rows && c + 32 < n && SignBit<T>()(row[c + 32]);
+        const u64 w = ((u64)__ballot_sync(BEP_FULL_MASK, hi) << 32) | __ballot_sync(BEP_FULL_MASK, lo);
+        if (lane == 0) {
+            words[i] = w;
+            if (r < rows) out[(i64)r * gridDim.x + blockIdx.x] = w;
+        }
+    }
+    __syncthreads();
+    const int t = threadIdx.x;
+    if (t < 64 && c0 + t < n) {
+        u64 v = 0;
+#pragma unroll 16
+        for (int r = 0; r < 64; ++r) v |= ((words[r] >> t) & 1ull) << r;
+        out_t[(i64)(c0 + t) * gridDim.y + blockIdx.y] = v;
+    }
+}
+
+// NumPy mirror: Backend.pack_both in bep_gpu/backends/base.py (pack, then transpose_bits)
+// Grid (n_words(n), n_words(rows)), block 256.
+extern "C" __global__ void __launch_bounds__(256)
+    pack_both_i16(const short* __restrict__ x, u64* __restrict__ out, u64* __restrict__ out_t, int rows, int n) {
+    pack_both_tile<short>(x, out, out_t, rows, n);
+}

@@ -20,10 +20,13 @@
 // threads per row), not by every thread that reads them. Without a gate, both operands' last words are AND-ed with last_mask as
 // they are fetched, so padding bits are ignored even if a caller left them set (NumPy's unpack ignores them too).
 // The gated kernels pass ~0: their NumPy mirrors count full words and the zero gate padding masks them.
+// accumulate: add to acc instead of starting from 0 (a second product into the same tile; a runtime flag, so
+// both calls are one function with one set of staging buffers, and the caller puts a barrier between them).
 template <bool GATED>
 __device__ __forceinline__ void popc_tile(const u64* __restrict__ A, const u64* __restrict__ G,
                                           const u64* __restrict__ B, int M, int N, int kw, int m0, int n0,
-                                          u64 last_mask, u32 (&acc)[4][4], u32 (&gcnt)[4]) {
+                                          u64 last_mask, u32 (&acc)[4][4], u32 (&gcnt)[4],
+                                          bool accumulate = false) {
     __shared__ u64 sA[2][BEP_SLAB][BEP_SROW];
     __shared__ u64 sG[2][GATED ? BEP_SLAB : 1][BEP_SROW];
     __shared__ u64 sB[2][BEP_SLAB][BEP_SROW];
@@ -33,7 +36,7 @@ __device__ __forceinline__ void popc_tile(const u64* __restrict__ A, const u64* 
     for (int i = 0; i < 4; ++i) {
         gcnt[i] = 0;
 #pragma unroll
-        for (int j = 0; j < 4; ++j) acc[i][j] = 0;
+        for (int j = 0; j < 4; ++j) acc[i][j] = accumulate ? acc[i][j] : 0u;
     }
     const int nslab = (kw + BEP_SLAB - 1) / BEP_SLAB;
     if (nslab == 0) return;  // uniform over the block: no barrier is skipped by part of it

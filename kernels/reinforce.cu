@@ -14,11 +14,7 @@ extern "C" __global__ void __launch_bounds__(256) counter_uniform(u32* __restric
 __device__ __forceinline__ void reinforce_entries(short* __restrict__ h, i64 n, u64 key, u64 threshold, int clip) {
     const i64 stride = (i64)gridDim.x * blockDim.x;
     for (i64 f = (i64)blockIdx.x * blockDim.x + threadIdx.x; f < n; f += stride) {
-        if ((bep_mix(key ^ (u64)f) >> 32) < threshold) {
-            const int v = h[f];
-            const int moved = v >= 0 ? v + 2 : v - 2;
-            h[f] = (short)min(max(moved, -clip), clip);
-        }
+        if (bep_reinforce_fires((u64)f, key, threshold)) h[f] = (short)bep_reinforced(h[f], clip);
     }
 }
 
@@ -38,5 +34,5 @@ extern "C" __global__ void __launch_bounds__(256)
     reinforce_at_step(short* __restrict__ h, i64 n, u64 stream_key, const i64* __restrict__ step, u64 layer,
                       u64 threshold, int clip, const i64* __restrict__ active) {
     if (active[0] == 0) return;
-    reinforce_entries(h, n, bep_mix(bep_mix(stream_key ^ (u64)step[0]) ^ layer), threshold, clip);
+    reinforce_entries(h, n, bep_reinforce_key(stream_key, step, layer, 1), threshold, clip);
 }

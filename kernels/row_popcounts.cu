@@ -26,3 +26,20 @@ extern "C" __global__ void __launch_bounds__(256)
         if ((threadIdx.x & 31) == 0) out[r] = c;
     }
 }
+
+// NumPy mirror: bep_gpu.bits.row_popcounts (of a plus a2, then of b plus b2; bits past k and k2 ignored)
+// The row counts of a two-product kernel (xnor_matmul2_sign_tc) in one launch: out[r] = popc(a[r]) + popc(a2[r])
+// for r < rows_a, out[rows_a + r] = popc(b[r]) + popc(b2[r]) for r < rows_b; a, b: kw words per row, a2, b2: kw2,
+// last words AND-ed with last and last2. One warp per row, grid-stride over warps, block 256.
+extern "C" __global__ void __launch_bounds__(256)
+    row_popcounts_pair(const u64* __restrict__ a, const u64* __restrict__ a2, int rows_a, const u64* __restrict__ b,
+                       const u64* __restrict__ b2, int rows_b, int kw, int kw2, u64 last, u64 last2,
+                       u32* __restrict__ out) {
+    for (i64 r = bep_global_warp(); r < (i64)rows_a + rows_b; r += bep_warp_count()) {
+        const bool in_a = r < rows_a;
+        const i64 row = in_a ? r : r - rows_a;
+        const u64 *x = in_a ? a : b, *x2 = in_a ? a2 : b2;
+        const u32 c = bep_row_popc(x, x, row, kw, last) + bep_row_popc(x2, x2, row, kw2, last2);
+        if ((threadIdx.x & 31) == 0) out[r] = c;
+    }
+}

@@ -165,8 +165,9 @@ __device__ __forceinline__ void tc_gemm_loop(const u64* __restrict__ A, const u6
 }
 
 // tc_gemm_loop with the copy width the operands allow: 16-byte copies need 16-byte aligned rows, i.e. an even
-// word count and aligned bases (uniform over the grid).
-template <bool GATED>
+// word count and aligned bases (uniform over the grid). ACCUMULATE: add to the tile's accumulators (a second
+// product into the same tile, after a barrier: the two share the ring) instead of starting from 0.
+template <bool GATED, bool ACCUMULATE = false>
 __device__ __forceinline__ void tc_gemm(const u64* __restrict__ A, const u64* __restrict__ G, const u64* __restrict__ B,
                                         int M, int N, int kw, int k, TcTile<GATED>& tile) {
 #pragma unroll
@@ -176,7 +177,7 @@ __device__ __forceinline__ void tc_gemm(const u64* __restrict__ A, const u64* __
 #pragma unroll
             for (int j = 0; j < 4; ++j)
 #pragma unroll
-                for (int r = 0; r < 4; ++r) tile.acc[s][i][j][r] = 0;
+                for (int r = 0; r < 4; ++r) tile.acc[s][i][j][r] = ACCUMULATE ? tile.acc[s][i][j][r] : 0;
     const bool wide = !(kw & 1) && !(((unsigned long long)A | (unsigned long long)B |
                                       (unsigned long long)(GATED ? G : A)) & 15ull);
     if (wide) tc_gemm_loop<GATED, true>(A, G, B, M, N, kw, k, tile);

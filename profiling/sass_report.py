@@ -50,13 +50,16 @@ FAMILIES = {
     "xnor_matmul_sign_gate_tc": ("tc", 128, 128, 1, 4 + 2 / 8),
     "gated_transposed_product_tc": ("tc", 64, 128, 2, 1 / 8), "batch_update_tc": ("tc", 64, 128, 2, 4),
     "update_delta_tc": ("tc", 64, 128, 2, 4),
+    "xnor_matmul2_sign_tc": ("tc", 128, 128, 1, 4 + 1 / 8), "xnor_matmul2_sign_gate_tc": ("tc", 128, 128, 1, 4 + 2 / 8),
+    "xnor_matmul2_sign": ("cc", 64, 64, 1, 4 + 1 / 8), "xnor_matmul2_sign_gate": ("cc", 64, 64, 1, 4 + 2 / 8),
     "xnor_matmul": ("cc", 64, 64, 1, 4), "xnor_matmul_sign": ("cc", 64, 64, 1, 4 + 1 / 8),
     "xnor_matmul_sign_gate": ("cc", 64, 64, 1, 4 + 2 / 8), "xnor_matmul_sign_add": ("cc", 64, 64, 1, 8 + 1 / 8),
     "gated_transposed_product": ("cc", 64, 64, 1, 1 / 8), "batch_update": ("cc", 64, 64, 1, 4),
     "update_delta": ("cc", 64, 64, 1, 4),
 }
 # (label, batch, K_out, K_in): forward is batch x K_out x K_in, the targets batch x K_in x K_out, the update
-# K_out x K_in x batch (M x N x K).
+# K_out x K_in x batch (M x N x K); a recurrence step (xnor_matmul2_*: input and state products in one tile) is
+# batch x K_out x (K_in + K_out), its state being K_out wide.
 SHAPES = [("8192^3", 8192, 8192, 8192), ("1024x4096x4096", 1024, 4096, 4096), ("1024x525x784", 1024, 525, 784)]
 
 
@@ -166,6 +169,8 @@ def gemm_dims(name: str, batch: int, k_out: int, k_in: int) -> tuple[int, int, i
         return batch, k_in, k_out
     if "update" in name:
         return k_out, k_in, batch
+    if "matmul2" in name:
+        return batch, k_out, k_in + k_out
     return batch, k_out, k_in
 
 

@@ -66,7 +66,7 @@ def torch_bf16_ms(cupy, a_pm1, b_pm1, repeat: int):
 
 
 def bench_gemm(cupy, bk, shapes, repeat):
-    rows = []
+    """Yields one row per shape as it is measured."""
     for m, n, k in shapes:
         cupy.random.seed(m + n + k)
         # The same +-1 matrices for every contender: float32 on the device, packed by the backend's pack kernel.
@@ -88,10 +88,9 @@ def bench_gemm(cupy, bk, shapes, repeat):
         for key in ("xnor", "tc", "fp32", "fp16", "bf16"):
             ms = row[f"{key}_ms"]
             row[f"{key}_tmacs"] = None if ms is None else macs / (ms * 1e-3) / 1e12
-        rows.append(row)
+        yield row
         del a32, b32, a16, b16, a_bits, b_bits
         cupy.get_default_memory_pool().free_all_blocks()
-    return rows
 
 
 def primitive_operands(bk, batch, k_out, k_in):
@@ -117,6 +116,7 @@ def primitive_operands(bk, batch, k_out, k_in):
     o["labels"] = bk.asarray(gen.integers(0, k_out, size=batch))
     o["row_mask"] = bk.trigger(o["z"], o["labels"], k_out // 4)[1]
     o["step"] = bk.asarray(np.array([7], dtype=np.int64))
+    o["w_rec"] = rb(k_out, k_out)  # a recurrent cell of K_l units on K_{l-1} inputs
     return o
 
 
@@ -151,6 +151,11 @@ def primitive_calls(bk, batch=1024, k_out=525, k_in=784):
     popcount, sparse = bk.variant(matmul="cuda_core", update="popcount"), bk.variant(update="sparse")
     tc_popcount = bk.variant(matmul="tensor_core", update="popcount")
     cuda_core = bk.variant(matmul="cuda_core")
+    half = x.shape[0] // 2
+
+    def recurrence(b, gate=None):  # the batch's first 2 x half rows as two steps of half samples
+        return b.sign_recurrence(x[:2 * half].reshape(2, half, -1), w, k_in, o["w_rec"], o["a"][:half], gate=gate)
+
     calls = {
         "xnor_matmul": lambda: bk.xnor_matmul(x, w, k_in, impl="cuda_core"),
         "xnor_matmul tensor cores": lambda: bk.xnor_matmul(x, w, k_in, impl="tensor_core"),
@@ -163,8 +168,13 @@ def primitive_calls(bk, batch=1024, k_out=525, k_in=784):
             lambda: bk.xnor_matmul_sign(x, w, k_in, gate=k_in // 4, impl="tensor_core"),
         "xnor_matmul_sign add= (recurrent step)": lambda: bk.xnor_matmul_sign(x, w, k_in, add=z, impl="cuda_core"),
         "xnor_matmul_sign add= tensor cores": lambda: bk.xnor_matmul_sign(x, w, k_in, add=z, impl="tensor_core"),
+        "sign_recurrence, 2 steps (per step: both products and signs in one kernel)": lambda: recurrence(cuda_core),
+        "sign_recurrence, 2 steps, with gate bits": lambda: recurrence(cuda_core, k_in // 4),
+        "sign_recurrence, 2 steps, tensor cores": lambda: recurrence(tc_popcount),
+        "sign_recurrence, 2 steps, with gate bits, tensor cores": lambda: recurrence(tc_popcount, k_in // 4),
         "pack int32 z": lambda: bk.pack(z),
         "pack int16 H": lambda: bk.pack(h),
+        "pack_both int16 H (W and W^T in one kernel)": lambda: bk.pack_both(h),
         "gate_pack": lambda: bk.gate_pack(z, k_in // 4),
         "transpose_bits W": lambda: bk.transpose_bits(w, k_out, k_in),
         "gated_transposed_product": lambda: cuda_core.gated_transposed_product(t, g, wt),
@@ -173,10 +183,14 @@ def primitive_calls(bk, batch=1024, k_out=525, k_in=784):
         "group_select gamma=5": lambda: bk.group_select(score, t, 5),
         "group_select gamma=K_l": lambda: bk.group_select(score, t, k_out),
         "select_wrong gamma=5 (fused masks)": lambda: bk.select_wrong(z, o["a"], t, o["row_mask"], 5),
-        "batch_update popcount (3 transposes + kernel)": lambda: popcount.batch_update(h, sel, t, x, 32767),
-        "batch_update sparse (2 transposes + kernel)": lambda: sparse.batch_update(h, sel, t, x, 32767),
-        "batch_update popcount tensor cores (3 transposes + kernel)":
+        "batch_update popcount (update_operands + kernel)": lambda: popcount.batch_update(h, sel, t, x, 32767),
+        "batch_update sparse (update_operands + kernel)": lambda: sparse.batch_update(h, sel, t, x, 32767),
+        "batch_update popcount tensor cores (update_operands with row counts + kernel)":
             lambda: tc_popcount.batch_update(h, sel, t, x, 32767),
+        "batch_update_reinforce popcount (reinforcement in the update's store)":
+            lambda: popcount.batch_update_reinforce(h, sel, t, x, 32767, 2**28, 1, 1, 0, 0),
+        "batch_update_reinforce popcount tensor cores":
+            lambda: tc_popcount.batch_update_reinforce(h, sel, t, x, 32767, 2**28, 1, 1, 0, 0),
         "update_delta popcount (data-parallel sum)": lambda: popcount.update_delta(sel, t, x, k_out, k_in),
         "update_delta popcount tensor cores": lambda: tc_popcount.update_delta(sel, t, x, k_out, k_in),
         "update_delta sparse (data-parallel sum)": lambda: sparse.update_delta(sel, t, x, k_out, k_in),
@@ -195,9 +209,26 @@ def primitive_calls(bk, batch=1024, k_out=525, k_in=784):
 
 
 def bench_primitives(cupy, bk, repeat, batch=1024, k_out=525, k_in=784):
-    """Each BEP primitive once at a training-layer shape (batch x K_l x K_{l-1})."""
-    return [{"primitive": name, "shape": f"{batch}x{k_out}x{k_in}", "ms": time_ms(cupy, fn, repeat)}
-            for name, fn in primitive_calls(bk, batch, k_out, k_in).items()]
+    """Each BEP primitive once at a training-layer shape (batch x K_l x K_{l-1}); yields a row per primitive."""
+    for name, fn in primitive_calls(bk, batch, k_out, k_in).items():
+        yield {"primitive": name, "shape": f"{batch}x{k_out}x{k_in}", "ms": time_ms(cupy, fn, repeat)}
+
+
+class CsvRows:
+    """A CSV file written row by row (flushed), so a run stopped by a timeout keeps every row it measured."""
+
+    def __init__(self, path: Path):
+        self.f, self.w = open(path, "w", newline=""), None
+
+    def add(self, row: dict) -> None:
+        if self.w is None:
+            self.w = csv.DictWriter(self.f, fieldnames=list(row))
+            self.w.writeheader()
+        self.w.writerow(row)
+        self.f.flush()
+
+    def close(self) -> None:
+        self.f.close()
 
 
 def fmt(v, spec=".1f"):
@@ -222,30 +253,26 @@ def main(argv=None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
 
-    rows = bench_gemm(cupy, bk, QUICK_SHAPES if args.quick else GEMM_SHAPES, args.repeat)
     print("| M x N x K | xnor ms | xnor T bit-MAC/s | tc ms | tc T bit-MAC/s | tc / b1 peak | fp32 T MAC/s "
           "| fp16 T MAC/s | bf16 T MAC/s | xnor / bf16 | tc / bf16 |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")
-    for r in rows:
+    gemm_csv = CsvRows(out / "bench_xnor_matmul.csv")
+    for r in bench_gemm(cupy, bk, QUICK_SHAPES if args.quick else GEMM_SHAPES, args.repeat):
+        gemm_csv.add(r)
         ratio = None if r["bf16_ms"] is None else r["bf16_ms"] / r["xnor_ms"]
         tc_ratio = None if r["bf16_ms"] is None or r["tc_ms"] is None else r["bf16_ms"] / r["tc_ms"]
         tc_frac = None if r["tc_tmacs"] is None else r["tc_tmacs"] * 1e12 / B1_CEILING
         print(f"| {r['m']}x{r['n']}x{r['k']} | {r['xnor_ms']:.3f} | {r['xnor_tmacs']:.1f} | {fmt(r['tc_ms'], '.3f')} "
               f"| {fmt(r['tc_tmacs'])} | {fmt(tc_frac, '.1%')} | {fmt(r['fp32_tmacs'])} | {fmt(r['fp16_tmacs'])} "
               f"| {fmt(r['bf16_tmacs'])} | {fmt(ratio, '.2f')} | {fmt(tc_ratio, '.2f')} |")
-    with open(out / "bench_xnor_matmul.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
+    gemm_csv.close()
 
-    prims = bench_primitives(cupy, bk, args.repeat)
     print("\n| primitive | shape (batch x K_l x K_l-1) | ms |\n|---|---|---|")
-    for p in prims:
+    prim_csv = CsvRows(out / "bench_primitives.csv")
+    for p in bench_primitives(cupy, bk, args.repeat):
+        prim_csv.add(p)
         print(f"| {p['primitive']} | {p['shape']} | {p['ms']:.4f} |")
-    with open(out / "bench_primitives.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(prims[0]))
-        w.writeheader()
-        w.writerows(prims)
+    prim_csv.close()
     print(f"\nCSV written to {out}/")
     return 0
 

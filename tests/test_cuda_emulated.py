@@ -77,11 +77,45 @@ def test_dtypes_outside_the_contract_are_rejected(cb):
         cb.reinforce(np.zeros((2, 2), np.int32), 2**31, 0, 1, 0, 0, 10)
 
 
+@pytest.mark.parametrize("shape", [(1, 1), (63, 65), (64, 64), (65, 129), (130, 7), (3, 300), (0, 5), (5, 0)])
+@pytest.mark.parametrize("dtype", [np.int16, np.int8])
+def test_pack_both(cb, shape, dtype):
+    """W and W^T in one pass equal pack(x) and pack(x.T), with int16 extremes and zeros (sign +1)."""
+    gen = np.random.default_rng(zlib.crc32(f"{np.dtype(dtype).str}{shape}".encode()))
+    info = np.iinfo(dtype)
+    x = gen.integers(-3, 4, size=shape).astype(dtype)
+    x.reshape(-1)[::5] = info.min
+    x.reshape(-1)[1::7] = info.max
+    w, wt = cb.pack_both(x)
+    same(w, NB.pack(x))
+    same(wt, NB.pack(np.ascontiguousarray(x.T)))
+
+
 # --- transpose ----------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("n_rows,n_cols", [(1, 1), (63, 65), (64, 64), (65, 257), (130, 300), (0, 5), (5, 0), (3, 600)])
 def test_transpose_bits(cb, n_rows, n_cols):
     w = rand_bits(np.random.default_rng(n_rows * 1000 + n_cols), n_rows, n_cols)
     same(cb.transpose_bits(w, n_rows, n_cols), NB.transpose_bits(w, n_rows, n_cols))
+
+
+@pytest.mark.parametrize("n,k,j", [(1, 1, 1), (63, 65, 300), (64, 257, 64), (130, 600, 5), (200, 70, 0)])
+@pytest.mark.parametrize("counts", [False, True])
+def test_update_operands(cb, n, k, j, counts):
+    """The update's batch-packed operands of one launch equal three transposes, and its row counts (the
+    tensor-core form's) equal popc(tT & selT) then popc(selT); J = 0 (the sparse form) transposes no x."""
+    gen = np.random.default_rng(n * 1000 + k + j)
+    sel, t, x = rand_bits(gen, n, k, 0.2), rand_bits(gen, n, k), rand_bits(gen, n, j)
+    sel_t, t_t, x_t, pops = cb._update_operands(sel, t, x, n, k, j, counts)
+    same(sel_t, NB.transpose_bits(sel, n, k))
+    same(t_t, NB.transpose_bits(t, n, k))
+    if j:
+        same(x_t, NB.transpose_bits(x, n, j))
+    else:
+        assert x_t is None
+    if counts:
+        same(pops, np.concatenate([bits.row_popcounts(sel_t & t_t), bits.row_popcounts(sel_t)]))
+    else:
+        assert pops is None
 
 
 def test_transpose_bits_rejects_wrong_shape(cb):
@@ -240,6 +274,25 @@ def test_tensor_core_probe_rejects_a_wrong_layout(monkeypatch):
     assert not tc._tensor_core_ok
 
 
+def test_tensor_core_probe_checks_the_recurrence_step(monkeypatch):
+    """A wrong tensor-core recurrence kernel (e.g. the second product's staging) is named by the probe."""
+    from bep_gpu.backends.cuda_backend import CudaBackend
+    from bep_gpu.backends.tc_probe import tensor_core_mismatches
+    from emu import emulated_module
+
+    tc = CudaBackend(module=emulated_module(), xp=np, matmul="tensor_core")
+    real = tc._sign_recurrence
+
+    def wrong(x, w_in, k_in, w_rec, s0, gate, tensor_core):
+        out = real(x, w_in, k_in, w_rec, s0, gate, tensor_core)
+        if tensor_core:
+            out[0][-1, 0, 0] += 2
+        return out
+
+    monkeypatch.setattr(tc, "_sign_recurrence", wrong)
+    assert tensor_core_mismatches(tc) == ["sign_recurrence", "sign_recurrence"]
+
+
 def test_auto_runs_cuda_cores_with_a_warning_when_the_probe_refuses(monkeypatch):
     """'auto' never trains on a refused layout: one warning, the CUDA-core kernels, and 'tensor_core' then raises."""
     from bep_gpu.backends.cuda_backend import CudaBackend
@@ -259,6 +312,32 @@ def test_auto_runs_cuda_cores_with_a_warning_when_the_probe_refuses(monkeypatch)
     assert not any(name.endswith("_tc") for name in module.launches)
     with pytest.raises(RuntimeError, match="refused"):
         bk.xnor_matmul(a, a, 70, impl="tensor_core")
+
+
+@pytest.mark.parametrize("steps,n,kx,k", [(1, 1, 1, 1), (3, 5, 70, 63), (2, 65, 129, 130), (2, 33, 1100, 1030),
+                                           (3, 0, 10, 7), (0, 4, 9, 5)])
+@pytest.mark.parametrize("matmul", ["cuda_core", "tensor_core"])
+@pytest.mark.parametrize("gate", [None, 6])
+def test_sign_recurrence(cb, steps, n, kx, k, matmul, gate):
+    """Each step's two products, signs and gate bits from one kernel equal the composed version (all input
+    products at once, then the state products added), over several K slabs, both copy widths, edge tiles,
+    padding bits left set in the inputs, an empty batch and no steps."""
+    gen = np.random.default_rng(steps * 1000 + n * 31 + kx + k)
+    x = rand_bits(gen, steps * n, kx).reshape(steps, n, bits.n_words(kx))
+    w_in, w_rec, s0 = rand_bits(gen, k, kx), rand_bits(gen, k, k), rand_bits(gen, n, k)
+    if kx % 64 and x.size:
+        x[..., -1] |= ~np.uint64((1 << (kx % 64)) - 1)
+    got = cb.variant(matmul=matmul).sign_recurrence(x, w_in, kx, w_rec, s0, gate=gate)
+    want = NB.sign_recurrence(x, w_in, kx, w_rec, s0, gate=gate)
+    assert len(got) == len(want) == (2 if gate is None else 3)
+    for g, w in zip(got, want):
+        same(g, w)
+
+
+def test_sign_recurrence_rejects_mismatched_operands(cb):
+    x, w = np.zeros((2, 3, 1), np.uint64), np.zeros((5, 1), np.uint64)
+    with pytest.raises(ValueError, match="sign_recurrence"):
+        cb.sign_recurrence(x, w, 10, w, np.zeros((4, 1), np.uint64))
 
 
 # --- gated_transposed_product ---------------------------------------------------------------------------------
@@ -364,6 +443,29 @@ def test_batch_update(ub, n, k, j, clip):
     h_ref = h.copy()
     NB.batch_update(h_ref, sel, t, x, clip)
     ub.batch_update(h, sel, t, x, clip)
+    same(h, h_ref)
+
+
+@pytest.mark.parametrize("n,k,j", [(0, 5, 7), (3, 63, 65), (130, 70, 129), (40, 3, 300)])
+@pytest.mark.parametrize("threshold,active", [(2**31, None), (2**32, np.array([1])), (2**31, np.array([0])),
+                                              (0, None), (-5, None)])
+@pytest.mark.parametrize("device_step", [False, True])
+def test_batch_update_reinforce(ub, n, k, j, threshold, active, device_step):
+    """The update with its reinforcement fired in the same store equals batch_update then reinforce: host and
+    device steps, an inactive step, thresholds that fire always or never, clips the reinforcement hits, and no
+    samples (then the clip and the reinforce kernel)."""
+    gen = np.random.default_rng(n * 7 + k * 101 + j + threshold % 97)
+    h = _hidden(gen, k, j)
+    h.reshape(-1)[::11] = 0
+    h.reshape(-1)[1::13] = 9  # 9 + 2 passes the clip of 10
+    sel = bits.pack_bits(gen.random((n, k)) < 0.4)
+    t, x = rand_bits(gen, n, k), rand_bits(gen, n, j)
+    step, layer, clip = 2**40 + 3, 2, 10
+    h_ref = h.copy()
+    NB.batch_update(h_ref, sel, t, x, clip)
+    NB.reinforce(h_ref, threshold, 99, 1, step, layer, clip, active=active)
+    ub.batch_update_reinforce(h, sel, t, x, clip, threshold, 99, 1, np.array([step]) if device_step else step, layer,
+                              active=active)
     same(h, h_ref)
 
 
@@ -650,18 +752,22 @@ def test_mlp_step_kernel_launches(matmul):
     protos = rand_bits(gen, 4, sizes[-1])
     x, y = rand_bits(gen, 30, sizes[0]), gen.integers(0, 4, size=30)
     bep_mlp.train_step(bk, hidden, sizes, protos, x, y, [7, 7], rules, [2**20, 2**20], 0, 0)
-    # With tensor cores each of the six products also counts its operands' row popcounts (row_popcounts.cu).
-    assert module.launches == Counter({"pack_i16": 2, "xnor_matmul_sign" + tc: 1, "xnor_matmul_sign_gate" + tc: 1,
-                                       "xnor_matmul" + tc: 1, "trigger": 1, "transpose_bits": 7,
-                                       "gated_transposed_product" + tc: 1, "select_wrong": 2, "batch_update" + tc: 2,
-                                       "reinforce": 2, **({"row_popcounts": 6} if tc else {})})
+    # W_1^T is packed with W_1 (pack_both), each update's batch-packed operands come from one launch
+    # (update_operands, which with tensor cores also counts their rows), the reinforcement fires in the update's
+    # store; the four other tensor-core products count their operands' rows in row_popcounts.cu. 13 launches on
+    # CUDA cores, 17 with tensor cores.
+    assert module.launches == Counter({"pack_i16": 1, "pack_both_i16": 1, "xnor_matmul_sign" + tc: 1,
+                                       "xnor_matmul_sign_gate" + tc: 1, "xnor_matmul" + tc: 1, "trigger": 1,
+                                       "gated_transposed_product" + tc: 1, "select_wrong": 2, "update_operands": 2,
+                                       "batch_update" + tc: 2, **({"row_popcounts": 4} if tc else {})})
+    assert sum(module.launches.values()) == (17 if tc else 13)
 
 
 @pytest.mark.parametrize("matmul", ["cuda_core", "tensor_core"])
 def test_rnn_step_kernel_launches(matmul):
-    """A BEP-TT step's raw kernels: one fused kernel per time step of the recurrence (z_t += W_ss s_{t-1}, signs
-    packed), the input products of all steps in one call, the readout with its signs and gate bits in one kernel,
-    one trigger, fused masks."""
+    """A BEP-TT step's raw kernels: one fused kernel per time step of the recurrence (z_t = W_xs a_t + W_ss
+    s_{t-1}, signs and gate bits packed), the readout with its signs and gate bits in one kernel, one trigger,
+    fused masks."""
     from collections import Counter
 
     from bep_gpu import bep_rnn
@@ -674,12 +780,38 @@ def test_rnn_step_kernel_launches(matmul):
     x = bits.pack_bits(gen.choice([-1, 1], size=(batch, steps, kx)))
     bep_rnn.train_step(bk, hidden, [kx, ks, ky], rand_bits(gen, 4, ky), x, gen.integers(0, 4, size=batch), [7, 7],
                        rules, 0, False, [2**20] * 3, 0, 0)
-    assert module.launches == Counter({"pack_i16": 3, "pack_i8": 1, "xnor_matmul" + tc: 2,
-                                       "xnor_matmul_sign_add" + tc: steps, "xnor_matmul_sign_gate" + tc: 1,
-                                       "trigger": 1, "gate_pack_i32": 1, "transpose_bits": 11,
-                                       "gated_transposed_product" + tc: steps, "select_wrong": 2,
-                                       "batch_update" + tc: 3, "reinforce": 3,
-                                       **({"row_popcounts": 2 + steps + 1 + steps + 3} if tc else {})})
+    # W_ss^T and W_sy^T are packed with W_ss and W_sy; each step of the recurrence is one kernel (both products,
+    # signs and gate bits; with tensor cores plus its row counts, row_popcounts_pair); each update's batch-packed
+    # operands come from one launch.
+    assert module.launches == Counter({"pack_i16": 1, "pack_both_i16": 2, "pack_i8": 1, "xnor_matmul" + tc: 1,
+                                       "xnor_matmul2_sign_gate" + tc: steps, "xnor_matmul_sign_gate" + tc: 1,
+                                       "trigger": 1, "gated_transposed_product" + tc: steps, "select_wrong": 2,
+                                       "update_operands": 3, "batch_update" + tc: 3,
+                                       **({"row_popcounts": 2 + steps, "row_popcounts_pair": steps} if tc else {})})
+    assert sum(module.launches.values()) == (15 + 2 * steps) + (2 + 2 * steps if tc else 0)
+
+
+@pytest.mark.parametrize("matmul", ["cuda_core", "tensor_core"])
+def test_conv_step_kernel_launches(matmul):
+    """A BEP-Conv step (two conv layers, one dense, the readout): W^T packed with W, one launch of batch-packed
+    update operands per layer, the conv products on the same three product kernels as the MLP."""
+    from collections import Counter
+
+    from bep_gpu.bep_mlp import reinforcement_thresholds
+    from test_conv import NETS, batches, make_task
+
+    bk, module, tc = _counted_backend(matmul)
+    net = NETS[0]
+    task = make_task(bk, net, 0)[0]
+    x, y = batches(net, 0, sizes=(5,))[0]
+    module.launches.clear()
+    task.step(bits.pack_bits(x), y, net[5], reinforcement_thresholds(task.fan_ins, 2.0, 0.5), 0)
+    assert module.launches == Counter({"pack_i16": 1, "pack_both_i16": 2, "im2col_bits": 3, "xnor_matmul_sign" + tc: 1,
+                                       "xnor_matmul_sign_gate" + tc: 2, "xnor_matmul" + tc: 1, "trigger": 1,
+                                       "gated_transposed_sum": 2, "col2im_sign": 2, "conv_select_wrong": 2,
+                                       "select_wrong": 1, "update_operands": 3, "batch_update" + tc: 3,
+                                       **({"row_popcounts": 4} if tc else {})})
+    assert sum(module.launches.values()) == (28 if tc else 24)
 
 
 @pytest.mark.parametrize("rows_x,rows_z,k", [(1, 1, 1), (70, 3, 63), (5, 130, 2049), (0, 4, 64), (33, 0, 700)])

@@ -155,6 +155,57 @@ def test_transpose_bits(gb, n_rows, n_cols):
     same(gb, gb.transpose_bits(gb.asarray(w), n_rows, n_cols), NB.transpose_bits(w, n_rows, n_cols))
 
 
+@pytest.mark.parametrize("rows,n", [(1, 1), (65, 257), (525, 784), (4096, 4096), (3000, 70)])
+def test_pack_both(gb, rows, n):
+    """W and W^T of int16 hidden weights from one kernel."""
+    h = np.random.default_rng(rows + n).integers(-3, 3, size=(rows, n)).astype(np.int16)
+    w, wt = gb.pack_both(gb.asarray(h))
+    same(gb, w, NB.pack(h))
+    same(gb, wt, NB.pack(np.ascontiguousarray(h.T)))
+
+
+@pytest.mark.parametrize("n,k,j", [(1, 1, 1), (1024, 525, 784), (100, 4097, 0), (5000, 65, 63)])
+def test_update_operands(gb, n, k, j):
+    """The update's three batch-packed operands and the tensor-core row counts (atomics) from one launch."""
+    gen = np.random.default_rng(n + k + j)
+    sel, t, x = bits.pack_bits(gen.random((n, k)) < 0.2), rand_bits(gen, n, k), rand_bits(gen, n, j)
+    sel_t, t_t, x_t, pops = gb._update_operands(gb.asarray(sel), gb.asarray(t), gb.asarray(x), n, k, j, True)
+    same(gb, sel_t, NB.transpose_bits(sel, n, k))
+    same(gb, t_t, NB.transpose_bits(t, n, k))
+    assert (x_t is None) == (j == 0)
+    if j:
+        same(gb, x_t, NB.transpose_bits(x, n, j))
+    want_sel_t = NB.transpose_bits(sel, n, k)
+    same(gb, pops, np.concatenate([bits.row_popcounts(want_sel_t & NB.transpose_bits(t, n, k)),
+                                   bits.row_popcounts(want_sel_t)]))
+
+
+@pytest.mark.parametrize("matmul", ["cuda_core", "tensor_core"])
+@pytest.mark.parametrize("steps,n,kx,k", [(3, 100, 1875, 1875), (2, 1024, 4096, 4096), (4, 65, 63, 130)])
+def test_sign_recurrence(gb, matmul, steps, n, kx, k):
+    """Each recurrence step's two products, signs and gate bits from one kernel, at the paper's RNN shape, a large
+    one and odd sizes."""
+    gen = np.random.default_rng(steps + n + kx + k)
+    x = rand_bits(gen, steps * n, kx).reshape(steps, n, bits.n_words(kx))
+    w_in, w_rec, s0 = rand_bits(gen, k, kx), rand_bits(gen, k, k), rand_bits(gen, n, k)
+    got = gb.variant(matmul=matmul).sign_recurrence(*(gb.asarray(v) for v in (x, w_in)), kx,
+                                                    *(gb.asarray(v) for v in (w_rec, s0)), gate=k // 10)
+    for g, w in zip(got, NB.sign_recurrence(x, w_in, kx, w_rec, s0, gate=k // 10)):
+        same(gb, g, w)
+
+
+@pytest.mark.parametrize("matmul", ["cuda_core", "tensor_core"])
+@pytest.mark.parametrize("net", [0, 2])
+def test_conv_steps_match_the_dense_reference(matmul, net):
+    """Whole BEP-Conv steps (im2col, col2im_sign, gated_transposed_sum, conv_select_wrong and the products on
+    each path) equal the independent dense implementation, as on NumPy (tests/test_conv.py)."""
+    _cupy()
+    from bep_gpu.backends.cuda_backend import CudaBackend
+    from test_conv import NETS, check
+
+    check(CudaBackend(matmul=matmul), NETS[net], seed=net)
+
+
 @pytest.mark.parametrize("matmul", ["cuda_core", "tensor_core"])
 @pytest.mark.parametrize("n,k,j", [(1, 1, 1), (65, 63, 130), (1024, 525, 784), (1024, 10, 525), (0, 5, 5),
                                    (1000, 4097, 3001)])
@@ -198,6 +249,24 @@ def test_batch_update(gb_update, n, k, j):
     NB.batch_update(h_ref, sel, t, x, 32767)
     hd = gb.asarray(h)
     gb.batch_update(hd, gb.asarray(sel), gb.asarray(t), gb.asarray(x), 32767)
+    same(gb, hd, h_ref)
+
+
+@pytest.mark.parametrize("n,k,j", [(1024, 525, 784), (100, 4096, 4096), (5000, 65, 63)])
+@pytest.mark.parametrize("device_step", [False, True])
+def test_batch_update_reinforce(gb_update, n, k, j, device_step):
+    """The update with the reinforcement fired in its store equals batch_update then reinforce on NumPy."""
+    gb = gb_update
+    gen = np.random.default_rng(n + k + j)
+    h = gen.integers(-40, 41, size=(k, j)).astype(np.int16)
+    sel = bits.pack_bits(gen.random((n, k)) < 0.3)
+    t, x = rand_bits(gen, n, k), rand_bits(gen, n, j)
+    h_ref = h.copy()
+    NB.batch_update(h_ref, sel, t, x, 40)
+    NB.reinforce(h_ref, 2**30, 5, 1, 77, 1, 40)
+    hd = gb.asarray(h)
+    step = gb.asarray(np.array([77])) if device_step else 77
+    gb.batch_update_reinforce(hd, gb.asarray(sel), gb.asarray(t), gb.asarray(x), 40, 2**30, 5, 1, step, 1)
     same(gb, hd, h_ref)
 
 
@@ -270,11 +339,17 @@ def test_bep_train_steps_match_numpy(impl, update):
         same(gb, a, b)
 
 
+@pytest.mark.parametrize("matmul", ["cuda_core", "tensor_core"])
 @pytest.mark.parametrize("kind", ["mlp", "rnn"])
-def test_cuda_graph_training_run_matches_numpy(tmp_path, kind):
+def test_cuda_graph_training_run_matches_numpy(tmp_path, monkeypatch, kind, matmul):
     """--cuda-graph (steps captured once per epoch, then replayed) trains to the same checkpoint as NumPy, over
-    epochs whose last batch is short (run eagerly) and with the reinforcement keyed by the device step counter."""
+    epochs whose last batch is short (run eagerly) and with the reinforcement keyed by the device step counter,
+    on each path (BEP_XNOR_MATMUL picks the products' kernels)."""
     _cupy()
+    from bep_gpu import backends
+
+    monkeypatch.setenv("BEP_XNOR_MATMUL", matmul)
+    monkeypatch.setattr(backends, "_cache", {})  # a backend made now, reading the variable
     from bep_gpu.config import TrainConfig
     from bep_gpu.trainer import Trainer
 

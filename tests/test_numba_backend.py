@@ -19,7 +19,8 @@ from bep_gpu.trainer import Trainer
 NB = NumpyBackend()
 # Tests of CUDA-only machinery: the tensor-core kernels and their probe, the impl switch, the tensor-core row counts.
 CUDA_ONLY = {"test_xnor_matmul_tc", "test_xnor_matmul_tc_ignores_padding_bits_and_extremes",
-             "test_xnor_matmul_tc_property", "test_xnor_matmul_impl_selection", "test_row_popcounts"}
+             "test_xnor_matmul_tc_property", "test_xnor_matmul_impl_selection", "test_row_popcounts",
+             "test_update_operands"}
 
 
 class NumbaUnderCudaTests(NumbaBackend):

@@ -24,7 +24,7 @@ def test_report_finds_the_bmma_loops(capsys):
     assert {r[0].strip("| ") for r in loops} == kernels
     for r in loops:
         assert r[1] in ("16-byte", "8-byte") and int(r[3]) > 0 and float(r[5]) > 1  # BMMA found, slots parsed
-    predictions = [r for r in out.splitlines() if "8192x8192x8192" in r]
+    predictions = [r for r in out.splitlines() if "| 8192^3 |" in r]  # the recurrence step: M x N x 2N
     assert len(predictions) == len(kernels) and all(re.search(r"\| \d+% \|", r) for r in predictions)
 
 

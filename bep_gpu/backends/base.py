@@ -66,6 +66,16 @@ def check_update_operands(what: str, sel, t, x, k: int, j: int) -> int:
     return n
 
 
+def check_recurrence(x, w_in, k_in: int, w_rec, s0) -> tuple[int, int, int]:
+    """sign_recurrence's operand shapes: returns (T, N, K), or raises ValueError."""
+    k = w_rec.shape[0] if w_rec.ndim == 2 else -1
+    if (x.ndim != 3 or x.shape[2] != n_words(k_in) or w_in.shape != (k, n_words(k_in))
+            or w_rec.shape != (k, n_words(k)) or s0.shape != (x.shape[1], n_words(k))):
+        raise ValueError(f"sign_recurrence: x {x.shape} ({k_in} input bits), w_in {w_in.shape}, w_rec {w_rec.shape}, "
+                         f"s0 {s0.shape} do not match")
+    return x.shape[0], x.shape[1], k
+
+
 class Backend(ABC):
     """Exact integer/bit primitives of BEP (docs/ALGORITHM.md sections 1, 3-4, 8, 9)."""
 
@@ -103,6 +113,15 @@ class Backend(ABC):
     def transpose_bits(self, words, n_rows: int, n_cols: int):
         """(n_rows, n_words(n_cols)) -> (n_cols, n_words(n_rows)): the same bit matrix packed along rows."""
 
+    def pack_both(self, x):
+        """(pack(x), pack(x.T)) for a 2-D x (K, J): its sign bits packed along J (K, n_words(J)) and along K
+        (J, n_words(K)), a layer's W and the W^T of its target pass. This version packs, then transposes; backends
+        may make both in one pass (the CUDA one does for int16, the hidden weights' dtype)."""
+        if x.ndim != 2:
+            raise ValueError(f"pack_both: need a 2-D array, got shape {x.shape}")
+        w = self.pack(x)
+        return w, self.transpose_bits(w, *x.shape)
+
     @abstractmethod
     def xnor_matmul(self, a, b, k: int):
         """int32 (M, N) = unpack(a, k) @ unpack(b, k).T for a (M, kw), b (N, kw): k - 2 popcount(a ^ b)."""
@@ -111,7 +130,7 @@ class Backend(ABC):
         """(z, pack(z)) with z = xnor_matmul(a, b, k): a layer's pre-activations and its packed output signs; with
         gate = a threshold, (z, pack(z), gate_pack(z, gate)): also the gate bits the backward pass reads. With add
         (an int32 (M, N) array), z = add + the product, computed in place in add and returned as z (int32
-        wrapping): a recurrent step adds its state product to its input product.
+        wrapping): e.g. a recurrence step's state product added to its input product (sign_recurrence).
 
         Backends may fuse these (the CUDA one does each in the product's epilogue); this default composes them.
         """
@@ -122,6 +141,27 @@ class Backend(ABC):
         if gate is None:
             return z, self.pack(z)
         return z, self.pack(z), self.gate_pack(z, gate)
+
+    def sign_recurrence(self, x, w_in, k_in: int, w_rec, s0, gate: int | None = None):
+        """The signs of a binary linear recurrence: z_t = xnor_matmul(x[t - 1], w_in, k_in) + xnor_matmul(s_{t-1},
+        w_rec, K) and s_t = pack(z_t) for t = 1..T, from s_0 = s0 (int32 sums wrap like NumPy's).
+
+        x: (T, N, n_words(k_in)) time-major input bits; w_in (K, n_words(k_in)); w_rec (K, n_words(K)); s0 (N,
+        n_words(K)). Returns (z, s): z int32 (T, N, K), s (T + 1, N, n_words(K)) with s[0] = s0; with gate = a
+        threshold, (z, s, gate bits of every z_t (T, N, n_words(K))). This version takes every step's input
+        product in one call, then adds each step's state product in place (xnor_matmul_sign with add); backends
+        may fuse differently (CUDA: both products of a step, its signs and gates in one kernel, z_t written once).
+        """
+        xp = self.xp
+        steps, n, k = check_recurrence(x, w_in, k_in, w_rec, s0)
+        z = self.xnor_matmul(x.reshape(steps * n, x.shape[2]), w_in, k_in).reshape(steps, n, k)
+        s = xp.empty((steps + 1, n, n_words(k)), dtype=xp.uint64)
+        s[0] = s0
+        for t in range(steps):
+            s[t + 1] = self.xnor_matmul_sign(s[t], w_rec, k, add=z[t])[1]
+        if gate is None:
+            return z, s
+        return z, s, self.gate_pack(z.reshape(steps * n, k), gate).reshape(steps, n, n_words(k))
 
     @abstractmethod
     def gate_pack(self, z, threshold: int):
@@ -162,6 +202,14 @@ class Backend(ABC):
         This version is apply_delta(h, update_delta(...)); backends may fuse the two (CUDA: one kernel).
         """
         self.apply_delta(h, self.update_delta(sel, t, x, *h.shape), clip)
+
+    def batch_update_reinforce(self, h, sel, t, x, clip: int, threshold: int, seed: int, stream: int, step,
+                               layer: int, active=None) -> None:
+        """batch_update(h, sel, t, x, clip), then reinforce(h, threshold, seed, stream, step, layer, clip, active):
+        a matrix's update and its reinforcement, which backends may do in one pass over h (the CUDA one fires the
+        reinforcement in the update kernel's store)."""
+        self.batch_update(h, sel, t, x, clip)
+        self.reinforce(h, threshold, seed, stream, step, layer, clip, active=active)
 
     def update_delta(self, sel, t, x, k: int, j: int, out=None):
         """int32 (K, J) = sum_n (sel[n] * t[n]) outer x[n]: batch_update's sum, NOT doubled and NOT clipped.

@@ -19,8 +19,8 @@ import numpy as np
 
 from .. import bits as _bits
 from .. import rng as _rng
-from .base import (Backend, check_int_matmul_width, check_select_wrong, check_update_operands, group_shape,
-                   update_impl)
+from .base import (Backend, check_int_matmul_width, check_recurrence, check_select_wrong, check_update_operands,
+                   group_shape, update_impl)
 from .cuda_conv import CudaConvKernels
 from .tc_probe import tensor_core_mismatches
 
@@ -282,6 +282,24 @@ class CudaBackend(CudaConvKernels, Backend):
             raise TypeError(f"pack: unsupported dtype {x.dtype}")
         return self._pack_rows(kernel, xp.ascontiguousarray(x))
 
+    def pack_both(self, x):
+        """As Backend.pack_both; int16 (the hidden weights) in one kernel, other dtypes by pack then transpose."""
+        xp = self.xp
+        x = xp.asarray(x)
+        if x.ndim != 2 or x.dtype != np.int16:
+            return super().pack_both(x)
+        rows, n = x.shape
+        out = xp.empty((rows, _bits.n_words(n)), dtype=xp.uint64)
+        out_t = xp.empty((n, _bits.n_words(rows)), dtype=xp.uint64)
+        if rows == 0 or n == 0:
+            out[...], out_t[...] = 0, 0
+            return out, out_t
+        if _bits.n_words(rows) > MAX_GRID_Y:
+            raise ValueError(f"pack_both: {rows} rows exceed one launch")
+        self._launch("pack_both_i16", (_bits.n_words(n), _bits.n_words(rows)),
+                     (xp.ascontiguousarray(x), out, out_t, _i32(rows), _i32(n)))
+        return out, out_t
+
     def transpose_bits(self, words, n_rows, n_cols):
         xp = self.xp
         n_rows, n_cols = int(n_rows), int(n_cols)
@@ -320,6 +338,43 @@ class CudaBackend(CudaConvKernels, Backend):
         if not direct:
             self._write_back(add, z)
         return (add, signs) if gate is None else (add, signs, self.gate_pack(z, gate))
+
+    def sign_recurrence(self, x, w_in, k_in, w_rec, s0, gate=None):
+        """As Backend.sign_recurrence, one kernel per step (xnor_matmul2_sign[_gate][_tc]): the step's input and
+        state products into one tile, its signs and gate bits in the epilogue, so z_t is written once and the input
+        product is never stored and re-read (with tensor cores, plus the step's row counts, row_popcounts_pair)."""
+        x, w_in, w_rec, s0 = (self._words(v) for v in (x, w_in, w_rec, s0))
+        k_in = int(k_in)
+        _, n, k = check_recurrence(x, w_in, k_in, w_rec, s0)
+        if n == 0 or k == 0 or k_in == 0:
+            return super().sign_recurrence(x, w_in, k_in, w_rec, s0, gate)  # nothing for a kernel to do
+        if _tiles(n) > MAX_GRID_Y:
+            raise ValueError(f"sign_recurrence: {n} rows exceed one launch")
+        return self._sign_recurrence(x, w_in, k_in, w_rec, s0, gate, self._tensor_cores())
+
+    def _sign_recurrence(self, x, w_in, k_in, w_rec, s0, gate, tc: bool):
+        """sign_recurrence's kernels on checked, non-empty operands, on the tensor cores or the CUDA cores."""
+        xp = self.xp
+        steps, n, k = x.shape[0], x.shape[1], w_rec.shape[0]
+        nw, kw_in = _bits.n_words(k), x.shape[2]
+        z = xp.empty((steps, n, k), dtype=xp.int32)
+        s = xp.empty((steps + 1, n, nw), dtype=xp.uint64)
+        s[0] = s0
+        g = None if gate is None else xp.empty((steps, n, nw), dtype=xp.uint64)
+        name = "xnor_matmul2_sign" + ("_gate" if g is not None else "") + ("_tc" if tc else "")
+        thr = () if g is None else (np.int32(max(-1, min(2**31 - 1, int(gate)))),)  # |z| < 2^31: no bit changes
+        dims = (_i32(n), _i32(k), _i32(kw_in), _i32(k_in), _i32(nw), _i32(k))
+        last_in, last = (np.uint64((1 << (v % 64)) - 1) if v % 64 else ~np.uint64(0) for v in (k_in, k))
+        for t in range(steps):
+            outs = (z[t], s[t + 1]) + (() if g is None else (g[t],))
+            if tc:
+                pops = xp.empty(n + k, dtype=xp.uint32)
+                self._launch("row_popcounts_pair", (_blocks((n + k) * 32),),
+                             (x[t], s[t], _i32(n), w_in, w_rec, _i32(k), _i32(kw_in), _i32(nw), last_in, last, pops))
+                self._launch_tc(name, n, TC_BM_PLAIN, k, (x[t], w_in, s[t], w_rec) + outs + (pops,) + dims + thr)
+            else:
+                self._launch(name, (_tiles(k), _tiles(n)), (x[t], w_in, s[t], w_rec) + outs + dims + thr)
+        return (z, s) if g is None else (z, s, g)
 
     def _matmul_operands(self, a, b, k, what: str):
         k = int(k)
@@ -428,6 +483,14 @@ class CudaBackend(CudaConvKernels, Backend):
         return out
 
     def batch_update(self, h, sel, t, x, clip):
+        self._batch_update(h, sel, t, x, clip, None)
+
+    def batch_update_reinforce(self, h, sel, t, x, clip, threshold, seed, stream, step, layer, active=None):
+        """As Backend.batch_update_reinforce, in one kernel: the reinforcement fires in the update's store (no
+        reinforce launch, no second pass over h)."""
+        self._batch_update(h, sel, t, x, clip, (threshold, seed, stream, step, layer, active))
+
+    def _batch_update(self, h, sel, t, x, clip, reinforcement):
         xp = self.xp
         k, j = h.shape
         sel, t, x = self._words(sel), self._words(t), self._words(x)
@@ -441,31 +504,70 @@ class CudaBackend(CudaConvKernels, Backend):
             new = hc.astype(xp.int32)
             xp.clip(new, -int(clip), int(clip), out=new)
             hc[...] = new
+            if reinforcement is not None:
+                self.reinforce(hc, *reinforcement[:5], int(clip), active=reinforcement[5])
         else:
-            self._launch_update("batch_update", hc, sel, t, x, n, k, j, (clip,))
+            self._launch_update("batch_update", hc, sel, t, x, n, k, j, (clip,) + self._reinforce_args(reinforcement))
         if copied:
             self._write_back(h, hc)
+
+    def _reinforce_args(self, reinforcement):
+        """The reinforcement kernel arguments (key, step, layer, on_device, threshold, active) of
+        reinforcement = (threshold, seed, stream, step, layer, active), or of none (threshold 0) for None. An int
+        step gives the host's rng_key; a device step array, the stream key finished in the kernel."""
+        if reinforcement is None:
+            return np.uint64(0), self._active_one, np.uint64(0), np.int32(0), np.uint64(0), self._active_one
+        threshold, seed, stream, step, layer, active = reinforcement
+        xp = self.xp
+        if active is None:
+            act = self._active_one
+        else:
+            act = xp.asarray(active).reshape(-1)[:1]
+            # The kernels read int64; non-integer flags keep NumPy's truthiness.
+            act = xp.ascontiguousarray(act, dtype=xp.int64) if act.dtype.kind in "biu" else (act != 0).astype(xp.int64)
+        thr = np.uint64(min(max(int(threshold), 0), 2**32))  # u < 2^32 always, so larger thresholds all mean "always"
+        if isinstance(step, (int, np.integer)):
+            return np.uint64(_rng.rng_key(seed, stream, step, layer)), self._active_one, np.uint64(0), np.int32(0), thr, act
+        step = self._int_array(step, np.int64, "reinforce step").reshape(-1)[:1]
+        return (np.uint64(_rng.stream_key(seed, stream)), step, np.uint64(int(layer) & _rng.MASK64), np.int32(1), thr,
+                act)
 
     def _launch_update(self, kernel, out, sel, t, x, n, k, j, extra=()):
         """One update kernel on (K, J) `out` (h or the int32 delta), in the backend's update form. Both take sel
         and t packed along the batch (row k: the samples that selected unit k, and their target bits); the
         popcount form takes x batch-packed too (a gated popcount over words of samples), the sparse form takes it
         as it is (it reads the input rows of the few selecting samples)."""
-        sel_t, t_t = self.transpose_bits(sel, n, k), self.transpose_bits(t, n, k)
         nwn = _i32(_bits.n_words(n))
         if self.update == "sparse":
+            sel_t, t_t, _, _ = self._update_operands(sel, t, x, n, k, 0, False)
             self._launch(kernel + "_sparse", (-(-j // THREADS), min(k, MAX_GRID_Y)),
                          (out, sel_t, t_t, x, _i32(k), _i32(j), nwn, _i32(_bits.n_words(j))) + extra)
             return
-        self._update_popcount(kernel, out, sel_t, t_t, self.transpose_bits(x, n, j), n, k, j, self._tensor_cores(),
-                              extra)
+        tc = self._tensor_cores()
+        self._update_popcount(kernel, out, *self._update_operands(sel, t, x, n, k, j, tc), n, k, j, tc, extra)
 
-    def _update_popcount(self, kernel, out, sel_t, t_t, x_t, n, k, j, tensor_core: bool, extra=()):
-        """The popcount form on batch-packed operands (K, J and n_words(n) words per row)."""
+    def _update_operands(self, sel, t, x, n, k, j, counts: bool):
+        """(selT, tT, xT, pops) of update_operands (transpose_bits.cu), one launch: sel and t (N, n_words(K))
+        and, unless j == 0, x (N, n_words(J)) packed along the batch; with counts, the tensor-core update's row
+        counts popc(tT & selT) then popc(selT) (else pops and, with j == 0, xT are None)."""
+        xp, nwn = self.xp, _bits.n_words(n)
+        sel_t, t_t = xp.empty((k, nwn), dtype=xp.uint64), xp.empty((k, nwn), dtype=xp.uint64)
+        x_t = xp.empty((j, nwn), dtype=xp.uint64) if j else None
+        pops = xp.zeros(2 * k if counts else 1, dtype=xp.uint32)  # the kernel adds the counts into it
+        grid_y = -(-_bits.n_words(k) // TRANSPOSE_WORDS) + -(-_bits.n_words(j) // TRANSPOSE_WORDS)
+        if grid_y > MAX_GRID_Y:
+            raise ValueError(f"update_operands: {k} + {j} columns exceed one launch")
+        x_out = xp.empty(1, dtype=xp.uint64) if x_t is None else x_t  # never written with j == 0
+        self._launch("update_operands", (nwn, grid_y),
+                     (sel, t, x, sel_t, t_t, x_out, _i32(n), _i32(k), _i32(j), np.int32(counts), pops))
+        return sel_t, t_t, x_t, pops if counts else None
+
+    def _update_popcount(self, kernel, out, sel_t, t_t, x_t, pops, n, k, j, tensor_core: bool, extra=()):
+        """The popcount form on batch-packed operands (K, J and n_words(n) words per row; pops: the row counts
+        of the tensor-core form)."""
         args = (_i32(k), _i32(j), _i32(_bits.n_words(n))) + extra
         if tensor_core:
-            self._launch_tc(kernel + "_tc", k, TC_BM_GATED, j,
-                            (out, sel_t, t_t, x_t, self._row_popcounts(t_t, sel_t, sel_t)) + args)
+            self._launch_tc(kernel + "_tc", k, TC_BM_GATED, j, (out, sel_t, t_t, x_t, pops) + args)
             return
         args = (out, sel_t, t_t, x_t) + args
         if _tiles(k) > MAX_GRID_Y:
@@ -508,27 +610,16 @@ class CudaBackend(CudaConvKernels, Backend):
         return counts.view(xp.int64), row
 
     def reinforce(self, h, threshold, seed, stream, step, layer, clip, active=None):
-        xp = self.xp
-        threshold = int(threshold)
-        if threshold <= 0 or h.size == 0:
+        if int(threshold) <= 0 or h.size == 0:
             return
         clip = _i32(clip)
-        if active is None:
-            act = self._active_one
-        else:
-            act = xp.asarray(active).reshape(-1)[:1]
-            # The kernel reads int64; non-integer flags keep NumPy's truthiness.
-            act = xp.ascontiguousarray(act, dtype=xp.int64) if act.dtype.kind in "biu" else (act != 0).astype(xp.int64)
-        thr = np.uint64(min(threshold, 2**32))  # u < 2^32 always, so larger thresholds all mean "always"
+        key, step, layer, on_device, thr, act = self._reinforce_args((threshold, seed, stream, step, layer, active))
         hc, copied = self._inplace_int16(h, "reinforce")
-        if isinstance(step, (int, np.integer)):
-            key = np.uint64(_rng.rng_key(seed, stream, step, layer))
-            self._launch("reinforce", (_blocks(hc.size),), (hc, np.int64(hc.size), key, thr, clip, act))
-        else:  # a device step counter: the key is finished in the kernel
-            step = self._int_array(step, np.int64, "reinforce step").reshape(-1)[:1]
+        if on_device:  # a device step counter: the key is finished in the kernel
             self._launch("reinforce_at_step", (_blocks(hc.size),),
-                         (hc, np.int64(hc.size), np.uint64(_rng.stream_key(seed, stream)), step,
-                          np.uint64(int(layer) & _rng.MASK64), thr, clip, act))
+                         (hc, np.int64(hc.size), key, step, layer, thr, clip, act))
+        else:
+            self._launch("reinforce", (_blocks(hc.size),), (hc, np.int64(hc.size), key, thr, clip, act))
         if copied:
             self._write_back(h, hc)
 
