@@ -69,7 +69,7 @@ def table(folder: str) -> dict[str, str]:
         rows.append(row)
     rows.sort(key=lambda r: -float(r["val % final"].split()[0] or 0))
     if not rows:
-        return {}
+        return {os.path.join(folder, "grid.md"): f"No finished run in {folder}/runs yet.\n"}
     head = list(rows[0])
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=head, lineterminator="\n")

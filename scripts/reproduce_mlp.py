@@ -43,11 +43,13 @@ PEERS = {"bep": 0, "qat-nobn": 1, "qat-bn": 2}
 # Initial group size per width (must divide it): 5-20 groups per layer, one group at K = 35, where
 # denser updates collapse deep nets (RESULTS.md).
 GAMMA0 = {35: 35, 75: 15, 135: 15, 255: 17, 525: 25}
+# The tunables a summary row names (from the runs' config.json).
+SETTINGS = ("gamma0", "nu", "r", "p_r", "patience", "batch_size")
 # Per-dataset flags: Fashion-MNIST as in the paper, 50,000 train / 10,000 validation from the official 60,000.
 DATASET_FLAGS = {"prototypes": [], "fashion-mnist": ["--val-fraction", "0.1666667", "--encode", "median"]}
 BEP_FLAGS = {"prototypes": [], "fashion-mnist": ["--batch-size", "100"]}
 # QAT: batch 100 and Adam at lr 1e-3 everywhere (results/qat/QAT_RESULTS.md); 20 epochs on Random Prototypes and
-# 15 on Fashion-MNIST, where its validation accuracy has flattened (CPU time: it runs 3-6x slower than BEP here).
+# 15 on Fashion-MNIST, fewer than BEP's 50 for CPU time (on this CPU it runs several times slower than BEP).
 QAT_EPOCHS = {"prototypes": 20, "fashion-mnist": 15}
 
 
@@ -91,8 +93,8 @@ def _stats(values):
 
 
 def collect(out, dataset, layers, width, peer):
-    """Final test accuracies (%), test at best validation (%) and s/epoch of every finished seed."""
-    final, best, times = [], [], []
+    """Final test accuracies (%), test at best validation (%), s/epoch and settings of every finished seed."""
+    final, best, times, settings = [], [], [], set()
     prefix = run_name(dataset, layers, width, peer, "")
     runs = os.path.join(out, "runs")
     for name in sorted(os.listdir(runs)) if os.path.isdir(runs) else []:
@@ -108,7 +110,10 @@ def collect(out, dataset, layers, width, peer):
             best.append(100 * r["test_accuracy_at_best_val"])
         if "train_time_s" in r:
             times.append(r["train_time_s"] / max(1, r["epochs"]))
-    return final, best, times
+        with open(os.path.join(runs, name, "config.json")) as f:
+            cfg = json.load(f)
+        settings.add(", ".join(f"{k} {cfg[k]}" for k in SETTINGS if k in cfg))
+    return final, best, times, "; ".join(sorted(settings))
 
 
 def summarize(out, dataset, layers_list=(2, 3), widths=WIDTHS) -> dict[str, str]:
@@ -117,13 +122,13 @@ def summarize(out, dataset, layers_list=(2, 3), widths=WIDTHS) -> dict[str, str]
     for layers in layers_list:
         paper = PAPER.get((dataset, layers))
         for width in widths:
-            bep, bep_best, times = collect(out, dataset, layers, width, "bep")
+            bep, bep_best, times, settings = collect(out, dataset, layers, width, "bep")
             if not bep:
                 continue
             i = WIDTHS.index(width) if width in WIDTHS else None
             p = [paper[j][i] if paper and i is not None else None for j in range(3)]
             mean = statistics.mean(bep)
-            row = {"L": layers, "K": width, "gamma0": GAMMA0.get(width, width), "seeds": len(bep),
+            row = {"L": layers, "K": width, "settings": settings, "seeds": len(bep),
                    "ours": _stats(bep), "ours at best val": _stats(bep_best),
                    "paper BEP": f"{p[0][0]:.2f} ± {p[0][1]:.2f}" if p[0] else "",
                    "ours - paper": f"{mean - p[0][0]:+.2f}" if p[0] else "",

@@ -23,3 +23,56 @@ def test_render_replaces_only_the_marked_block(tmp_path):
     text = "before\n<!-- table: run/bench.md -->\nstale\n<!-- end table -->\nafter\n"
     assert render_tables.render(text, tmp_path) == (
         "before\n<!-- table: run/bench.md -->\n| a | b |\n|---|---|\n| 1 | 2 |\n<!-- end table -->\nafter\n")
+
+
+def _scripts():
+    sys.path.insert(0, str(ROOT / "scripts"))
+    try:
+        import grid
+        import reproduce_mlp
+    finally:
+        sys.path.pop(0)
+    return grid, reproduce_mlp
+
+
+def test_results_tables_match_their_run_folders():
+    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "results_tables.py"), "--check"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+
+
+def _fake_run(folder, val, test, epochs=3):
+    import json
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text("{}")
+    (folder / "results.json").write_text(json.dumps({
+        "val_accuracy": val, "best_val_accuracy": val + 0.01, "test_accuracy": test,
+        "test_accuracy_at_best_val": test, "epochs": epochs, "train_time_s": 6.0}))
+
+
+def test_reproduce_mlp_summary_is_mean_and_std_over_seeds(tmp_path):
+    _, reproduce_mlp = _scripts()
+    for seed, acc in enumerate([0.60, 0.62, 0.58]):
+        _fake_run(tmp_path / "runs" / f"prototypes_L3_K35_s{seed}", acc, acc)
+    _fake_run(tmp_path / "runs" / "prototypes_L3_K35_qat-bn_s0", 0.7, 0.66)
+    _fake_run(tmp_path / "runs" / "prototypes_L3_K355_s0", 0.1, 0.1)  # another width: not a seed of K = 35
+    texts = reproduce_mlp.summarize(str(tmp_path), "prototypes", layers_list=(3,), widths=[35])
+    md = texts[str(tmp_path / "prototypes_summary.md")]
+    row = [line for line in md.splitlines() if line.startswith("| 3 | 35 |")][0].split(" | ")
+    assert row[3:5] == ["3", "60.00 ± 2.00"]  # three seeds, the K = 355 run not among them
+    assert "58.57 ± 0.78" in row and "+1.43" in row and "no" in row  # the paper's mean and std, outside it
+    assert "66.00 (1)" in row  # the QAT run beside it
+
+
+def test_grid_search_table_sorts_on_validation_and_hides_test(tmp_path):
+    import json
+    grid, _ = _scripts()
+    (tmp_path / "grid.json").write_text(json.dumps(
+        {"kind": "mlp", "base": ["--hidden", "35"], "seeds": [0, 1], "settings": {"a": [], "b": ["--nu", "0.4"]}}))
+    for name, vals in (("a", (0.50, 0.52)), ("b", (0.55, 0.57))):
+        for seed, v in enumerate(vals):
+            _fake_run(tmp_path / "runs" / f"{name}_s{seed}", v, 0.99)
+    md = grid.table(str(tmp_path))[str(tmp_path / "grid.md")]
+    rows = [line for line in md.splitlines() if line.startswith("| a ") or line.startswith("| b ")]
+    assert rows[0].startswith("| b | --nu 0.4 | 2 |") and "56.00 ± 1.41" in rows[0]
+    assert "99.00" not in md and "test" not in md.split("\n\n", 1)[1]
