@@ -43,10 +43,11 @@ def rows() -> list[dict]:
         out.append({
             "run": name, "conv": ",".join(":".join(map(str, c)) for c in cfg["conv"]),
             "dense": ",".join(map(str, cfg["hidden"])), "gamma0": gamma, "tile": cfg["conv_tile"], "nu": cfg["nu"],
-            "r": cfg["r"], "encode": cfg["encode"], "batch": cfg["batch_size"], "train": cfg["n_train"],
+            "r": cfg["r"], "p_r": cfg["p_r"], "init std": cfg["init_std"], "patience": cfg["patience"], "encode": cfg["encode"], "batch": cfg["batch_size"], "train": cfg["n_train"],
             "epochs": res["epochs"], "test %": f"{100 * res['test_accuracy']:.2f}",
             "best val %": "" if res["best_val_accuracy"] is None else f"{100 * res['best_val_accuracy']:.2f}",
-            "s/epoch": f"{sum(float(m['epoch_time_s']) for m in metrics) / max(1, len(metrics)):.1f}",
+            "test at best val %": percent(res.get("test_accuracy_at_best_val")),
+            "s/epoch": f"{median_time([float(m['epoch_time_s']) for m in metrics]):.1f}",
         })
     return out
 
@@ -63,8 +64,18 @@ def qat_rows() -> list[dict]:
                         "dense": ",".join(map(str, res["hidden"])), "BN": "yes" if res["bn"] else "no",
                         "encode": res["encode"], "train": res["n_train"], "epochs": len(epochs),
                         "test %": f"{100 * res['test_accuracy']:.2f}",
-                        "s/epoch": f"{sum(e['epoch_time_s'] for e in epochs) / max(1, len(epochs)):.1f}"})
+                        "s/epoch": f"{median_time([e['epoch_time_s'] for e in epochs]):.1f}"})
     return out
+
+
+def percent(value) -> str:
+    return "" if value is None else f"{100 * value:.2f}"
+
+
+def median_time(seconds: list[float]) -> float:
+    """The median epoch time: the first epoch's one-off compile (numba) and load spikes move it less than a mean."""
+    s = sorted(seconds)
+    return 0.0 if not s else (s[len(s) // 2] + s[(len(s) - 1) // 2]) / 2
 
 
 def markdown(data: list[dict]) -> str:

@@ -105,8 +105,14 @@ def main(argv=None) -> int:
     ap.add_argument("--max-train", type=int, default=None)
     ap.add_argument("--bn", action="store_true", help="BatchNorm before every sign")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     ap.add_argument("--out", required=True)
     args = ap.parse_args(argv)
+    if args.threads < 0:
+        print("qat_conv: error: --threads must be >= 0 (0: torch's default)", file=sys.stderr)
+        return 2
+    if args.threads:
+        torch.set_num_threads(args.threads)
     try:
         specs, hidden = parse_conv(args.conv), parse_widths(args.hidden)
         ds = load_dataset(args.dataset, data_dir=args.data_dir, images=True)
@@ -130,7 +136,8 @@ def main(argv=None) -> int:
         print(json.dumps(rows[-1]), flush=True)
     result = {"test_accuracy": rows[-1]["test_acc"] if rows else None, "epochs": rows, "bn": args.bn,
               "conv": specs, "hidden": hidden, "encode": args.encode, "n_train": len(yt),
-              "wall_time_s": time.perf_counter() - t0, "torch_version": torch.__version__}
+              "wall_time_s": time.perf_counter() - t0, "torch_version": torch.__version__,
+              "torch_threads": torch.get_num_threads()}
     with open(os.path.join(args.out, "results.json"), "w") as f:
         json.dump(result, f, indent=2)
     return 0
