@@ -21,7 +21,8 @@ import shlex
 import statistics
 import subprocess
 import sys
-from concurrent.futures import ThreadPoolExecutor
+
+import run_folders
 
 
 def run_one(folder, spec, name, flags, seed):
@@ -90,15 +91,9 @@ def main(argv=None):
     args = p.parse_args(argv)
     spec = json.load(open(os.path.join(args.folder, "grid.json")))
     if not args.table_only:
-        grid = [(n, f, s) for n, f in spec["settings"].items() for s in spec["seeds"]]
-        with ThreadPoolExecutor(args.jobs) as pool:
-            for line in pool.map(lambda g: run_one(args.folder, spec, *g), grid):
-                print(line, flush=True)
-    for path, text in table(args.folder).items():
-        with open(path, "w") as f:
-            f.write(text)
-        if path.endswith(".md"):
-            print(text, end="")
+        grid = [(args.folder, spec, n, f, s) for n, f in spec["settings"].items() for s in spec["seeds"]]
+        run_folders.run_all(run_one, grid, args.jobs)
+    run_folders.write_texts(table(args.folder))
 
 
 if __name__ == "__main__":

@@ -20,7 +20,8 @@ import statistics
 import subprocess
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
+
+import run_folders
 
 WIDTHS = [35, 75, 135, 255, 525]
 # The paper's figures (arXiv 2512.04189, Figure 2), mean and std over 5 runs for K = 35, 75, 135, 255, 525:
@@ -74,15 +75,15 @@ def run_one(args, layers, width, peer, seed, extra):
     name = run_name(args.dataset, layers, width, peer, seed)
     out = os.path.join(args.out, "runs", name)
     if os.path.exists(os.path.join(out, "results.json")):
-        return name, "cached"
+        return f"{name}: cached"
     cmd = command(args, layers, width, peer, seed, out, extra)
     t0 = time.time()
     proc = subprocess.run(cmd)
     if proc.returncode:
-        return name, f"FAILED (exit {proc.returncode})"
+        return f"{name}: FAILED (exit {proc.returncode})"
     with open(os.path.join(out, "command.txt"), "w") as f:
         f.write(" ".join(shlex.quote(c) for c in cmd[1:]) + "\n")
-    return name, f"{time.time() - t0:.0f} s"
+    return f"{name}: {time.time() - t0:.0f} s"
 
 
 def _stats(values):
@@ -172,16 +173,10 @@ def main():
     p.add_argument("--summary-only", action="store_true")
     args = p.parse_args(argv)
     if not args.summary_only:
-        grid = [(L, K, peer, s) for s in args.seeds for K in sorted(args.widths, reverse=True)
+        grid = [(args, L, K, peer, s, extra) for s in args.seeds for K in sorted(args.widths, reverse=True)
                 for L in args.layers for peer in args.peer]
-        with ThreadPoolExecutor(args.jobs) as pool:
-            for name, how in pool.map(lambda g: run_one(args, *g, extra), grid):
-                print(f"{name}: {how}", flush=True)
-    for path, text in summarize(args.out, args.dataset).items():
-        with open(path, "w") as f:
-            f.write(text)
-        if path.endswith(".md"):
-            print(text, end="")
+        run_folders.run_all(run_one, grid, args.jobs)
+    run_folders.write_texts(summarize(args.out, args.dataset))
 
 
 if __name__ == "__main__":

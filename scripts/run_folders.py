@@ -1,0 +1,20 @@
+"""What the scripts that fill run folders share: running a grid of runs, and writing the tables made from them."""
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+
+
+def run_all(run_one, grid, jobs: int) -> None:
+    """run_one(*item) for every item of grid, `jobs` at a time, printing each one's status line as it ends."""
+    with ThreadPoolExecutor(jobs) as pool:
+        for line in pool.map(lambda item: run_one(*item), grid):
+            print(line, flush=True)
+
+
+def write_texts(texts: dict[str, str]) -> None:
+    """Write {path: text}, and print the Markdown ones."""
+    for path, text in texts.items():
+        with open(path, "w") as f:
+            f.write(text)
+        if path.endswith(".md"):
+            print(text, end="")
