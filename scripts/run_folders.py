@@ -1,6 +1,8 @@
 """What the scripts that fill run folders share: running a grid of runs, and writing the tables made from them."""
 from __future__ import annotations
 
+import csv
+import io
 from concurrent.futures import ThreadPoolExecutor
 
 
@@ -18,3 +20,15 @@ def write_texts(texts: dict[str, str]) -> None:
             f.write(text)
         if path.endswith(".md"):
             print(text, end="")
+
+
+def table_texts(rows: list[dict], intro: str, base: str) -> dict[str, str]:
+    """{BASE.md: intro, a blank line and the Markdown table of rows; BASE.csv: the same rows as CSV}."""
+    head = list(rows[0])
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=head, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    md = f"{intro}\n\n| " + " | ".join(head) + " |\n|" + "---|" * len(head) + "\n"
+    md += "".join("| " + " | ".join(str(r[k]) for k in head) + " |\n" for r in rows)
+    return {base + ".md": md, base + ".csv": buf.getvalue()}
