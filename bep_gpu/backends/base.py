@@ -66,6 +66,15 @@ def check_update_operands(what: str, sel, t, x, k: int, j: int) -> int:
     return n
 
 
+def delta_buffer(xp, out, k: int, j: int):
+    """(delta, direct) for update_delta: out itself (direct) when it is a C-contiguous array of xp, else a new
+    int32 (K, J) array that the caller copies into out afterwards. A wrong out is a ValueError."""
+    if out is not None and (out.shape != (k, j) or out.dtype != np.int32):
+        raise ValueError(f"update_delta: out must be int32 {(k, j)}, got {out.dtype} {out.shape}")
+    direct = out is not None and isinstance(out, xp.ndarray) and out.flags.c_contiguous
+    return (out if direct else xp.empty((k, j), dtype=xp.int32)), direct
+
+
 def check_recurrence(x, w_in, k_in: int, w_rec, s0) -> tuple[int, int, int]:
     """sign_recurrence's operand shapes: returns (T, N, K), or raises ValueError."""
     k = w_rec.shape[0] if w_rec.ndim == 2 else -1

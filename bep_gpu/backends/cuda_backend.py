@@ -20,7 +20,7 @@ import numpy as np
 from .. import bits as _bits
 from .. import rng as _rng
 from .base import (Backend, check_int_matmul_width, check_recurrence, check_select_wrong, check_update_operands,
-                   group_shape, update_impl)
+                   delta_buffer, group_shape, update_impl)
 from .cuda_conv import CudaConvKernels
 from .tc_probe import tensor_core_mismatches
 
@@ -580,10 +580,7 @@ class CudaBackend(CudaConvKernels, Backend):
         k, j = int(k), int(j)
         sel, t, x = self._words(sel), self._words(t), self._words(x)
         n = check_update_operands("update_delta", sel, t, x, k, j)
-        if out is not None and (out.shape != (k, j) or out.dtype != np.int32):
-            raise ValueError(f"update_delta: out must be int32 {(k, j)}, got {out.dtype} {out.shape}")
-        direct = out is not None and isinstance(out, xp.ndarray) and out.flags.c_contiguous
-        delta = out if direct else xp.empty((k, j), dtype=xp.int32)
+        delta, direct = delta_buffer(xp, out, k, j)
         if n == 0 or k == 0 or j == 0:
             delta[...] = 0
         else:

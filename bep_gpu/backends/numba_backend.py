@@ -15,7 +15,7 @@ from .. import bits as _bits
 from .. import rng as _rng
 from . import numba_kernels as nk
 from .base import (Backend, _conv_shape, check_int_matmul_width, check_select_wrong, check_update_operands,
-                   group_shape, update_impl)
+                   delta_buffer, group_shape, update_impl)
 from .numba_simd import TILE_M
 
 _EMPTY_U8 = np.zeros((1, 1), dtype=np.uint8)
@@ -289,10 +289,7 @@ class NumbaBackend(Backend):
     def update_delta(self, sel, t, x, k, j, out=None):
         k, j = int(k), int(j)
         sel, t, x, n = self._update_operands("update_delta", sel, t, x, k, j)
-        if out is not None and (out.shape != (k, j) or out.dtype != np.int32):
-            raise ValueError(f"update_delta: out must be int32 {(k, j)}, got {out.dtype} {out.shape}")
-        direct = out is not None and isinstance(out, np.ndarray) and out.flags.c_contiguous
-        delta = out if direct else np.empty((k, j), dtype=np.int32)
+        delta, direct = delta_buffer(np, out, k, j)
         if n == 0 or k == 0 or j == 0:
             delta[...] = 0
         else:
