@@ -76,3 +76,19 @@ def test_grid_search_table_sorts_on_validation_and_hides_test(tmp_path):
     rows = [line for line in md.splitlines() if line.startswith("| a ") or line.startswith("| b ")]
     assert rows[0].startswith("| b | --nu 0.4 | 2 |") and "56.00 ± 1.41" in rows[0]
     assert "99.00" not in md and "test" not in md.split("\n\n", 1)[1]
+
+
+def test_grid_setting_may_name_its_own_seeds(tmp_path):
+    import json
+    grid, _ = _scripts()
+    spec = {"kind": "mlp", "base": ["--hidden", "35"], "seeds": [0], "show_test": True,
+            "settings": {"a": [], "b": {"flags": ["--nu", "0.4"], "seeds": [0, 1, 2]}}}
+    (tmp_path / "grid.json").write_text(json.dumps(spec))
+    assert grid.settings(spec) == [("a", [], [0]), ("b", ["--nu", "0.4"], [0, 1, 2])]
+    for name, vals in (("a", (0.50, 0.60)), ("b", (0.55, 0.57, 0.59))):
+        for seed, v in enumerate(vals):
+            _fake_run(tmp_path / "runs" / f"{name}_s{seed}", v, v)
+    md = grid.table(str(tmp_path))[str(tmp_path / "grid.md")]
+    row = {line.split(" | ")[0]: line for line in md.splitlines() if line.startswith("| a ") or line.startswith("| b ")}
+    assert "| 1 |" in row["| a"] and "50.00" in row["| a"]  # seed 1 of a is not among its seeds
+    assert "| 3 |" in row["| b"] and "57.00 ± 2.00" in row["| b"]
