@@ -3,6 +3,7 @@ runs reported on test (the wide MLPs, the RNN horizon study).
 
   python scripts/grid.py results/mlp_search/prototypes_L3_K35 [--jobs 2]
   python scripts/grid.py results/mlp_search/prototypes_L3_K35 --table-only
+  python scripts/grid.py results/mlp_wide --only L3_K2075_g83_th7     (one setting, e.g. beside another job)
 
 The folder holds grid.json: {"kind": "mlp"|"rnn"|"conv", "base": [bep-train flags of every run], "seeds": [...],
 "settings": {name: [flags added to base] or {"flags": [...], "seeds": [...]} (seeds of that setting only)},
@@ -91,10 +92,18 @@ def main(argv=None):
     p.add_argument("folder")
     p.add_argument("--jobs", type=int, default=1)
     p.add_argument("--table-only", action="store_true")
+    p.add_argument("--only", default="", help="comma-separated setting names to run (default: every setting)")
     args = p.parse_args(argv)
     spec = json.load(open(os.path.join(args.folder, "grid.json")))
+    chosen = settings(spec)
+    if args.only:
+        names = args.only.split(",")
+        unknown = sorted(set(names) - {n for n, _, _ in chosen})
+        if unknown:
+            p.error(f"--only: no setting {', '.join(unknown)} in {args.folder}/grid.json")
+        chosen = [c for c in chosen if c[0] in names]
     if not args.table_only:
-        grid = [(args.folder, spec, n, f, s) for n, f, seeds in settings(spec) for s in seeds]
+        grid = [(args.folder, spec, n, f, s) for n, f, seeds in chosen for s in seeds]
         run_folders.run_all(run_one, grid, args.jobs)
     run_folders.write_texts(table(args.folder))
 
