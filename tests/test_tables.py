@@ -92,3 +92,14 @@ def test_grid_setting_may_name_its_own_seeds(tmp_path):
     row = {line.split(" | ")[0]: line for line in md.splitlines() if line.startswith("| a ") or line.startswith("| b ")}
     assert "| 1 |" in row["| a"] and "50.00" in row["| a"]  # seed 1 of a is not among its seeds
     assert "| 3 |" in row["| b"] and "57.00 ± 2.00" in row["| b"]
+
+
+def test_grid_only_refuses_an_unknown_setting(tmp_path, capsys):
+    import json
+    import pytest
+    grid, _ = _scripts()
+    (tmp_path / "grid.json").write_text(json.dumps(
+        {"kind": "mlp", "base": [], "seeds": [0], "settings": {"a": []}}))
+    with pytest.raises(SystemExit) as exc:
+        grid.main([str(tmp_path), "--only", "a,b", "--table-only"])
+    assert exc.value.code == 2 and "no setting b in" in capsys.readouterr().err
