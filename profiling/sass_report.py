@@ -11,7 +11,7 @@ them (cuobjdump), find each kernel's hot loops (backward branches whose body hol
 It is a prediction, not a measurement: the H200 figures below are datasheet or H100-class assumptions (see
 "H200 ceilings" in profiling/README.md); bep-bench and scripts/bench_kernels.py measure the real thing.
 
-    python profiling/sass_report.py [--markdown]          (needs nvcc and cuobjdump on PATH or in the venv)
+    python profiling/sass_report.py [--markdown]          (needs nvcc, cuobjdump, nvdisasm: PATH or venv)
 """
 from __future__ import annotations
 
@@ -73,9 +73,11 @@ def tool(name: str) -> str | None:
     return str(cuda) if cuda.exists() else None
 
 
-def compile_all(nvcc: str, cuobjdump: str, tmp: Path, files) -> tuple[dict, dict]:
+def compile_all(nvcc: str, cuobjdump: str, nvdisasm: str, tmp: Path, files) -> tuple[dict, dict]:
     """({kernel: {regs, smem}}, {kernel: [(address, instruction)]}) for the given kernels/*.cu files."""
     info, sass = {}, {}
+    # cuobjdump -sass runs nvdisasm, found only on PATH (the PyPI wheels put it in the venv, not on PATH).
+    env = {**os.environ, "PATH": os.pathsep.join([str(Path(nvdisasm).parent), os.environ.get("PATH", "")])}
     for cu in files:
         cubin = tmp / (cu.stem + ".cubin")
         res = subprocess.run([nvcc, "-arch=sm_90", "-cubin", "-Xptxas", "-v", f"-I{KERNELS}", str(cu), "-o",
@@ -87,7 +89,10 @@ def compile_all(nvcc: str, cuobjdump: str, tmp: Path, files) -> tuple[dict, dict
             regs = re.search(r"Used (\d+) registers", entry)
             smem = re.search(r"(\d+) bytes smem", entry)
             info[name] = {"regs": int(regs.group(1)) if regs else 0, "smem": int(smem.group(1)) if smem else 0}
-        dump = subprocess.run([cuobjdump, "-sass", str(cubin)], capture_output=True, text=True, check=True).stdout
+        res = subprocess.run([cuobjdump, "-sass", str(cubin)], capture_output=True, text=True, env=env)
+        if res.returncode:
+            raise RuntimeError(f"cuobjdump failed on {cubin.name}:\n{res.stderr[-4000:]}")
+        dump = res.stdout
         for block in re.split(r"\n\s+Function : ", dump)[1:]:
             name = block.split("\n", 1)[0].strip()
             sass[name] = [(int(a, 16), t.strip()) for a, t in re.findall(r"/\*([0-9a-f]{4,})\*/\s+([^;]*);", block)]
@@ -175,9 +180,10 @@ def gemm_dims(name: str, batch: int, k_out: int, k_in: int) -> tuple[int, int, i
 
 
 def report(markdown: bool, names=()) -> int:
-    nvcc, cuobjdump = tool("nvcc"), tool("cuobjdump")
-    if not nvcc or not cuobjdump:
-        print("sass_report: needs nvcc and cuobjdump (pip install nvidia-cuda-cuobjdump)", file=sys.stderr)
+    nvcc, cuobjdump, nvdisasm = tool("nvcc"), tool("cuobjdump"), tool("nvdisasm")
+    if not (nvcc and cuobjdump and nvdisasm):
+        print("sass_report: needs nvcc, cuobjdump and nvdisasm (pip install nvidia-cuda-cuobjdump "
+              "nvidia-cuda-nvdisasm)", file=sys.stderr)
         return 2
     files = [KERNELS / n for n in names] if names else sorted(KERNELS.glob("*.cu"))
     missing = [f.name for f in files if not f.is_file()]
@@ -185,7 +191,7 @@ def report(markdown: bool, names=()) -> int:
         print(f"sass_report: no such kernel file in kernels/: {', '.join(missing)}", file=sys.stderr)
         return 2
     with tempfile.TemporaryDirectory() as tmp:
-        info, sass = compile_all(nvcc, cuobjdump, Path(tmp), files)
+        info, sass = compile_all(nvcc, cuobjdump, nvdisasm, Path(tmp), files)
     sep = " | " if markdown else "  "
     head = ["kernel", "loop", "instr", "BMMA", "POPC", "slots/op", "regs", "smem KB", "blocks/SM", "top instructions"]
     rows = []

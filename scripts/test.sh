@@ -13,6 +13,8 @@ pip install 'torch==2.13.0' || echo "test.sh: torch not installed; QAT baseline 
 pip install --no-deps sktime scikit-learn || echo "test.sh: sktime/scikit-learn not installed; UCR/digits tests skip"
 # scikit-learn's own dependencies, so that its estimator checks run against bep_gpu's estimators.
 pip install scipy joblib threadpoolctl narwhals || echo "test.sh: scikit-learn unimportable; its estimator checks skip"
+# cuobjdump and nvdisasm (CUDA's SASS tools, from PyPI) for the static SASS report's test; nvcc is on the image.
+pip install nvidia-cuda-cuobjdump nvidia-cuda-nvdisasm || echo "test.sh: cuobjdump/nvdisasm not installed; SASS test skips"
 if command -v mpicc >/dev/null 2>&1; then
   pip install mpi4py || echo "test.sh: mpi4py not installed; multi-process tests will be skipped"
 fi

@@ -10,8 +10,9 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "profiling"))
 import sass_report  # noqa: E402
 
-needs_tools = pytest.mark.skipif(not (sass_report.tool("nvcc") and sass_report.tool("cuobjdump")),
-                                 reason="nvcc and cuobjdump needed (pip install nvidia-cuda-cuobjdump)")
+needs_tools = pytest.mark.skipif(not all(sass_report.tool(t) for t in ("nvcc", "cuobjdump", "nvdisasm")),
+                                 reason="nvcc, cuobjdump and nvdisasm needed "
+                                        "(pip install nvidia-cuda-cuobjdump nvidia-cuda-nvdisasm)")
 
 
 @needs_tools
