@@ -365,10 +365,10 @@ class CudaBackend(CudaConvKernels, Backend):
         thr = () if g is None else (np.int32(max(-1, min(2**31 - 1, int(gate)))),)  # |z| < 2^31: no bit changes
         dims = (_i32(n), _i32(k), _i32(kw_in), _i32(k_in), _i32(nw), _i32(k))
         last_in, last = (np.uint64((1 << (v % 64)) - 1) if v % 64 else ~np.uint64(0) for v in (k_in, k))
+        pops = xp.empty(n + k, dtype=xp.uint32) if tc else None  # rewritten each step, in stream order
         for t in range(steps):
             outs = (z[t], s[t + 1]) + (() if g is None else (g[t],))
             if tc:
-                pops = xp.empty(n + k, dtype=xp.uint32)
                 self._launch("row_popcounts_pair", (_blocks((n + k) * 32),),
                              (x[t], s[t], _i32(n), w_in, w_rec, _i32(k), _i32(kw_in), _i32(nw), last_in, last, pops))
                 self._launch_tc(name, n, TC_BM_PLAIN, k, (x[t], w_in, s[t], w_rec) + outs + (pops,) + dims + thr)
