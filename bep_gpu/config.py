@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields
 
+from .data.augment import Augment
 from .errors import UserError
 
 STABILITY = ("z", "hidden")
@@ -32,6 +33,7 @@ class TrainConfig:
     init_std: float = 8.0
     val_fraction: float = 0.1
     encode: str = "auto"  # sign for +-1 data, median for images, thermometer:8 for sequences
+    augment: str = ""  # mlp and conv on images: "shift:S", "flip" or both, redrawn every epoch (data/augment.py)
     shuffle: bool = True
     init: str | None = None
     resume: str | None = None
@@ -105,6 +107,10 @@ class TrainConfig:
             bad("--max-train must be positive")
         if self.horizon < 0 or self.window < 0 or self.expand < 0:
             bad("--horizon, --window and --expand must be >= 0")
+        if self.augment:
+            Augment.parse(self.augment)
+            if self.kind == "rnn":
+                bad("--augment moves images: it is for mlp and conv, not for the rnn's sequences")
         if self.kind == "rnn" and self.stability != "z":
             bad("--stability hidden is an MLP option: the RNN ranks wrong units by |z_t| (docs/ALGORITHM.md section 9)")
         if self.threads < 0:

@@ -45,7 +45,9 @@ def _sklearn(name: str, fallback):
 # TrainConfig fields that are not estimator parameters: where data, checkpoints and processes come from.
 NOT_PARAMETERS = {"kind", "dataset", "data_dir", "data_seed", "init", "resume", "max_train", "plot", "overwrite",
                   "distributed", "dist_timeout", "image_shape"}
-KIND_ONLY = {"rnn": ("horizon", "rnn_mask", "window", "expand"), "conv": ("conv", "conv_tile")}
+# Parameters only some kinds take: name -> those kinds.
+KIND_ONLY = {**dict.fromkeys(("horizon", "rnn_mask", "window", "expand"), ("rnn",)),
+             **dict.fromkeys(("conv", "conv_tile"), ("conv",)), "augment": ("mlp", "conv")}
 # Estimators default to silence (scikit-learn's verbose=0) and to training in memory.
 ESTIMATOR_DEFAULTS = {"quiet": True, "out": None}
 
@@ -55,7 +57,7 @@ def parameters(kind: str, defaults: dict) -> dict:
     cfg = TrainConfig(kind=kind, **{**defaults, **ESTIMATOR_DEFAULTS})
     out = {}
     for f in fields(TrainConfig):
-        if f.name in NOT_PARAMETERS or any(k != kind and f.name in only for k, only in KIND_ONLY.items()):
+        if f.name in NOT_PARAMETERS or kind not in KIND_ONLY.get(f.name, (kind,)):
             continue
         value = getattr(cfg, f.name)
         # immutable defaults (conv layers: a tuple of tuples)
@@ -194,8 +196,10 @@ class BEPClassifier:
         with self._python_errors():
             classes, y_index, _ = index_labels(type(self).__name__, y, {}, name="y")
             features, image = self.as_trainer_input(x)
+            flat_image = image and features.ndim == 2  # the MLP's view of images; --augment needs their shape
             data = Dataset(f"fit(x of shape {x.shape})", features, y_index, None, None, len(classes), image,
-                           classes)
+                           classes, image_shape=x.shape[1:3] + x.shape[3:] + (1,) * (x.ndim == 3) if flat_image
+                           else None)
             trainer = Trainer(self._config(), dataset=data)
             self.results_ = trainer.run()
         # with early stopping, the model of the best validation epoch (best.npz on disk)

@@ -15,6 +15,7 @@ from .backends import get_backend
 from .bep_mlp import reinforcement_thresholds
 from .config import TrainConfig, next_divisor
 from .data import Encoder, load_dataset, make_encoder, validate_dataset
+from .data.augment import Augment
 from .data.dataset import labels_to_indices
 from .distributed import bind_gpu, fingerprint, make_communicator, shard
 from .errors import UserError
@@ -128,10 +129,37 @@ class Prepared:
         def put(x, y):
             return bk.pack(bk.asarray(encoder.transform(x))), bk.asarray(y.astype(np.int64))
 
+        self.bk, self.seed = bk, cfg.seed
+        self.augment = Augment.parse(cfg.augment)
+        if self.augment:
+            # The encoded +-1 pixels stay on the backend; each epoch packs a freshly moved copy of them.
+            hwc = _image_geometry(ds, cfg.augment)
+            encoded = bk.asarray(encoder.transform(x_train[tr]))
+            self.pixels = encoded.reshape(len(tr), hwc[0], hwc[1], -1)
+            background = encoder.transform(np.zeros((1,) + x_train.shape[1:], dtype=x_train.dtype))
+            self.background = bk.asarray(background.reshape(hwc[0], hwc[1], -1)[0, 0])
+            self.packed_shape = encoded.shape
         self.train = put(x_train[tr], y_train[tr])
         self.val = put(x_train[va], y_train[va]) if len(va) else None
         self.test = put(ds.x_test, y_test) if ds.x_test is not None else None
         self.n_train, self.n_val = len(tr), len(va)
+
+    def train_inputs(self, epoch: int):
+        """The packed training inputs of this epoch: moved and mirrored by --augment, else the fixed ones."""
+        if not self.augment:
+            return self.train[0]
+        moved = self.augment.apply(self.bk.xp, self.pixels, self.background, self.seed, epoch)
+        return self.bk.pack(moved.reshape(self.packed_shape))
+
+
+def _image_geometry(ds, spec: str) -> tuple[int, int, int]:
+    """(H, W, C) of the dataset's images; UserError for data that are not images."""
+    if ds.x_train.ndim == 4:
+        return tuple(int(v) for v in ds.x_train.shape[1:])
+    if ds.image_shape is None or ds.x_train.ndim != 2:
+        raise UserError(f"--augment {spec}: dataset {ds.name} holds no images of known shape; it needs "
+                        "fashion-mnist, digits, or images (N, H, W[, C]) for a conv net or an estimator")
+    return tuple(int(v) for v in ds.image_shape)
 
 
 def accuracy(task, split, eval_batch: int) -> float:
@@ -390,7 +418,7 @@ class Trainer:
                                  "settings, training data or starting weights")
         self._write_json("config.json", self._config_dict())
         rows = self._metrics_rows() if self.writes else []
-        x_all, y_all = self.data.train
+        y_all = self.data.train[1]
         n = self.data.n_train
         t_start = time.perf_counter()
         train_time, epochs_run = 0.0, 0  # this process's share (a resumed run did earlier epochs elsewhere)
@@ -412,6 +440,7 @@ class Trainer:
                 order = (np.random.default_rng([int(cfg.seed), int(epoch)]).permutation(n) if cfg.shuffle
                          else np.arange(n))
                 order = bk.asarray(order)
+                x_all = self.data.train_inputs(epoch)
             thresholds = reinforcement_thresholds(task.fan_ins, cfg.p_r, st["error_rate"])
             counts = xp.zeros(2, dtype=xp.int64)
             graphed = (GraphedSteps(bk, task, x_all, y_all, cfg.batch_size, st["gammas"], thresholds, st["step"],

@@ -182,6 +182,8 @@ def _cuda_usable():
     ("batch size 0", ["--batch-size", "0"], "--batch-size must be positive"),
     ("gamma0 not dividing", ["--gamma0", "3"], "--gamma0 3 does not divide layer width 10"),
     ("unknown encoding", ["--encode", "fourier"], "unknown encoding"),
+    ("augmenting tabular data", ["--augment", "shift:1"], "holds no images of known shape"),
+    ("unknown augmentation", ["--augment", "rotate:5"], "'rotate:5' is not understood"),
     ("cuda without GPU", ["--backend", "cuda"], "--backend cuda"),
 ])
 def test_train_bad_input(case, args, message, data, tmp_path, capsys):

@@ -371,6 +371,19 @@ def test_cuda_graph_training_run_matches_numpy(tmp_path, monkeypatch, kind, matm
         assert np.array_equal(runs["numpy"][key], runs["graph"][key]), key
 
 
+@pytest.mark.parametrize("graph", [False, True])
+@pytest.mark.parametrize("kind", ["mlp", "conv"])
+def test_augmented_training_matches_numpy(gb, tmp_path, kind, graph):
+    """--augment moves the images with CuPy's indexing on the device: the same checkpoint as NumPy's, also when
+    each epoch's fresh inputs are captured into a CUDA graph."""
+    from test_augment import _train
+
+    ref = _train(kind, NB, tmp_path / "numpy")
+    got = _train(kind, gb, tmp_path / "gpu", cuda_graph=graph)
+    for key in [k for k in ref.files if k.startswith("hidden.")] + ["prototypes", "train.state"]:
+        assert np.array_equal(ref[key], got[key]), key
+
+
 @pytest.mark.parametrize("n,c", [(1, 1), (100, 10), (20000, 10), (513, 100)])
 def test_trigger(gb, n, c):
     gen = np.random.default_rng(n + c)

@@ -8,6 +8,7 @@ import sys
 import time
 
 from ..config import CONV_DEFAULTS, RNN_DEFAULTS, TrainConfig
+from ..data.augment import AUGMENT_HELP
 from ..errors import UserError
 from .common import StrictParser, add_version, parse_widths, run_cli
 
@@ -77,6 +78,8 @@ def build_parser(suppress: bool = False) -> argparse.ArgumentParser:
         opt("--val-fraction", float, DEFAULTS.val_fraction, "held-out share of the training set")
         opt("--encode", str, DEFAULTS.encode, "sign, median, thermometer:B or auto (sign for +-1 data, median "
             "for images, thermometer:8 for sequences)")
+        if kind != "rnn":
+            opt("--augment", str, DEFAULTS.augment, AUGMENT_HELP)
         s.add_argument("--no-shuffle", action="store_true", default=default("no_shuffle", False),
                        help="keep the data order fixed (default: shuffle every epoch)")
         opt("--init", str, None, "start from this checkpoint's weights and prototypes")

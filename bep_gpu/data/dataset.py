@@ -15,7 +15,8 @@ class Dataset:
     strings; default 0..C-1). x_test and y_test may be None (data handed to an estimator's fit has no test split).
 
     image=True means the features are pixels of one kind, so the median and thermometer encoders fit one set of
-    thresholds over all of them instead of one per feature.
+    thresholds over all of them instead of one per feature. image_shape: (H, W, C) of images held flattened as
+    (N, H*W*C), the MLP's view of them, for --augment (4-D x carries its own shape).
     """
 
     name: str
@@ -26,6 +27,7 @@ class Dataset:
     n_classes: int
     image: bool
     classes: np.ndarray | None = None
+    image_shape: tuple | None = None
 
     def __post_init__(self):
         if self.classes is None:

@@ -162,7 +162,7 @@ def _fashion_mnist(name: str, data_dir: str | None) -> Dataset:
     if name == "fashion-mnist":
         x_train, x_test = x_train.reshape(len(x_train), -1), x_test.reshape(len(x_test), -1)
     return Dataset(name, x_train, arrays["y_train"].astype(np.int64), x_test, arrays["y_test"].astype(np.int64),
-                   10, image=True)
+                   10, image=True, image_shape=(28, 28, 1) if name == "fashion-mnist" else None)
 
 
 def _package_dir(package: str) -> str | None:
@@ -203,7 +203,7 @@ def _digits(name: str, data_dir: str | None, data_seed: int) -> Dataset:
     for c in np.unique(y):
         members = rng.permutation(np.flatnonzero(y == c))
         test[members[: int(round(DIGITS_TEST_FRACTION * len(members)))]] = True
-    return Dataset(name, x[~test], y[~test], x[test], y[test], int(y.max()) + 1, image=True)
+    return Dataset(name, x[~test], y[~test], x[test], y[test], int(y.max()) + 1, image=True, image_shape=(8, 8, 1))
 
 
 # Built-in image datasets and their (H, W); their loaders give flat pixels (or rows as steps).
