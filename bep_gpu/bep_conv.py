@@ -64,9 +64,10 @@ def flat_size(geoms) -> int:
     return g.h_out * g.w_out * g.c_out
 
 
-def step_rules(geoms, dense_sizes, r: float, nu: float, clip: int) -> StepRules:
+def step_rules(geoms, dense_sizes, r: float, nu: float, clip: int, frozen=()) -> StepRules:
     """Gates floor(nu * fan-in) of every trainable layer in forward order, trigger margin ceil(r * K_L)."""
-    return StepRules.make([g.fan_in for g in geoms] + [flat_size(geoms)] + list(dense_sizes), r, nu, clip)
+    return StepRules.make([g.fan_in for g in geoms] + [flat_size(geoms)] + list(dense_sizes), r, nu, clip,
+                          frozen=frozen)
 
 
 def matrices(hidden):
@@ -172,4 +173,4 @@ def train_step(bk: Backend, hidden, geoms, dense_sizes, prototypes, x, labels, g
     return apply_updates(bk, comm, matrices(hidden), x.shape[0], rules.clip,
                          lambda: select_updates(bk, hidden, geoms, dense_sizes, prototypes, x, labels, gammas, tile,
                                                 rules),
-                         reinforcement(thresholds, seed, step))
+                         reinforcement(thresholds, seed, step), rules.frozen)

@@ -24,14 +24,16 @@ class StepRules:
     gates: tuple[int, ...]  # gate of layer i: |z_i| <= floor(nu * K_i), K_i its fan-in (layer 0's is unused)
     clip: int
     stability: str  # "z" (rank by |z|) or "hidden" (rank by |H . a|)
+    frozen: tuple[int, ...] = ()  # matrices (hidden.i) never updated nor reinforced (--freeze)
 
     @classmethod
-    def make(cls, sizes, r: float, nu: float, clip: int, stability: str = "z") -> "StepRules":
+    def make(cls, sizes, r: float, nu: float, clip: int, stability: str = "z", frozen=()) -> "StepRules":
         return cls(
             trigger_margin=math.ceil(r * sizes[-1]),
             gates=tuple(math.floor(nu * sizes[i]) for i in range(len(sizes) - 1)),
             clip=int(clip),
             stability=stability,
+            frozen=tuple(int(i) for i in frozen),
         )
 
 
@@ -111,7 +113,7 @@ def train_step(bk: Backend, hidden, sizes, prototypes, x, labels, gammas, rules:
     """
     return apply_updates(bk, comm, hidden, x.shape[0], rules.clip,
                          lambda: select_updates(bk, hidden, sizes, prototypes, x, labels, gammas, rules),
-                         reinforcement(thresholds, seed, step))
+                         reinforcement(thresholds, seed, step), rules.frozen)
 
 
 def reinforcement(thresholds, seed: int, step):

@@ -20,11 +20,11 @@ from .profiling import nvtx_range
 XS, SS, SY = 0, 1, 2
 
 
-def step_rules(sizes, r: float, nu: float, clip: int) -> StepRules:
+def step_rules(sizes, r: float, nu: float, clip: int, frozen=()) -> StepRules:
     """The MLP's rules with the cell's fan-in Kx + Ks and the readout's Ks: gates[0] = floor(nu (Kx + Ks)),
     gates[1] = floor(nu Ks), trigger margin ceil(r Ky)."""
     kx, ks, ky = sizes
-    return StepRules.make([kx + ks, ks, ky], r, nu, clip)
+    return StepRules.make([kx + ks, ks, ky], r, nu, clip, frozen=frozen)
 
 
 def time_major(bk: Backend, x):
@@ -141,4 +141,4 @@ def train_step(bk: Backend, hidden, sizes, prototypes, x, labels, gammas, rules:
     return apply_updates(bk, comm, hidden, x.shape[0], rules.clip,
                          lambda: select_updates(bk, hidden, sizes, prototypes, x, labels, gammas, rules, horizon,
                                                 shared_mask),
-                         reinforcement(thresholds, seed, step))  # layers XS, SS, SY = list order
+                         reinforcement(thresholds, seed, step), rules.frozen)  # layers XS, SS, SY = list order

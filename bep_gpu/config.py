@@ -41,6 +41,7 @@ class TrainConfig:
     quiet: bool = False
     plot: bool = False
     hidden_clip: int = 32767
+    freeze: list = field(default_factory=list)  # weight matrices (hidden.i) kept as initialised or loaded
     stability: str = "z"
     proto_alpha: float = 1.0
     proto_sweeps: int = 20
@@ -113,6 +114,8 @@ class TrainConfig:
                 bad("--augment moves images: it is for mlp and conv, not for the rnn's sequences")
         if self.kind == "rnn" and self.stability != "z":
             bad("--stability hidden is an MLP option: the RNN ranks wrong units by |z_t| (docs/ALGORITHM.md section 9)")
+        if any(int(i) != i or i < 0 for i in self.freeze) or len(set(self.freeze)) != len(self.freeze):
+            bad(f"--freeze takes distinct layer indices >= 0 (hidden.0 is the first matrix), got {list(self.freeze)}")
         if self.threads < 0:
             bad("--threads must be >= 0 (0: the default)")
         if self.eval_batch <= 0:

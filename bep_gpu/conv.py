@@ -63,7 +63,7 @@ class ConvTask(MLPTask):
         self.hidden = [bk.asarray(h, dtype=bk.xp.int16) for h in hidden]
         self.prototypes_pm = np.asarray(prototypes, dtype=np.int8)
         self.prototypes = bk.pack(bk.asarray(self.prototypes_pm))
-        self.rules = bep_conv.step_rules(self.geoms, self.dense_sizes, cfg.r, cfg.nu, cfg.hidden_clip)
+        self.rules = bep_conv.step_rules(self.geoms, self.dense_sizes, cfg.r, cfg.nu, cfg.hidden_clip, cfg.freeze)
         self.tile = int(cfg.conv_tile)
         self.seed = cfg.seed
 

@@ -275,7 +275,8 @@ def fingerprint(settings: dict, arrays) -> int:
     return crc & 0x7FFFFFFF
 
 
-def apply_updates(bk, comm: Communicator | None, hidden, n_rows: int, clip: int, select, reinforcement=None):
+def apply_updates(bk, comm: Communicator | None, hidden, n_rows: int, clip: int, select, reinforcement=None,
+                  frozen=()):
     """The update phase of a BEP step (MLP, RNN and conv), in place on `hidden`; returns the step's int64 counts.
 
     select() -> (counts, [(sel, t, a_in) per matrix]) computes steps 1-4 on this process's n_rows rows. One
@@ -283,12 +284,15 @@ def apply_updates(bk, comm: Communicator | None, hidden, n_rows: int, clip: int,
     all-reduce, apply_delta; a process without rows this step (n_rows = 0) adds zeros and selects nothing.
     reinforcement(i) -> (threshold, seed, stream, step, layer) of matrix i: section 4.6 after the update, skipped
     on the device when no sample of the step triggered (counts[1] == 0, no host synchronisation); one process
-    fuses it into the update (batch_update_reinforce).
+    fuses it into the update (batch_update_reinforce). frozen: indices of matrices left as they are (no update,
+    no reinforcement; their selections are still made, so the other matrices' step is unchanged).
     """
     if comm is None or comm.size == 1:
         counts, updates = select()
         with nvtx_range("update"):
             for i, (h, (sel, t, a)) in enumerate(zip(hidden, updates)):
+                if i in frozen:
+                    continue
                 if reinforcement is None:
                     bk.batch_update(h, sel, t, a, clip)
                 else:
@@ -298,15 +302,17 @@ def apply_updates(bk, comm: Communicator | None, hidden, n_rows: int, clip: int,
     if n_rows:
         counts, updates = select()
         with nvtx_range("update"):
-            for d, (sel, t, a) in zip(red.deltas, updates):
-                bk.update_delta(sel, t, a, d.shape[0], d.shape[1], out=d)
+            for i, (d, (sel, t, a)) in enumerate(zip(red.deltas, updates)):
+                if i not in frozen:  # a frozen matrix's delta stays zero
+                    bk.update_delta(sel, t, a, d.shape[0], d.shape[1], out=d)
             red.counts[...] = counts
     with nvtx_range("allreduce"):
         counts = red.reduce_apply(comm, hidden, clip)
     if reinforcement is not None:
         with nvtx_range("reinforcement"):
             for i, h in enumerate(hidden):
-                bk.reinforce(h, *reinforcement(i), clip, active=counts[1:2])
+                if i not in frozen:
+                    bk.reinforce(h, *reinforcement(i), clip, active=counts[1:2])
     return counts
 
 

@@ -23,7 +23,7 @@ class MLPTask:
         self.hidden = [bk.asarray(h, dtype=bk.xp.int16) for h in hidden]
         self.prototypes_pm = np.asarray(prototypes, dtype=np.int8)
         self.prototypes = bk.pack(bk.asarray(self.prototypes_pm))
-        self.rules = bep_mlp.StepRules.make(self.sizes, cfg.r, cfg.nu, cfg.hidden_clip, cfg.stability)
+        self.rules = bep_mlp.StepRules.make(self.sizes, cfg.r, cfg.nu, cfg.hidden_clip, cfg.stability, cfg.freeze)
         self.seed = cfg.seed
 
     @staticmethod

@@ -22,7 +22,7 @@ class RNNTask(MLPTask):
 
     def __init__(self, bk: Backend, sizes, hidden, prototypes, cfg):
         super().__init__(bk, sizes, hidden, prototypes, cfg)
-        self.rules = bep_rnn.step_rules(self.sizes, cfg.r, cfg.nu, cfg.hidden_clip)
+        self.rules = bep_rnn.step_rules(self.sizes, cfg.r, cfg.nu, cfg.hidden_clip, cfg.freeze)
         self.horizon = int(cfg.horizon)
         self.shared_mask = cfg.rnn_mask == "shared"
 

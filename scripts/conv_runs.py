@@ -43,7 +43,8 @@ def rows() -> list[dict]:
         out.append({
             "run": name, "conv": ",".join(":".join(map(str, c)) for c in cfg["conv"]),
             "dense": ",".join(map(str, cfg["hidden"])), "gamma0": gamma, "tile": cfg["conv_tile"], "nu": cfg["nu"],
-            "r": cfg["r"], "p_r": cfg["p_r"], "init std": cfg["init_std"], "patience": cfg["patience"], "encode": cfg["encode"], "batch": cfg["batch_size"], "train": cfg["n_train"],
+            "r": cfg["r"], "p_r": cfg["p_r"], "init std": cfg["init_std"], "patience": cfg["patience"], "encode": cfg["encode"],
+            "augment": cfg.get("augment") or "none", "batch": cfg["batch_size"], "train": cfg["n_train"],
             "epochs": res["epochs"], "test %": f"{100 * res['test_accuracy']:.2f}",
             "best val %": "" if res["best_val_accuracy"] is None else f"{100 * res['best_val_accuracy']:.2f}",
             "test at best val %": percent(res.get("test_accuracy_at_best_val")),

@@ -126,11 +126,11 @@ def in_ranks(size, run):
     return out
 
 
-def run_steps(sizes, stability, batches, seed, comm=None, bk=B):
+def run_steps(sizes, stability, batches, seed, comm=None, bk=B, frozen=()):
     """Steps from a seeded state on backend bk: the final hidden matrices (NumPy) and the per-step counts."""
     hidden = [bk.asarray(h) for h in init_hidden([(sizes[i + 1], sizes[i]) for i in range(len(sizes) - 1)], 3.0, seed)]
     protos = bk.asarray(pack_bits(make_prototypes(4, sizes[-1], seed, 1.0, 2)))
-    rules = bep_mlp.StepRules.make(sizes, 0.75, 0.2, 40, stability)  # small clip: the clip matters
+    rules = bep_mlp.StepRules.make(sizes, 0.75, 0.2, 40, stability, frozen)  # small clip: the clip matters
     thresholds = bep_mlp.reinforcement_thresholds(sizes[:-1], 0.5, 1.0)
     all_counts = []
     for step, (x, y) in enumerate(batches):

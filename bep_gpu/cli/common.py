@@ -40,6 +40,14 @@ def run_cli(fn, argv=None) -> int:
         return 2
 
 
+def parse_indices(text: str, flag: str) -> list[int]:
+    """'0,2' -> [0, 2]; '' -> []; UserError for anything else."""
+    try:
+        return [int(v) for v in str(text).split(",") if v.strip()]
+    except ValueError:
+        raise UserError(f"{flag} takes comma-separated layer indices like 0,1, got {text!r}") from None
+
+
 def parse_widths(text: str) -> list[int]:
     try:
         widths = [int(v) for v in text.split(",") if v.strip()]

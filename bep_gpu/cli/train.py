@@ -10,7 +10,7 @@ import time
 from ..config import CONV_DEFAULTS, RNN_DEFAULTS, TrainConfig
 from ..data.augment import AUGMENT_HELP
 from ..errors import UserError
-from .common import StrictParser, add_version, parse_widths, run_cli
+from .common import StrictParser, add_version, parse_indices, parse_widths, run_cli
 
 DEFAULTS = TrainConfig()
 KINDS = ("mlp", "rnn", "conv")
@@ -35,7 +35,7 @@ def build_parser(suppress: bool = False) -> argparse.ArgumentParser:
         def opt(name, typ, value, help_, *aliases):
             field = name.lstrip("-").replace("-", "_")
             s.add_argument(name, *aliases, type=typ, dest=field, default=default(field, value),
-                           help=help_ + " (default: %(default)s)")
+                           help=help_ + (" (default: none)" if value == "" else " (default: %(default)s)"))
 
         def choice(name, choices, value, help_):
             s.add_argument(name, choices=choices, default=default(name[2:].replace("-", "_"), value),
@@ -90,6 +90,9 @@ def build_parser(suppress: bool = False) -> argparse.ArgumentParser:
         flag("--quiet", "no progress output")
         flag("--plot", "write learning_curve.png (needs matplotlib)")
         opt("--hidden-clip", int, DEFAULTS.hidden_clip, "bound C of the int16 hidden weights")
+        opt("--freeze", str, "", "weight matrices kept as initialised (or as --init loaded them): no update, no "
+            "reinforcement, targets still pass through; indices in forward order as the checkpoint's hidden.I, "
+            "e.g. 0,1")
         choice("--stability", ["z", "hidden"], DEFAULTS.stability, "rank wrong units by |z| or by |H . a|")
         opt("--proto-alpha", float, DEFAULTS.proto_alpha, "variance weight of the prototype frame objective")
         opt("--proto-sweeps", int, DEFAULTS.proto_sweeps, "sweeps of the prototype frame search")
@@ -139,6 +142,8 @@ def _settings(namespace) -> dict:
     values = {k: v for k, v in vars(namespace).items() if k in TrainConfig.__dataclass_fields__}
     if "hidden" in values:
         values["hidden"] = parse_widths(values["hidden"])
+    if isinstance(values.get("freeze"), str):
+        values["freeze"] = parse_indices(values["freeze"], "--freeze")
     if "no_shuffle" in vars(namespace):
         values["shuffle"] = not namespace.no_shuffle
     if isinstance(values.get("conv"), str):

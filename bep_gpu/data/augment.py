@@ -14,7 +14,7 @@ import numpy as np
 from ..errors import UserError
 
 AUGMENT_HELP = ("shift:S (move each training image by up to S pixels in y and in x), flip (mirror half of them "
-                "left-right), or both, e.g. shift:1,flip; empty: none")
+                "left-right), or both, e.g. shift:1,flip")
 # Third word of the draws' seed, so that they never coincide with the shuffle's (seed, epoch) stream.
 _STREAM = 0x61756720
 
