@@ -169,7 +169,7 @@ class BEPClassifier:
     def _config(self) -> TrainConfig:
         params = self.get_params()
         params["hidden"] = list(params["hidden"]) if np.ndim(params["hidden"]) else [params["hidden"]]
-        params["freeze"] = [int(i) for i in np.atleast_1d(params["freeze"])]
+        params["freeze"] = np.atleast_1d(params["freeze"]).tolist()  # checked, not rounded, by TrainConfig
         return TrainConfig(kind=self.kind, dataset=None, **params)
 
     @contextlib.contextmanager

@@ -82,3 +82,16 @@ def test_bad_freeze_is_a_one_line_error(flag, message, tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and message in err[0], err
     assert not (tmp_path / "out" / "model.npz").exists()
+
+
+@pytest.mark.parametrize("value", [[0.5], ["0"], [True], 0, [1, 1]])
+def test_config_and_estimator_refuse_anything_but_distinct_indices(value):
+    from bep_gpu.errors import UserError
+    from bep_gpu.estimators import MLPClassifier
+
+    with pytest.raises(UserError, match="--freeze takes distinct layer indices >= 0"):
+        TrainConfig(freeze=value).check()
+    if not isinstance(value, int):
+        x, y = np.random.default_rng(0).normal(size=(40, 6)), np.arange(40) % 2
+        with pytest.raises(ValueError, match="^freeze takes distinct layer indices"):  # the parameter, not the flag
+            MLPClassifier(hidden=[10], gamma0=5, epochs=1, backend="numpy", freeze=value).fit(x, y)
