@@ -114,9 +114,9 @@ class TrainConfig:
                 bad("--augment moves images: it is for mlp and conv, not for the rnn's sequences")
         if self.kind == "rnn" and self.stability != "z":
             bad("--stability hidden is an MLP option: the RNN ranks wrong units by |z_t| (docs/ALGORITHM.md section 9)")
-        freeze = self.freeze if isinstance(self.freeze, (list, tuple)) else [self.freeze]
-        if (not all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in freeze)
-                or len(set(freeze)) != len(freeze) or freeze is not self.freeze):
+        if (not isinstance(self.freeze, (list, tuple))
+                or not all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in self.freeze)
+                or len(set(self.freeze)) != len(self.freeze)):
             bad(f"--freeze takes distinct layer indices >= 0 (hidden.0 is the first matrix), got {self.freeze!r}")
         if self.threads < 0:
             bad("--threads must be >= 0 (0: the default)")

@@ -199,7 +199,7 @@ class BEPClassifier:
             features, image = self.as_trainer_input(x)
             flat_image = image and features.ndim == 2  # the MLP's view of images; --augment needs their shape
             data = Dataset(f"fit(x of shape {x.shape})", features, y_index, None, None, len(classes), image,
-                           classes, image_shape=x.shape[1:3] + x.shape[3:] + (1,) * (x.ndim == 3) if flat_image
+                           classes, image_shape=(*x.shape[1:3], x.shape[3] if x.ndim == 4 else 1) if flat_image
                            else None)
             trainer = Trainer(self._config(), dataset=data)
             self.results_ = trainer.run()

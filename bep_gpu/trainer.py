@@ -139,7 +139,9 @@ class Prepared:
             background = encoder.transform(np.zeros((1,) + x_train.shape[1:], dtype=x_train.dtype))
             self.background = bk.asarray(background.reshape(hwc[0], hwc[1], -1)[0, 0])
             self.packed_shape = encoded.shape
-        self.train = put(x_train[tr], y_train[tr])
+            self.train = bk.pack(encoded), bk.asarray(y_train[tr].astype(np.int64))
+        else:
+            self.train = put(x_train[tr], y_train[tr])
         self.val = put(x_train[va], y_train[va]) if len(va) else None
         self.test = put(ds.x_test, y_test) if ds.x_test is not None else None
         self.n_train, self.n_val = len(tr), len(va)
