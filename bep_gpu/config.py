@@ -29,6 +29,7 @@ class TrainConfig:
     gamma0: int | list = 25  # one group size, or (conv) one per trainable layer in forward order
     p_r: float = 0.5
     patience: int = 5  # the group-size schedule (not early stopping: early_stop)
+    gamma_milestones: list = field(default_factory=list)  # epochs after which every gamma grows (replaces patience)
     early_stop: int = 0  # stop after this many epochs without validation improvement (0 = never)
     init_std: float = 8.0
     val_fraction: float = 0.1
@@ -96,6 +97,11 @@ class TrainConfig:
             bad("--init-std must be non-negative")
         if self.patience < 0:
             bad("--patience must be >= 0 (0 disables the group-size schedule)")
+        milestones = self.gamma_milestones
+        if (not isinstance(milestones, (list, tuple))
+                or not all(isinstance(e, int) and not isinstance(e, bool) and e >= 1 for e in milestones)
+                or list(milestones) != sorted(set(milestones))):
+            bad(f"--gamma-milestones takes increasing epoch counts >= 1 (e.g. 20,30,40), got {milestones!r}")
         if self.early_stop < 0:
             bad("--early-stop must be >= 0 (0: train every epoch)")
         if not 1 <= self.hidden_clip <= 32767:

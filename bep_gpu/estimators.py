@@ -169,7 +169,8 @@ class BEPClassifier:
     def _config(self) -> TrainConfig:
         params = self.get_params()
         params["hidden"] = list(params["hidden"]) if np.ndim(params["hidden"]) else [params["hidden"]]
-        params["freeze"] = np.atleast_1d(params["freeze"]).tolist()  # checked, not rounded, by TrainConfig
+        for name in ("freeze", "gamma_milestones"):  # lists, checked (not rounded) by TrainConfig
+            params[name] = np.atleast_1d(params[name]).tolist()
         return TrainConfig(kind=self.kind, dataset=None, **params)
 
     @contextlib.contextmanager

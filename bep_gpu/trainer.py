@@ -485,7 +485,7 @@ class Trainer:
                          "test_acc": f"{test_acc:.6f}", "gammas": "/".join(map(str, st["gammas"])),
                          "reinforce_p0": f"{thresholds[0] / 2**32:.6g}", "epoch_time_s": f"{epoch_time:.4f}",
                          "samples_per_s": f"{n / epoch_time:.1f}"})
-            improved = self._schedule(val_acc if self.data.val is not None else 1 - wrong / n, test_acc)
+            improved = self._schedule(val_acc if self.data.val is not None else 1 - wrong / n, test_acc, epoch + 1)
             st["epoch"] = epoch + 1
             if improved and self.data.val is not None:
                 st["best_epoch"] = st["epoch"]
@@ -527,18 +527,24 @@ class Trainer:
             log(f"test accuracy {test_acc:.4f}; results in {cfg.out}", cfg.quiet)
         return results
 
-    def _schedule(self, score: float, test_acc: float) -> bool:
-        """Group-size schedule (docs/ALGORITHM.md, section 5): after `patience` epochs without improvement, every
-        gamma grows. True when score is a new best."""
+    def _schedule(self, score: float, test_acc: float, epoch: int) -> bool:
+        """Group-size schedule (docs/ALGORITHM.md, section 5) after `epoch` epochs: every gamma grows at each of
+        the fixed gamma_milestones or, without them, after `patience` epochs without improvement. True when score
+        is a new best."""
         st, cfg = self.state, self.cfg
-        if score > st["best_val"]:
+        improved = score > st["best_val"]
+        if improved:
             st["best_val"], st["test_at_best"], st["bad_epochs"] = score, test_acc, 0
-            return True
-        st["bad_epochs"] += 1
-        if cfg.patience and st["bad_epochs"] >= cfg.patience:
+        else:
+            st["bad_epochs"] += 1
+        if cfg.gamma_milestones:
+            grow = epoch in cfg.gamma_milestones
+        else:
+            grow = not improved and cfg.patience and st["bad_epochs"] >= cfg.patience
+        if grow:
             st["gammas"] = [next_divisor(w, g) for w, g in zip(cfg.group_widths(), st["gammas"])]
             st["bad_epochs"] = 0
-        return False
+        return improved
 
     def _write_metrics(self, rows) -> None:
         if not self.writes:

@@ -145,12 +145,13 @@ def test_next_divisor_literal():
 def test_group_size_schedule_steps():
     """After `patience` epochs in a row without a strictly better score every gamma moves to its width's next
     divisor and the count restarts; patience 0 never moves."""
-    def run(patience, scores):
-        fake = SimpleNamespace(cfg=SimpleNamespace(patience=patience, group_widths=lambda: [60, 45]),
+    def run(patience, scores, milestones=()):
+        fake = SimpleNamespace(cfg=SimpleNamespace(patience=patience, gamma_milestones=list(milestones),
+                                                   group_widths=lambda: [60, 45]),
                                state={"best_val": -1.0, "bad_epochs": 0, "gammas": [5, 5]})
         history = []
-        for s in scores:
-            Trainer._schedule(fake, s, 0.0)
+        for epoch, s in enumerate(scores, 1):
+            Trainer._schedule(fake, s, 0.0, epoch)
             history.append(list(fake.state["gammas"]))
         return history, fake.state
 
@@ -159,3 +160,7 @@ def test_group_size_schedule_steps():
                        [15, 45]]
     assert state["best_val"] == 0.7 and state["bad_epochs"] == 0
     assert run(0, [0.5, 0.1, 0.1, 0.1])[0][-1] == [5, 5]
+    # fixed milestones replace the patience rule: growth after epochs 1 and 3 whatever the scores, none otherwise
+    history, state = run(2, [0.5, 0.4, 0.3, 0.2, 0.1], milestones=[1, 3])
+    assert history == [[6, 9], [6, 9], [10, 15], [10, 15], [10, 15]]
+    assert state["best_val"] == 0.5

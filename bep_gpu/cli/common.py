@@ -40,12 +40,12 @@ def run_cli(fn, argv=None) -> int:
         return 2
 
 
-def parse_indices(text: str, flag: str) -> list[int]:
+def parse_indices(text: str, flag: str, what: str = "layer indices like 0,1") -> list[int]:
     """'0,2' -> [0, 2]; '' -> []; UserError for anything else."""
     try:
         return [int(v) for v in str(text).split(",") if v.strip()]
     except ValueError:
-        raise UserError(f"{flag} takes comma-separated layer indices like 0,1, got {text!r}") from None
+        raise UserError(f"{flag} takes comma-separated {what}, got {text!r}") from None
 
 
 def parse_widths(text: str) -> list[int]:

@@ -72,6 +72,9 @@ def build_parser(suppress: bool = False) -> argparse.ArgumentParser:
         opt("--patience", int, DEFAULTS.patience, "group-size schedule, NOT early stopping (see --early-stop): "
             "epochs without validation improvement before every group size gamma grows; 0 = never",
             "--gamma-patience")
+        opt("--gamma-milestones", str, "", "a fixed group-size schedule instead of --patience: every gamma grows "
+            "after each of these epochs, e.g. 23,33,43 (PyTorch's MultiStepLR milestones; for runs without a "
+            "validation split)")
         opt("--early-stop", int, DEFAULTS.early_stop, "stop after N epochs without validation improvement; the "
             "best epoch's model is best.npz either way; 0 = never")
         opt("--init-std", float, DEFAULTS.init_std, "std of the initial hidden weights")
@@ -144,6 +147,8 @@ def _settings(namespace) -> dict:
         values["hidden"] = parse_widths(values["hidden"])
     if isinstance(values.get("freeze"), str):
         values["freeze"] = parse_indices(values["freeze"], "--freeze")
+    if isinstance(values.get("gamma_milestones"), str):
+        values["gamma_milestones"] = parse_indices(values["gamma_milestones"], "--gamma-milestones", "epochs like 20,30")
     if "no_shuffle" in vars(namespace):
         values["shuffle"] = not namespace.no_shuffle
     if isinstance(values.get("conv"), str):
