@@ -4,7 +4,8 @@
   python scripts/conv_runs.py table
 
 `run` calls `bep-train conv` with the flags after `--` (plus --out results/conv/NAME --quiet) and records the
-command in command.txt. `table` reads each folder's config.json, metrics.csv and results.json (bep-train's own
+command in command.txt. A run of an experimental rule (a patch in this folder) also holds variant.txt, one
+line naming it. `table` reads each folder's config.json, metrics.csv and results.json (bep-train's own
 files) into results/conv/CONV_RESULTS.md, which RESULTS.md quotes (scripts/results_tables.py).
 """
 from __future__ import annotations
@@ -45,7 +46,7 @@ def rows() -> list[dict]:
             "dense": ",".join(map(str, cfg["hidden"])), "gamma0": gamma, "tile": cfg["conv_tile"], "nu": cfg["nu"],
             "r": cfg["r"], "p_r": cfg["p_r"], "init std": cfg["init_std"], "patience": cfg["patience"], "encode": cfg["encode"],
             "augment": cfg.get("augment") or "none", "frozen": ",".join(map(str, cfg.get("freeze") or [])) or "none",
-            "batch": cfg["batch_size"], "train": cfg["n_train"],
+            "batch": cfg["batch_size"], "train": cfg["n_train"], "rule": variant(d),
             "epochs": res["epochs"], "test %": f"{100 * res['test_accuracy']:.2f}",
             "best val %": "" if res["best_val_accuracy"] is None else f"{100 * res['best_val_accuracy']:.2f}",
             "test at best val %": percent(res.get("test_accuracy_at_best_val")),
@@ -68,6 +69,13 @@ def qat_rows() -> list[dict]:
                         "test %": f"{100 * res['test_accuracy']:.2f}",
                         "s/epoch": f"{median_time([e['epoch_time_s'] for e in epochs]):.1f}"})
     return out
+
+
+def variant(run_dir: str) -> str:
+    """The run's rule: 'spec', or the one-line description in its variant.txt (a run of a patched, experimental
+    rule that bep-train does not offer; the patch sits beside the runs)."""
+    path = os.path.join(run_dir, "variant.txt")
+    return open(path).read().strip() if os.path.isfile(path) else "spec"
 
 
 def percent(value) -> str:

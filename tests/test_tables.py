@@ -1,4 +1,5 @@
 """The tables of BENCHMARKS.md that quote run folders are what those folders hold (scripts/render_tables.py)."""
+import importlib
 import subprocess
 import sys
 from pathlib import Path
@@ -13,11 +14,7 @@ def test_benchmarks_tables_match_their_run_folders():
 
 
 def test_render_replaces_only_the_marked_block(tmp_path):
-    sys.path.insert(0, str(ROOT / "scripts"))
-    try:
-        import render_tables
-    finally:
-        sys.path.pop(0)
+    render_tables = _script("render_tables")
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "bench.md").write_text("bep-bench on numba, header line\n\n| a | b |\n|---|---|\n| 1 | 2 |\n")
     text = "before\n<!-- table: run/bench.md -->\nstale\n<!-- end table -->\nafter\n"
@@ -25,14 +22,17 @@ def test_render_replaces_only_the_marked_block(tmp_path):
         "before\n<!-- table: run/bench.md -->\n| a | b |\n|---|---|\n| 1 | 2 |\n<!-- end table -->\nafter\n")
 
 
-def _scripts():
+def _script(name):
+    """The module of scripts/<name>.py."""
     sys.path.insert(0, str(ROOT / "scripts"))
     try:
-        import grid
-        import reproduce_mlp
+        return importlib.import_module(name)
     finally:
         sys.path.pop(0)
-    return grid, reproduce_mlp
+
+
+def _scripts():
+    return _script("grid"), _script("reproduce_mlp")
 
 
 def test_results_tables_match_their_run_folders():
@@ -103,3 +103,36 @@ def test_grid_only_refuses_an_unknown_setting(tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:
         grid.main([str(tmp_path), "--only", "a,b", "--table-only"])
     assert exc.value.code == 2 and "no setting b in" in capsys.readouterr().err
+
+
+def test_grid_tables_runs_without_validation_last(tmp_path):
+    import json
+    grid, _ = _scripts()
+    (tmp_path / "grid.json").write_text(json.dumps(
+        {"kind": "mlp", "base": [], "seeds": [0], "show_test": True,
+         "settings": {"all": ["--val-fraction", "0"], "a": []}}))
+    _fake_run(tmp_path / "runs" / "a_s0", 0.5, 0.4)
+    (tmp_path / "runs" / "all_s0").mkdir()
+    (tmp_path / "runs" / "all_s0" / "config.json").write_text("{}")
+    (tmp_path / "runs" / "all_s0" / "results.json").write_text(json.dumps({
+        "val_accuracy": None, "best_val_accuracy": None, "test_accuracy": 0.45, "test_accuracy_at_best_val": None,
+        "epochs": 3, "train_time_s": 6.0}))
+    md = grid.table(str(tmp_path))[str(tmp_path / "grid.md")]
+    rows = [line for line in md.splitlines() if line.startswith("| a ") or line.startswith("| all ")]
+    assert rows[0].startswith("| a |") and rows[1] == "| all | --val-fraction 0 | 1 | 3 |  |  | 45.00 |  | 2.0 |"
+
+
+def test_milestones_are_the_median_growth_epochs_most_runs_reached(tmp_path, capsys):
+    milestones = _script("milestones")
+    runs = []
+    for i, gammas in enumerate([[5, 5, 9, 9, 15], [5, 9, 9, 15, 15], [5, 5, 5, 9, 45]]):
+        d = tmp_path / f"r{i}"
+        d.mkdir()
+        rows = "".join(f"{e},{g}\n" for e, g in enumerate(gammas, 1))
+        (d / "metrics.csv").write_text("epoch,gammas\n" + rows)
+        runs.append(str(d))
+    assert [milestones.growth_epochs(r) for r in runs] == [[2, 4], [1, 3], [3, 4]]
+    assert milestones.main(runs) == 0 and capsys.readouterr().out == "2,4\n"
+    # the first growth in 2 of 3 runs (median of 10 and 20), the second in only 1 of 3: dropped
+    assert milestones.milestones([[10], [20, 30], []]) == [15]
+    assert milestones.main([str(tmp_path / "none")]) == 2
