@@ -540,7 +540,7 @@ class Trainer:
         if cfg.gamma_milestones:
             grow = epoch in cfg.gamma_milestones
         else:
-            grow = not improved and cfg.patience and st["bad_epochs"] >= cfg.patience
+            grow = cfg.patience and st["bad_epochs"] >= cfg.patience
         if grow:
             st["gammas"] = [next_divisor(w, g) for w, g in zip(cfg.group_widths(), st["gammas"])]
             st["bad_epochs"] = 0
