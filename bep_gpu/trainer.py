@@ -230,7 +230,9 @@ def _same_setting(a, b) -> bool:
 
 
 def _show(v) -> str:
-    return ",".join(map(str, v)) if isinstance(v, (list, tuple)) else str(v)
+    if isinstance(v, (list, tuple)):
+        return ",".join(map(str, v)) or "none"
+    return str(v)
 
 
 def check_output_dir(cfg: TrainConfig) -> None:

@@ -75,7 +75,10 @@ def variant(run_dir: str) -> str:
     """The run's rule: 'spec', or the one-line description in its variant.txt (a run of a patched, experimental
     rule that bep-train does not offer; the patch sits beside the runs)."""
     path = os.path.join(run_dir, "variant.txt")
-    return open(path).read().strip() if os.path.isfile(path) else "spec"
+    if not os.path.isfile(path):
+        return "spec"
+    with open(path) as f:
+        return f.readline().strip().replace("|", "/")  # one table cell
 
 
 def percent(value) -> str:

@@ -32,9 +32,10 @@ def test_gammas_grow_after_each_milestone(data, tmp_path):
     assert train_main(data + ["--epochs", "5", "--gamma-milestones", "1,3", "--out", str(tmp_path / "a")]) == 0
     assert _gammas(tmp_path / "a") == ["2/2", "3/3", "3/3", "4/4", "4/4"]
     assert json.load(open(tmp_path / "a" / "config.json"))["gamma_milestones"] == [1, 3]
-    # without milestones and without validation the patience rule scores training accuracy: a different schedule
-    assert train_main(data + ["--epochs", "5", "--patience", "0", "--out", str(tmp_path / "b")]) == 0
-    assert _gammas(tmp_path / "b") == ["2/2"] * 5
+    # the milestones replace the patience rule, even when that rule is off
+    assert train_main(data + ["--epochs", "3", "--patience", "0", "--gamma-milestones", "2",
+                              "--out", str(tmp_path / "b")]) == 0
+    assert _gammas(tmp_path / "b") == ["2/2", "2/2", "3/3"]
 
 
 def test_extended_run_keeps_the_milestones(data, tmp_path):

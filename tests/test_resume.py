@@ -225,6 +225,7 @@ def test_a_finished_run_extends_bit_for_bit(uninterrupted, args, tmp_path, capsy
     (["--r", "0.5"], "--r 0.5 differs from the run's 0.75"),
     (["--seed", "3"], "--seed 3 differs from the run's 0"),
     (["--gamma-patience", "2"], "--patience 2 differs from the run's 1"),
+    (["--gamma-milestones", "3"], "--gamma-milestones 3 differs from the run's none"),
     (["--dataset", "prototypes"], "--dataset prototypes differs"),
     (["--epochs", "5"], "--epochs 5 is fewer than the 6 the run has done"),
     (["--out", "elsewhere"], "a resumed run writes into its own folder"),

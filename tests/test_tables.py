@@ -1,5 +1,6 @@
 """The tables of BENCHMARKS.md that quote run folders are what those folders hold (scripts/render_tables.py)."""
 import importlib
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -42,12 +43,12 @@ def test_results_tables_match_their_run_folders():
 
 
 def _fake_run(folder, val, test, epochs=3):
-    import json
+    """A finished run's files; val None: a run without a validation split."""
     folder.mkdir(parents=True)
     (folder / "config.json").write_text("{}")
     (folder / "results.json").write_text(json.dumps({
-        "val_accuracy": val, "best_val_accuracy": val + 0.01, "test_accuracy": test,
-        "test_accuracy_at_best_val": test, "epochs": epochs, "train_time_s": 6.0}))
+        "val_accuracy": val, "best_val_accuracy": None if val is None else val + 0.01, "test_accuracy": test,
+        "test_accuracy_at_best_val": None if val is None else test, "epochs": epochs, "train_time_s": 6.0}))
 
 
 def test_reproduce_mlp_summary_is_mean_and_std_over_seeds(tmp_path):
@@ -65,7 +66,6 @@ def test_reproduce_mlp_summary_is_mean_and_std_over_seeds(tmp_path):
 
 
 def test_grid_search_table_sorts_on_validation_and_hides_test(tmp_path):
-    import json
     grid, _ = _scripts()
     (tmp_path / "grid.json").write_text(json.dumps(
         {"kind": "mlp", "base": ["--hidden", "35"], "seeds": [0, 1], "settings": {"a": [], "b": ["--nu", "0.4"]}}))
@@ -79,7 +79,6 @@ def test_grid_search_table_sorts_on_validation_and_hides_test(tmp_path):
 
 
 def test_grid_setting_may_name_its_own_seeds(tmp_path):
-    import json
     grid, _ = _scripts()
     spec = {"kind": "mlp", "base": ["--hidden", "35"], "seeds": [0], "show_test": True,
             "settings": {"a": [], "b": {"flags": ["--nu", "0.4"], "seeds": [0, 1, 2]}}}
@@ -95,7 +94,6 @@ def test_grid_setting_may_name_its_own_seeds(tmp_path):
 
 
 def test_grid_only_refuses_an_unknown_setting(tmp_path, capsys):
-    import json
     import pytest
     grid, _ = _scripts()
     (tmp_path / "grid.json").write_text(json.dumps(
@@ -106,17 +104,12 @@ def test_grid_only_refuses_an_unknown_setting(tmp_path, capsys):
 
 
 def test_grid_tables_runs_without_validation_last(tmp_path):
-    import json
     grid, _ = _scripts()
     (tmp_path / "grid.json").write_text(json.dumps(
         {"kind": "mlp", "base": [], "seeds": [0], "show_test": True,
          "settings": {"all": ["--val-fraction", "0"], "a": []}}))
     _fake_run(tmp_path / "runs" / "a_s0", 0.5, 0.4)
-    (tmp_path / "runs" / "all_s0").mkdir()
-    (tmp_path / "runs" / "all_s0" / "config.json").write_text("{}")
-    (tmp_path / "runs" / "all_s0" / "results.json").write_text(json.dumps({
-        "val_accuracy": None, "best_val_accuracy": None, "test_accuracy": 0.45, "test_accuracy_at_best_val": None,
-        "epochs": 3, "train_time_s": 6.0}))
+    _fake_run(tmp_path / "runs" / "all_s0", None, 0.45)
     md = grid.table(str(tmp_path))[str(tmp_path / "grid.md")]
     rows = [line for line in md.splitlines() if line.startswith("| a ") or line.startswith("| all ")]
     assert rows[0].startswith("| a |") and rows[1] == "| all | --val-fraction 0 | 1 | 3 |  |  | 45.00 |  | 2.0 |"
@@ -135,4 +128,9 @@ def test_milestones_are_the_median_growth_epochs_most_runs_reached(tmp_path, cap
     assert milestones.main(runs) == 0 and capsys.readouterr().out == "2,4\n"
     # the first growth in 2 of 3 runs (median of 10 and 20), the second in only 1 of 3: dropped
     assert milestones.milestones([[10], [20, 30], []]) == [15]
+    # medians over different runs need not increase: each milestone is kept after the one before
+    assert milestones.milestones([[1, 10], [10, 11], [10]]) == [10, 11]
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "metrics.csv").write_text("epoch\n1\n")
+    assert milestones.main([str(tmp_path / "bad")]) == 2 and "no epoch and gammas columns" in capsys.readouterr().err
     assert milestones.main([str(tmp_path / "none")]) == 2
