@@ -38,3 +38,14 @@ def make_backend(name: str):
                                          for n in BACKENDS])
 def bk(request):
     return make_backend(request.param)
+
+
+def prototypes_npz(path, classes: int, features: int, n_train: int, n_test: int, flip: float) -> str:
+    """A Random-Prototypes-like npz:PATH dataset (seed 0): each sample its class's +-1 prototype with each bit
+    flipped with probability `flip`. Quicker to load than generating the real dataset."""
+    rng = np.random.default_rng(0)
+    protos = rng.choice(np.array([-1, 1], dtype=np.int8), size=(classes, features))
+    y = rng.integers(0, classes, n_train + n_test)
+    x = protos[y] * np.where(rng.random((n_train + n_test, features)) < flip, -1, 1).astype(np.int8)
+    np.savez(path, x_train=x[:n_train], y_train=y[:n_train], x_test=x[n_train:], y_test=y[n_train:])
+    return f"npz:{path}"

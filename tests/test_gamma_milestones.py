@@ -12,13 +12,10 @@ from bep_gpu.config import TrainConfig
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
-    path = tmp_path_factory.mktemp("data") / "d.npz"
-    rng = np.random.default_rng(0)
-    protos = rng.choice(np.array([-1, 1], dtype=np.int8), size=(4, 60))
-    y = rng.integers(0, 4, 400)
-    x = protos[y] * np.where(rng.random((400, 60)) < 0.3, -1, 1).astype(np.int8)
-    np.savez(path, x_train=x[:300], y_train=y[:300], x_test=x[300:], y_test=y[300:])
-    return ["mlp", "--dataset", f"npz:{path}", "--hidden", "24,24", "--gamma0", "2", "--backend", "numpy",
+    from conftest import prototypes_npz
+
+    dataset = prototypes_npz(tmp_path_factory.mktemp("data") / "d.npz", 4, 60, 300, 100, 0.3)
+    return ["mlp", "--dataset", dataset, "--hidden", "24,24", "--gamma0", "2", "--backend", "numpy",
             "--quiet", "--val-fraction", "0"]
 
 

@@ -24,14 +24,10 @@ COMPARED = ("hidden.0", "hidden.1", "prototypes", "encoder.spec", "train.state")
 
 @pytest.fixture(scope="module")
 def args(tmp_path_factory):
-    """ARGS on a Random-Prototypes-like npz (2000 train samples): quicker to load than generating the real one."""
-    path = tmp_path_factory.mktemp("data") / "protos.npz"
-    rng = np.random.default_rng(0)
-    protos = rng.choice(np.array([-1, 1], dtype=np.int8), size=(10, 1000))
-    y = rng.integers(0, 10, 2500)
-    x = protos[y] * np.where(rng.random((2500, 1000)) < 0.4, -1, 1).astype(np.int8)
-    np.savez(path, x_train=x[:2000], y_train=y[:2000], x_test=x[2000:], y_test=y[2000:])
-    return ["--dataset", f"npz:{path}"] + ARGS
+    """ARGS on a Random-Prototypes-like npz (2000 train samples)."""
+    from conftest import prototypes_npz
+
+    return ["--dataset", prototypes_npz(tmp_path_factory.mktemp("data") / "protos.npz", 10, 1000, 2000, 500, 0.4)] + ARGS
 
 
 @pytest.fixture(scope="module")
