@@ -98,9 +98,7 @@ class TrainConfig:
         if self.patience < 0:
             bad("--patience must be >= 0 (0 disables the group-size schedule)")
         milestones = self.gamma_milestones
-        if (not isinstance(milestones, (list, tuple))
-                or not all(isinstance(e, int) and not isinstance(e, bool) and e >= 1 for e in milestones)
-                or list(milestones) != sorted(set(milestones))):
+        if not _int_list(milestones, 1) or list(milestones) != sorted(set(milestones)):
             bad(f"--gamma-milestones takes increasing epoch counts >= 1 (e.g. 20,30,40), got {milestones!r}")
         if self.early_stop < 0:
             bad("--early-stop must be >= 0 (0: train every epoch)")
@@ -120,9 +118,7 @@ class TrainConfig:
                 bad("--augment moves images: it is for mlp and conv, not for the rnn's sequences")
         if self.kind == "rnn" and self.stability != "z":
             bad("--stability hidden is an MLP option: the RNN ranks wrong units by |z_t| (docs/ALGORITHM.md section 9)")
-        if (not isinstance(self.freeze, (list, tuple))
-                or not all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in self.freeze)
-                or len(set(self.freeze)) != len(self.freeze)):
+        if not _int_list(self.freeze, 0) or len(set(self.freeze)) != len(self.freeze):
             bad(f"--freeze takes distinct layer indices >= 0 (hidden.0 is the first matrix), got {self.freeze!r}")
         if self.threads < 0:
             bad("--threads must be >= 0 (0: the default)")
@@ -152,6 +148,12 @@ class TrainConfig:
         """gamma0 of every group width: the one value repeated, or (conv) the list given."""
         n = len(self.group_widths())
         return [int(g) for g in self.gamma0] if isinstance(self.gamma0, list) else [int(self.gamma0)] * n
+
+
+def _int_list(values, minimum: int) -> bool:
+    """A list (or tuple) of integers >= minimum; booleans are not integers here."""
+    return isinstance(values, (list, tuple)) and all(
+        isinstance(v, int) and not isinstance(v, bool) and v >= minimum for v in values)
 
 
 def check_conv(cfg: TrainConfig, bad) -> None:

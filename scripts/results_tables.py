@@ -5,8 +5,9 @@
   python scripts/results_tables.py --check   # exit 1 if any of them is not what the run folders give
 
 Sources, each rebuilt from its run folders:
-- results/mlp{,_headline,_tuned}/<dataset>_summary.{md,csv}: the paper's MLP grid, BEP and QAT, the L = 3, K = 35
-  winner's seeds, and the per-configuration group sizes' seeds (scripts/reproduce_mlp.py);
+- results/mlp{,_headline,_tuned,_nu}/<dataset>_summary.{md,csv}: the paper's MLP grid, BEP and QAT, the L = 3,
+  K = 35 winner's seeds, and the seeds of the group sizes and gate widths chosen on validation
+  (scripts/reproduce_mlp.py);
 - results/**/grid.json folders: settings searches and run sets (scripts/grid.py) -> grid.{md,csv};
 - results/conv/CONV_RESULTS.md: the BEP-Conv runs (scripts/conv_runs.py);
 - results/mlp_search/group_sizes.{md,csv}: the group-size searches beside their 5-seed test runs;
@@ -33,7 +34,7 @@ import reproduce_mlp  # noqa: E402
 import run_folders  # noqa: E402
 
 # Folders of scripts/reproduce_mlp.py runs: the paper's grid at our defaults, the headline case's winner, and the
-# group sizes chosen per configuration on validation (results/mlp_search).
+# group sizes and (Random Prototypes) gate widths chosen per configuration on validation (results/mlp_search).
 MLP_GRIDS = ("results/mlp", "results/mlp_headline", "results/mlp_tuned", "results/mlp_nu")
 # Summaries of runs whose folders are not committed (written from those folders by results/rnn/summarize.py and
 # results/qat/summarize.py): the columns RESULTS.md quotes, and their headings.
