@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from .backends.base import Backend
 from . import bep_mlp
-from .bep_mlp import StepRules, reinforcement
+from .bep_mlp import StepRules, flip_rank, reinforcement
 from .bits import n_words
 from .distributed import apply_updates
 from .profiling import nvtx_range
@@ -64,10 +64,14 @@ def flat_size(geoms) -> int:
     return g.h_out * g.w_out * g.c_out
 
 
-def step_rules(geoms, dense_sizes, r: float, nu: float, clip: int, frozen=()) -> StepRules:
+def step_rules(geoms, dense_sizes, r: float, nu: float, clip: int, frozen=(), stability: str = "z") -> StepRules:
     """Gates floor(nu * fan-in) of every trainable layer in forward order, trigger margin ceil(r * K_L)."""
-    return StepRules.make([g.fan_in for g in geoms] + [flat_size(geoms)] + list(dense_sizes), r, nu, clip,
-                          frozen=frozen)
+    return StepRules.make(fan_ins(geoms, dense_sizes) + [dense_sizes[-1]], r, nu, clip, stability, frozen)
+
+
+def fan_ins(geoms, dense_sizes) -> list[int]:
+    """k k C_in of each conv layer, then the dense layers' K_in, in forward order."""
+    return [g.fan_in for g in geoms] + [flat_size(geoms)] + list(dense_sizes[:-1])
 
 
 def matrices(hidden):
@@ -129,6 +133,7 @@ def select_updates(bk: Backend, hidden, geoms, dense_sizes, prototypes, x, label
     """Steps 1-4 on a mini-batch of packed maps x: the device int64 counts [misclassified, triggered] and, per
     trainable layer, the operands (sel, t, input rows) of batch_update on its 2-D matrix. Changes nothing."""
     n, n_conv, n_layers = x.shape[0], len(geoms), len(hidden)
+    fans = fan_ins(geoms, dense_sizes)
     with nvtx_range("forward"):
         weights, wts = visible_weights(bk, hidden, transposed=True)
         zs, outs, gate_bits, inputs = forward(bk, weights, geoms, dense_sizes, x, rules.gates)
@@ -156,11 +161,12 @@ def select_updates(bk: Backend, hidden, geoms, dense_sizes, prototypes, x, label
     updates = []
     with nvtx_range("masks"):
         for l in range(n_layers):
+            value = flip_rank(zs[l], fans[l], rules.stability)  # ranked by |value|
             if l < n_conv:
                 g = geoms[l]
-                sel = bk.conv_select_wrong(zs[l], outs[l], targets[l], row_mask, g.h_out, g.w_out, tile, gammas[l])
+                sel = bk.conv_select_wrong(value, outs[l], targets[l], row_mask, g.h_out, g.w_out, tile, gammas[l])
             else:
-                sel = bk.select_wrong(zs[l], outs[l], targets[l], row_mask, gammas[l])
+                sel = bk.select_wrong(value, outs[l], targets[l], row_mask, gammas[l])
             updates.append((sel, targets[l], inputs[l]))
     return counts, updates
 

@@ -23,7 +23,7 @@ class StepRules:
     trigger_margin: int  # T_r = ceil(r * K_L)
     gates: tuple[int, ...]  # gate of layer i: |z_i| <= floor(nu * K_i), K_i its fan-in (layer 0's is unused)
     clip: int
-    stability: str  # "z" (rank by |z|) or "hidden" (rank by |H . a|)
+    stability: str  # "z" (rank by |z|), "flips" (by the input flips that flip the unit) or "hidden" (by |H . a|)
     frozen: tuple[int, ...] = ()  # matrices (hidden.i) never updated nor reinforced (--freeze)
 
     @classmethod
@@ -41,6 +41,15 @@ def reinforcement_thresholds(fan_ins, p_r: float, error_rate: float) -> list[int
     """floor(p_l * 2^32) with p_l = min(1, p_r * sqrt(E) * sqrt(2 / (pi * K_{l-1}))), float64, left to right."""
     return [probability_threshold(min(1.0, p_r * math.sqrt(error_rate) * math.sqrt(2 / (math.pi * fan_in))))
             for fan_in in fan_ins]
+
+
+def flip_rank(z, fan_in: int, stability: str):
+    """The values whose |.| ranks a layer's wrong units for the stability rules "z" and "flips" (section 4.4).
+
+    z has the parity of the fan-in. With an even fan-in, sign(0) = +1 puts the +1 unit nearest to flipping at
+    z = 0 and the -1 one at z = -2, both one input flip away, so |z| prefers wrong +1 units; "flips" ranks by
+    |z + 1| there, which counts the flips alike on both sides (odd fan-ins: |z| already does)."""
+    return z + 1 if stability == "flips" and fan_in % 2 == 0 else z
 
 
 def visible_weights(bk: Backend, hidden, transposed: bool = False):
@@ -97,7 +106,8 @@ def select_updates(bk: Backend, hidden, sizes, prototypes, x, labels, gammas, ru
     updates = []
     with nvtx_range("masks"):
         for i in range(n_layers):
-            value = bk.int_matmul(acts[i], hidden[i]) if rules.stability == "hidden" else zs[i]  # ranked by |value|
+            value = (bk.int_matmul(acts[i], hidden[i]) if rules.stability == "hidden"  # ranked by |value|
+                     else flip_rank(zs[i], sizes[i], rules.stability))
             updates.append((bk.select_wrong(value, acts[i + 1], targets[i], row_mask, gammas[i]), targets[i], acts[i]))
     return counts, updates
 

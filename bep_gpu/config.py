@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass, field, fields
 from .data.augment import Augment
 from .errors import UserError
 
-STABILITY = ("z", "hidden")
+STABILITY = ("z", "flips", "hidden")
 RNN_MASKS = ("step", "shared")
 DISTRIBUTED = ("auto", "none", "mpi", "nccl")
 
@@ -117,7 +117,8 @@ class TrainConfig:
             if self.kind == "rnn":
                 bad("--augment moves images: it is for mlp and conv, not for the rnn's sequences")
         if self.kind == "rnn" and self.stability != "z":
-            bad("--stability hidden is an MLP option: the RNN ranks wrong units by |z_t| (docs/ALGORITHM.md section 9)")
+            bad(f"--stability {self.stability} is an MLP and conv option: the RNN ranks wrong units by |z_t| "
+                "(docs/ALGORITHM.md section 9)")
         if not _int_list(self.freeze, 0) or len(set(self.freeze)) != len(self.freeze):
             bad(f"--freeze takes distinct layer indices >= 0 (hidden.0 is the first matrix), got {self.freeze!r}")
         if self.threads < 0:
@@ -165,8 +166,8 @@ def check_conv(cfg: TrainConfig, bad) -> None:
             bad(f"--conv layer {spec} is not C:K:S:P with positive channels, kernel and stride and padding >= 0")
     if cfg.conv_tile < 0:
         bad("--conv-tile must be >= 0 (0: one tile covering the whole output map)")
-    if cfg.stability != "z":
-        bad("--stability hidden is an MLP option: conv layers rank wrong units by |z|")
+    if cfg.stability == "hidden":
+        bad("--stability hidden is an MLP option: conv layers rank wrong units by |z| (z or flips)")
 
 
 # The RNN subcommand's and RNNClassifier's defaults: the paper's UCR settings (r, nu, gamma0, p_r, Ks = Ky = 1035,

@@ -63,7 +63,8 @@ class ConvTask(MLPTask):
         self.hidden = [bk.asarray(h, dtype=bk.xp.int16) for h in hidden]
         self.prototypes_pm = np.asarray(prototypes, dtype=np.int8)
         self.prototypes = bk.pack(bk.asarray(self.prototypes_pm))
-        self.rules = bep_conv.step_rules(self.geoms, self.dense_sizes, cfg.r, cfg.nu, cfg.hidden_clip, cfg.freeze)
+        self.rules = bep_conv.step_rules(self.geoms, self.dense_sizes, cfg.r, cfg.nu, cfg.hidden_clip, cfg.freeze,
+                                         cfg.stability)
         self.tile = int(cfg.conv_tile)
         self.seed = cfg.seed
 
@@ -77,7 +78,7 @@ class ConvTask(MLPTask):
     @property
     def fan_ins(self) -> list[int]:
         """k k C_in of each conv layer, then the dense layers' K_in (reinforcement layer order)."""
-        return [g.fan_in for g in self.geoms] + [bep_conv.flat_size(self.geoms)] + self.dense_sizes[:-1]
+        return bep_conv.fan_ins(self.geoms, self.dense_sizes)
 
     def step(self, x, labels, gammas, thresholds, step: int):
         return bep_conv.train_step(self.bk, self.hidden, self.geoms, self.dense_sizes, self.prototypes, x, labels,

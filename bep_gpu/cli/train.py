@@ -96,7 +96,9 @@ def build_parser(suppress: bool = False) -> argparse.ArgumentParser:
         opt("--freeze", str, "", "weight matrices kept as initialised (or as --init loaded them): no update, no "
             "reinforcement, targets still pass through; indices in forward order as the checkpoint's hidden.I, "
             "e.g. 0,1")
-        choice("--stability", ["z", "hidden"], DEFAULTS.stability, "rank wrong units by |z| or by |H . a|")
+        choice("--stability", ["z", "flips", "hidden"], DEFAULTS.stability,
+               "rank wrong units by |z|, by the input flips that would flip them (|z + 1| at an even fan-in, "
+               "where sign(0) = +1) or by |H . a| (mlp only)")
         opt("--proto-alpha", float, DEFAULTS.proto_alpha, "variance weight of the prototype frame objective")
         opt("--proto-sweeps", int, DEFAULTS.proto_sweeps, "sweeps of the prototype frame search")
         opt("--eval-batch", int, DEFAULTS.eval_batch, "samples per evaluation chunk")
