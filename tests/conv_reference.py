@@ -1,10 +1,12 @@
 """An independent dense implementation of BEP-Conv (docs/CONV.md): +-1 integer arrays, plain loops and einsum.
 
-It imports nothing of bep_gpu's algorithm (only the counter RNG, which the algorithm fixes), so a bit-exact match
-with the packed implementation is a real check of both. Slow; meant for small shapes.
+It imports nothing of bep_gpu's algorithm (only the counter RNG, which the algorithm fixes, and the "flips" rank of
+the dense peer, itself written from the spec alone), so a bit-exact match with the packed implementation is a real
+check of both. Slow; meant for small shapes.
 """
 import numpy as np
 
+from bep_gpu.peers.dense_bep import flips
 from bep_gpu.rng import counter_uniform
 
 
@@ -89,9 +91,11 @@ def conv_delta(mt, a, k, s, p):
 
 
 def conv_step(hidden, strides, pads, prototypes, x, labels, gammas, tile, margin, gates, thresholds, clip, seed,
-              step):
+              step, stability="z"):
     """One BEP step in place on `hidden` (conv layers (O, k, k, C) first, then dense (K_out, K_in)); x: (N, H, W, C)
-    +-1; strides/pads: per conv layer; gates: per trainable layer, floor(nu * fan-in). Returns (wrong, triggered)."""
+    +-1; strides/pads: per conv layer; gates: per trainable layer, floor(nu * fan-in); stability: wrong units ranked
+    by |z| or ("flips") by flips(z). Returns (wrong, triggered)."""
+    rank = (lambda z: flips(np, z)) if stability == "flips" else np.abs
     n_conv = len(strides)
     w = [sgn(h) for h in hidden]
     acts, zs = [x.astype(np.int64)], []
@@ -125,12 +129,12 @@ def conv_step(hidden, strides, pads, prototypes, x, labels, gammas, tile, margin
         out = acts[l + 1]
         if l < n_conv:
             wrong = (out != targets[l]) & trig[:, None, None, None]
-            mt = tile_mask(wrong, np.abs(zs[l]), tile, gammas[l]) * targets[l]
+            mt = tile_mask(wrong, rank(zs[l]), tile, gammas[l]) * targets[l]
             d = conv_delta(mt, acts[l], hidden[l].shape[1], strides[l], pads[l])
         else:
             a_in = acts[l].reshape(len(x), hidden[l].shape[1])
             wrong = (out != targets[l]) & trig[:, None]
-            d = (dense_mask(wrong, np.abs(zs[l]), gammas[l]) * targets[l]).T @ a_in
+            d = (dense_mask(wrong, rank(zs[l]), gammas[l]) * targets[l]).T @ a_in
         hidden[l][...] = np.clip(hidden[l].astype(np.int64) + 2 * d, -clip, clip)
     if trig.any():
         for l, h in enumerate(hidden):

@@ -20,27 +20,28 @@ NETS = [
 ]
 
 
-def make_task(bk, net, seed):
+def make_task(bk, net, seed, stability="z"):
     h, w, c, specs, dense, gammas, tile = net
     cfg = TrainConfig(kind="conv", conv=specs, hidden=dense, conv_tile=tile, image_shape=[h, w], seed=seed,
-                      r=0.9, nu=0.3, hidden_clip=40, gamma0=gammas)
+                      r=0.9, nu=0.3, hidden_clip=40, gamma0=gammas, stability=stability)
     gen = np.random.default_rng(seed)
     hidden = [np.clip(gen.normal(0, 6, size=s).round(), -40, 40).astype(np.int16) for s in ConvTask.shapes(c, cfg)]
     protos = gen.choice([-1, 1], size=(3, dense[-1])).astype(np.int8)
     return ConvTask(bk, ConvTask.sizes_from(hidden), hidden, protos, cfg), hidden, protos, cfg
 
 
-def run_steps(bk, net, seed, batches):
+def run_steps(bk, net, seed, batches, stability="z"):
     """(hidden arrays, counts) after each step on bk, and the same from the dense reference."""
     h, w, c, specs, dense, gammas, tile = net
-    task, hidden, protos, cfg = make_task(bk, net, seed)
+    task, hidden, protos, cfg = make_task(bk, net, seed, stability)
     ref_hidden = [x.astype(np.int64) for x in hidden]
     out = []
     for step, (x, y) in enumerate(batches):
         thresholds = reinforcement_thresholds(task.fan_ins, 2.0, 0.5)  # many entries move: reinforcement shows
         got = bk.to_numpy(task.step(bk.asarray(bits.pack_bits(x)), bk.asarray(y), gammas, thresholds, step))
         want = ref.conv_step(ref_hidden, [s[2] for s in specs], [s[3] for s in specs], protos, x, y, gammas, tile,
-                             task.rules.trigger_margin, task.rules.gates, thresholds, cfg.hidden_clip, seed, step)
+                             task.rules.trigger_margin, task.rules.gates, thresholds, cfg.hidden_clip, seed, step,
+                             stability)
         out.append((list(got), list(want), [np.array(bk.to_numpy(x)) for x in task.hidden],
                     [x.copy() for x in ref_hidden]))
     return out
@@ -52,9 +53,9 @@ def batches(net, seed, sizes=(5, 4, 0, 6)):
     return [(gen.choice([-1, 1], size=(n, h, w, c)).astype(np.int8), gen.integers(0, 3, size=n)) for n in sizes]
 
 
-def check(bk, net, seed):
+def check(bk, net, seed, stability="z"):
     changed = False
-    for got_counts, want_counts, got, want in run_steps(bk, net, seed, batches(net, seed)):
+    for got_counts, want_counts, got, want in run_steps(bk, net, seed, batches(net, seed), stability):
         assert got_counts == want_counts
         for g, r in zip(got, want):
             np.testing.assert_array_equal(g, r)
@@ -62,24 +63,27 @@ def check(bk, net, seed):
     assert changed  # some step triggered, so updates and reinforcement ran
 
 
+# "flips" ranks the wrong units of the even fan-ins (layer 1 of nets 0 and 2, and their dense layers) differently.
+@pytest.mark.parametrize("stability", ["z", "flips"])
 @pytest.mark.parametrize("i", range(len(NETS)))
-def test_numpy_steps_equal_the_dense_reference(i):
-    check(NumpyBackend(), NETS[i], seed=i)
+def test_numpy_steps_equal_the_dense_reference(i, stability):
+    check(NumpyBackend(), NETS[i], seed=i, stability=stability)
 
 
+@pytest.mark.parametrize("stability", ["z", "flips"])
 @pytest.mark.parametrize("i", range(len(NETS)))
-def test_numba_steps_equal_the_dense_reference(i):
+def test_numba_steps_equal_the_dense_reference(i, stability):
     from bep_gpu.backends.numba_backend import NumbaBackend
 
-    check(NumbaBackend(), NETS[i], seed=i)
+    check(NumbaBackend(), NETS[i], seed=i, stability=stability)
 
 
 @needs_emulator
-@pytest.mark.parametrize("i", [0, 2])
-def test_emulated_cuda_steps_equal_the_dense_reference(i):
+@pytest.mark.parametrize("i, stability", [(0, "z"), (2, "z"), (2, "flips")])
+def test_emulated_cuda_steps_equal_the_dense_reference(i, stability):
     from emu import make_emulated_backend
 
-    check(make_emulated_backend(), NETS[i], seed=i)
+    check(make_emulated_backend(), NETS[i], seed=i, stability=stability)
 
 
 def images(path, rng, n=160, shape=(6, 7), classes=3):

@@ -15,9 +15,10 @@ from bep_gpu.prototypes import make_prototypes
 from bep_gpu.peers.dense_bep import dense_rnn_step, dense_step
 
 
+@pytest.mark.parametrize("stability", ["z", "flips"])  # flips changes the 70- and 130-input cases' steps
 @pytest.mark.parametrize("sizes, gammas, batch", [([70, 35, 35], [7, 35], 13), ([130, 45, 45, 45], [15, 9, 45], 40),
                                                   ([64, 10], [5], 1)])
-def test_packed_step_equals_dense_step(sizes, gammas, batch):
+def test_packed_step_equals_dense_step(sizes, gammas, batch, stability):
     rng = np.random.default_rng(sum(sizes))
     bk = get_backend("numpy")
     shapes = [(sizes[i + 1], sizes[i]) for i in range(len(sizes) - 1)]
@@ -25,7 +26,7 @@ def test_packed_step_equals_dense_step(sizes, gammas, batch):
     dense = [h.copy() for h in hidden]
     start = [h.copy() for h in hidden]
     protos = make_prototypes(4, sizes[-1], seed=1, sweeps=2)
-    rules = StepRules.make(sizes, r=0.75, nu=0.3, clip=40)
+    rules = StepRules.make(sizes, r=0.75, nu=0.3, clip=40, stability=stability)
     thresholds = reinforcement_thresholds(sizes[:-1], 4.0, 0.8)  # large p: reinforcement fires often
     dense_thresholds = [ref.reinforcement_threshold(k, 4.0, 0.8) for k in sizes[:-1]]
     for step in range(6):
@@ -34,7 +35,8 @@ def test_packed_step_equals_dense_step(sizes, gammas, batch):
         counts = train_step(bk, hidden, sizes, pack_bits(protos), pack_bits(x), y, gammas, rules, thresholds,
                             seed=9, step=step)
         want = dense_step(np, dense, protos, x, y, gammas, ref.trigger_margin(0.75, sizes[-1]),
-                          [ref.gate(0.3, k) for k in sizes[:-1]], dense_thresholds, 40, seed=9, step=step)
+                          [ref.gate(0.3, k) for k in sizes[:-1]], dense_thresholds, 40, seed=9, step=step,
+                          stability=stability)
         assert tuple(int(c) for c in counts) == want
         for a, b in zip(hidden, dense):
             assert np.array_equal(a, b)

@@ -147,6 +147,7 @@ def _dataset(tmp_path, rnn: bool):
 @pytest.mark.parametrize("kind, hidden, gamma0, extra", [
     ("mlp", [35, 35], 7, {"stability": "z"}),
     ("mlp", [70], 35, {"stability": "hidden"}),
+    ("mlp", [70], 35, {"stability": "flips"}),  # 100 inputs: an even fan-in
     ("rnn", [35], 7, {"encode": "sign"}),
     ("rnn", [35, 21], 7, {"encode": "sign", "rnn_mask": "shared", "horizon": 3}),
 ])

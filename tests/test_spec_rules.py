@@ -164,3 +164,24 @@ def test_group_size_schedule_steps():
     history, state = run(2, [0.5, 0.4, 0.3, 0.2, 0.1], milestones=[1, 3])
     assert history == [[6, 9], [6, 9], [10, 15], [10, 15], [10, 15]]
     assert state["best_val"] == 0.5
+
+
+def test_flips_ranks_both_sides_of_an_even_fan_in_alike():
+    """With an even fan-in z is even and sign(0) = +1: the wrong +1 unit at z = 0 and the wrong -1 unit at z = -2
+    are both one input flip from flipping. |z| prefers the +1 unit; "flips" ties them (lowest index wins), and at
+    an odd fan-in it ranks as |z| does."""
+    from bep_gpu import get_backend, pack_bits
+    from bep_gpu.bep_mlp import flip_rank
+
+    bk = get_backend("numpy")
+    z = np.array([[-2, 0, 4, -6]], dtype=np.int32)
+    a = pack_bits(np.where(z >= 0, 1, -1))
+    t = pack_bits(np.where(z >= 0, -1, 1))  # every unit wrong
+    rows = np.array([[~np.uint64(0)]], dtype=np.uint64)
+
+    def chosen(value):
+        return int(np.flatnonzero(bits.unpack_bits(bk.select_wrong(value, a, t, rows, 4), 4)[0] > 0)[0])
+
+    assert chosen(flip_rank(z, 784, "z")) == 1
+    assert chosen(flip_rank(z, 784, "flips")) == 0
+    assert np.array_equal(flip_rank(z, 785, "flips"), z)

@@ -54,8 +54,16 @@ def reinforce(xp, hidden, logits, labels, trig, thresholds, clip, seed, step):
     return int((xp.argmax(logits, axis=1) != labels).sum()), int(trig.sum())
 
 
-def dense_step(xp, hidden, prototypes, x, labels, gammas, margin, gates, thresholds, clip, seed, step):
-    """One BEP step in place on the int16 `hidden` list; x: int8 +-1 (B, K0); prototypes int8 (C, K_L)."""
+def flips(xp, z):
+    """Section 4.4's "flips" rank: the +-1 inputs that must change sign to flip sgn(z) (each moves z by 2; z = 0
+    is a +1)."""
+    return xp.where(z >= 0, z // 2 + 1, (1 - z) // 2)
+
+
+def dense_step(xp, hidden, prototypes, x, labels, gammas, margin, gates, thresholds, clip, seed, step,
+               stability="z"):
+    """One BEP step in place on the int16 `hidden` list; x: int8 +-1 (B, K0); prototypes int8 (C, K_L);
+    stability "z" or "flips" (the wrong units' rank)."""
     weights = [sgn(xp, h) for h in hidden]
     acts, zs = [x], []
     for w in weights:
@@ -70,7 +78,8 @@ def dense_step(xp, hidden, prototypes, x, labels, gammas, margin, gates, thresho
         targets[i - 1] = sgn(xp, dot_rows(xp, gated, weights[i].T))
     for i, h in enumerate(hidden):
         wrong = (acts[i + 1] != targets[i]) & trig[:, None]
-        m = group_mask(xp, wrong, xp.abs(zs[i]), gammas[i]).astype(xp.int32)
+        rank = flips(xp, zs[i]) if stability == "flips" else xp.abs(zs[i])
+        m = group_mask(xp, wrong, rank, gammas[i]).astype(xp.int32)
         delta = dot_rows(xp, (m * targets[i]).T, acts[i].T)
         h[...] = xp.clip(h.astype(xp.int32) + 2 * delta, -clip, clip).astype(xp.int16)
     return reinforce(xp, hidden, logits, labels, trig, thresholds, clip, seed, step)
