@@ -47,6 +47,7 @@ def rows() -> list[dict]:
             "r": cfg["r"], "p_r": cfg["p_r"], "init std": cfg["init_std"], "patience": cfg["patience"], "encode": cfg["encode"],
             "augment": cfg.get("augment") or "none", "frozen": ",".join(map(str, cfg.get("freeze") or [])) or "none",
             "batch": cfg["batch_size"], "train": cfg["n_train"], "rule": variant(d),
+            "rank": cfg.get("stability", "z"),
             "epochs": res["epochs"], "test %": f"{100 * res['test_accuracy']:.2f}",
             "best val %": "" if res["best_val_accuracy"] is None else f"{100 * res['best_val_accuracy']:.2f}",
             "test at best val %": percent(res.get("test_accuracy_at_best_val")),
