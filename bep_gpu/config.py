@@ -117,7 +117,8 @@ class TrainConfig:
             if self.kind == "rnn":
                 bad("--augment moves images: it is for mlp and conv, not for the rnn's sequences")
         if self.kind == "rnn" and self.stability != "z":
-            bad(f"--stability {self.stability} is for mlp and conv: the RNN ranks wrong units by |z_t| "
+            kinds = "mlp" if self.stability == "hidden" else "mlp and conv"
+            bad(f"--stability {self.stability} is for {kinds}: the RNN ranks wrong units by |z_t| "
                 "(docs/ALGORITHM.md section 9)")
         if not _int_list(self.freeze, 0) or len(set(self.freeze)) != len(self.freeze):
             bad(f"--freeze takes distinct layer indices >= 0 (hidden.0 is the first matrix), got {self.freeze!r}")

@@ -321,7 +321,7 @@ class Trainer:
         cfg.check()  # widths may come from a checkpoint
         if cfg.stability == "hidden" and max(self.task.fan_ins) > 65535:
             raise UserError(f"--stability hidden sums |H . a| in int32, exact up to 65535 inputs per layer; the "
-                            f"widest layer has {max(self.task.fan_ins)}: use --stability z")
+                            f"widest layer has {max(self.task.fan_ins)}: use --stability z or flips")
         self.state = {"epoch": 0, "step": 0, "error_rate": 1.0, "best_val": -1.0, "bad_epochs": 0,
                       "gammas": cfg.initial_gammas(), "best_epoch": 0, "stopped_early": False}
         if self.resume_data is not None:

@@ -17,6 +17,7 @@ NETS = [
     (6, 6, 70, [[5, 1, 1, 0]], [12, 6], [5, 4, 3], 0),
     (8, 7, 2, [[4, 5, 2, 2], [6, 3, 1, 1]], [8], [1, 3, 4], 3),
     (5, 5, 1, [[66, 3, 1, 0]], [6], [33, 6], 0),
+    (9, 9, 3, [[5, 4, 2, 3], [3, 2, 1, 1]], [6, 5], [5, 3, 3, 5], 2),  # fan-ins 48, 20, 147 (odd, dense), 6
 ]
 
 
@@ -63,7 +64,8 @@ def check(bk, net, seed, stability="z"):
     assert changed  # some step triggered, so updates and reinforcement ran
 
 
-# "flips" ranks the wrong units of the even fan-ins (layer 1 of nets 0 and 2, and their dense layers) differently.
+# "flips" ranks the wrong units of every even fan-in differently (on these seeds nets 0-2 and 4 change); net 4's
+# odd dense fan-in checks that dense layers are ranked by their own fan-in.
 @pytest.mark.parametrize("stability", ["z", "flips"])
 @pytest.mark.parametrize("i", range(len(NETS)))
 def test_numpy_steps_equal_the_dense_reference(i, stability):

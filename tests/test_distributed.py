@@ -144,7 +144,7 @@ def run_steps(sizes, stability, batches, seed, comm=None, bk=B, frozen=()):
 
 
 @pytest.mark.parametrize("size,batch", [(2, 16), (3, 20), (4, 2)])  # uneven splits; (4, 2): ranks without rows
-@pytest.mark.parametrize("stability", ["z", "hidden"])
+@pytest.mark.parametrize("stability", ["z", "flips", "hidden"])
 def test_data_parallel_step_equals_one_process(size, batch, stability):
     sizes, seed = [70, 20, 15], 11
     rng = np.random.default_rng(seed)

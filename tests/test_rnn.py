@@ -215,8 +215,8 @@ def test_resume_reuses_the_expansion(majority, tmp_path):
     (["--hidden", "60,60,60"], "KS or KS,KY"),
     (["--gamma0", "7"], "does not divide layer width 60"),
     (["--batch-size", "-1"], "--batch-size"),
-    (["--stability", "hidden"], "the RNN ranks wrong units by |z_t|"),
-    (["--stability", "flips"], "the RNN ranks wrong units by |z_t|"),
+    (["--stability", "hidden"], "--stability hidden is for mlp: the RNN ranks wrong units by |z_t|"),
+    (["--stability", "flips"], "--stability flips is for mlp and conv: the RNN ranks wrong units by |z_t|"),
     (["--dataset", "prototypes"], "not a sequence dataset"),
 ])
 def test_bad_rnn_flags_fail_with_one_line(args, message, majority, tmp_path, capsys):
