@@ -111,7 +111,10 @@ def collect(out, dataset, layers, width, peer):
             times.append(r["train_time_s"] / max(1, r["epochs"]))
         with open(os.path.join(runs, name, "config.json")) as f:
             cfg = json.load(f)
-        settings.add(", ".join(f"{k} {cfg[k]}" for k in SETTINGS if k in cfg))
+        named = [f"{k} {cfg[k]}" for k in SETTINGS if k in cfg]
+        if cfg.get("stability", "z") != "z":  # an option off by default: named only when a run used it
+            named.append(f"stability {cfg['stability']}")
+        settings.add(", ".join(named))
     return final, best, times, "; ".join(sorted(settings))
 
 
