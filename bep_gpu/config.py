@@ -9,6 +9,8 @@ from .errors import UserError
 STABILITY = ("z", "flips", "hidden")
 RNN_MASKS = ("step", "shared")
 DISTRIBUTED = ("auto", "none", "mpi", "nccl")
+# Kinds whose gamma0 may be one value per trainable layer (the RNN's two group widths share one).
+PER_LAYER_GAMMA = ("mlp", "conv")
 
 
 @dataclass
@@ -26,7 +28,7 @@ class TrainConfig:
     out: str = "runs/latest"
     r: float = 0.75
     nu: float = 0.2
-    gamma0: int | list = 25  # one group size, or (conv) one per trainable layer in forward order
+    gamma0: int | list = 25  # one group size, or (mlp, conv) one per trainable layer in forward order
     p_r: float = 0.5
     patience: int = 5  # the group-size schedule (not early stopping: early_stop)
     gamma_milestones: list = field(default_factory=list)  # epochs after which every gamma grows (replaces patience)
@@ -130,10 +132,11 @@ class TrainConfig:
             bad(f"--distributed must be one of {', '.join(DISTRIBUTED)}")
         if not self.dist_timeout > 0:
             bad("--dist-timeout must be positive (seconds)")
-        if isinstance(self.gamma0, list) and (self.kind != "conv" or widths
+        per_layer = self.kind in PER_LAYER_GAMMA
+        if isinstance(self.gamma0, list) and (not per_layer or widths
                                               and len(self.gamma0) != len(self.group_widths())):
-            bad(f"--gamma0 takes one value{' or one per trainable layer' * (self.kind == 'conv')}, got {self.gamma0}"
-                + (f" for {len(self.group_widths())} layers" if self.kind == "conv" else ""))
+            bad(f"--gamma0 takes one value{' or one per trainable layer' * per_layer}, got {self.gamma0}"
+                + (f" for {len(self.group_widths())} layers" if per_layer else ""))
         for width, gamma in zip(self.group_widths(), self.initial_gammas()) if widths else ():
             if gamma <= 0 or width % gamma:
                 divisors = [d for d in range(1, width + 1) if width % d == 0]
@@ -147,7 +150,7 @@ class TrainConfig:
         return [int(spec[0]) for spec in self.conv if self.kind == "conv"] + [int(k) for k in self.hidden]
 
     def initial_gammas(self) -> list[int]:
-        """gamma0 of every group width: the one value repeated, or (conv) the list given."""
+        """gamma0 of every group width: the one value repeated, or (mlp, conv) the list given."""
         n = len(self.group_widths())
         return [int(g) for g in self.gamma0] if isinstance(self.gamma0, list) else [int(self.gamma0)] * n
 

@@ -171,6 +171,8 @@ class BEPClassifier:
         params["hidden"] = list(params["hidden"]) if np.ndim(params["hidden"]) else [params["hidden"]]
         for name in ("freeze", "gamma_milestones"):  # lists, checked (not rounded) by TrainConfig
             params[name] = np.atleast_1d(params[name]).tolist()
+        if np.ndim(params["gamma0"]):  # one per layer (mlp, conv); TrainConfig refuses it elsewhere
+            params["gamma0"] = list(params["gamma0"])
         return TrainConfig(kind=self.kind, dataset=None, **params)
 
     @contextlib.contextmanager
@@ -254,7 +256,7 @@ class BEPClassifier:
 
 class MLPClassifier(BEPClassifier):
     """A binary MLP trained with BEP. x: (N, F), or images (N, H, W[, C]) (flattened; the median encoder then
-    fits one threshold over all pixels)."""
+    fits one threshold over all pixels). gamma0: one group size, or one per layer."""
 
     kind = "mlp"
     input_shapes = "(N, F) or images (N, H, W[, C])"
@@ -293,7 +295,6 @@ class ConvClassifier(BEPClassifier):
     def _config(self) -> TrainConfig:
         cfg = super()._config()
         cfg.conv = [list(layer) for layer in cfg.conv]
-        cfg.gamma0 = list(cfg.gamma0) if np.ndim(cfg.gamma0) else cfg.gamma0
         return cfg
 
 
