@@ -10,11 +10,13 @@ The folder holds grid.json: {"kind": "mlp"|"rnn"|"conv", "base": [bep-train flag
 "show_test": false}. Each setting runs once per seed into
 runs/<name>_s<seed>/ (skipped when finished); grid.md and grid.csv list the settings by mean final validation
 accuracy. A search (show_test false) shows no test accuracy, so nothing can be selected on it: confirm its winner
-on test with fresh seeds (scripts/reproduce_mlp.py with the winner's flags after `--`).
+on test with fresh seeds (scripts/reproduce_mlp.py with the winner's flags after `--`). Runs that
+scripts/fresh_test.py scored on a fresh draw of Random Prototypes add a "fresh test %" column.
 """
 from __future__ import annotations
 
 import argparse
+import glob
 import json
 import os
 import shlex
@@ -55,9 +57,19 @@ def _mean(values):
     return f"{statistics.mean(values):.2f}" + (f" ± {statistics.stdev(values):.2f}" if len(values) > 1 else "")
 
 
+FRESH_FILE = "fresh_test.json"
+
+
+def _fresh_scores(folder, name, seeds) -> list[float]:
+    paths = [os.path.join(folder, "runs", f"{name}_s{seed}", FRESH_FILE) for seed in seeds]
+    return [json.load(open(p))["fresh_test_pct"] for p in paths if os.path.exists(p)]
+
+
 def table(folder: str) -> dict[str, str]:
     """{path: text} of grid.md and grid.csv, from the finished runs."""
     spec = json.load(open(os.path.join(folder, "grid.json")))
+    # scripts/fresh_test.py's scores of Random Prototypes runs on a fresh large draw, where it was run
+    fresh = bool(glob.glob(os.path.join(folder, "runs", "*", FRESH_FILE)))
     rows = []
     for name, flags, seeds in settings(spec):
         res = []
@@ -78,6 +90,8 @@ def table(folder: str) -> dict[str, str]:
             row["test % final"] = _mean([100 * r["test_accuracy"] for r, _ in res])
             row["test % at best val"] = _mean([100 * r["test_accuracy_at_best_val"] for r, _ in res
                                                if r.get("test_accuracy_at_best_val") is not None])
+            if fresh:
+                row["fresh test %"] = _mean(_fresh_scores(folder, name, seeds))
             row["s/epoch"] = f"{statistics.mean(r['train_time_s'] / max(1, r['epochs']) for r, _ in res):.1f}"
         rows.append(row)
     # settings without a validation split (trained on every training sample) sort last

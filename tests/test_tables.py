@@ -134,3 +134,28 @@ def test_milestones_are_the_median_growth_epochs_most_runs_reached(tmp_path, cap
     (tmp_path / "bad" / "metrics.csv").write_text("epoch\n1\n")
     assert milestones.main([str(tmp_path / "bad")]) == 2 and "no epoch and gammas columns" in capsys.readouterr().err
     assert milestones.main([str(tmp_path / "none")]) == 2
+
+
+def test_fresh_test_scores_a_prototypes_run_on_a_new_draw_and_grid_shows_it(tmp_path, capsys):
+    """A real (small) Random Prototypes run: its score on 20,000 fresh samples of the same class rows lies within
+    sampling error of its fixed 3,000-sample test accuracy, lands in fresh_test.json and in grid.md's column; a run
+    on another dataset or without model.npz is a one-line error that writes nothing."""
+    from bep_gpu.cli.train import main as train_main
+    grid, _ = _scripts()
+    fresh_test = _script("fresh_test")
+    (tmp_path / "grid.json").write_text(json.dumps(
+        {"kind": "mlp", "base": [], "seeds": [0], "show_test": True, "settings": {"a": []}}))
+    run = tmp_path / "runs" / "a_s0"
+    assert train_main(["mlp", "--dataset", "prototypes", "--hidden", "35,35", "--gamma0", "35", "--nu", "0.4", "--epochs", "3",
+                       "--max-train", "6000", "--backend", "numba", "--quiet", "--out", str(run)]) == 0
+    assert fresh_test.main([str(run), "--n", "20000"]) == 0
+    saved = json.loads((run / "fresh_test.json").read_text())
+    test = 100 * json.loads((run / "results.json").read_text())["test_accuracy"]
+    assert test > 25  # well above chance (10 %), so rows of another seed would fail the next line
+    assert saved["n"] == 20000 and abs(saved["fresh_test_pct"] - test) < 4 * (saved["stderr_pct"] + 0.92)
+    md = grid.table(str(tmp_path))[str(tmp_path / "grid.md")]
+    assert "fresh test %" in md and f"{saved['fresh_test_pct']:.2f}" in md
+    (run / "model.npz").unlink()
+    (run / "fresh_test.json").unlink()
+    assert fresh_test.main([str(run)]) == 2 and "has no model.npz" in capsys.readouterr().err
+    assert not (run / "fresh_test.json").exists()

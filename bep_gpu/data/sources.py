@@ -104,20 +104,25 @@ def list_datasets(data_dir: str | None = None) -> list[str]:
     return list(BUILTIN) + [f"ucr:{n}" for n in sorted(_ucr_found(data_dir))]
 
 
-def _prototypes(name: str, data_seed: int) -> Dataset:
+def prototype_rows(data_seed: int) -> tuple[np.ndarray, np.random.Generator]:
+    """Random Prototypes' class rows for a data seed, and the generator that then draws its train and test sets."""
     rng = np.random.default_rng([data_seed, _PROTO_STREAM])
-    protos = rng.integers(0, 2, size=(PROTO_CLASSES, PROTO_DIM), dtype=np.int8) * np.int8(2) - np.int8(1)
+    return rng.integers(0, 2, size=(PROTO_CLASSES, PROTO_DIM), dtype=np.int8) * np.int8(2) - np.int8(1), rng
 
-    def draw(n: int) -> tuple[np.ndarray, np.ndarray]:
-        # Labels uniform over the classes (not balanced), as in the generative model.
-        y = rng.integers(0, PROTO_CLASSES, size=n).astype(np.int64)
-        flip = rng.integers(0, PROTO_FLIP_DEN, size=(n, PROTO_DIM), dtype=np.uint8) < PROTO_FLIP_NUM
-        x = protos[y]
-        np.negative(x, out=x, where=flip)
-        return x, y
 
-    x_train, y_train = draw(PROTO_TRAIN)
-    x_test, y_test = draw(PROTO_TEST)
+def draw_prototype_samples(protos: np.ndarray, rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """n samples of the generative model: a uniform class, its row with every bit flipped with p = 0.46."""
+    y = rng.integers(0, len(protos), size=n).astype(np.int64)  # uniform, not balanced
+    flip = rng.integers(0, PROTO_FLIP_DEN, size=(n, protos.shape[1]), dtype=np.uint8) < PROTO_FLIP_NUM
+    x = protos[y]
+    np.negative(x, out=x, where=flip)
+    return x, y
+
+
+def _prototypes(name: str, data_seed: int) -> Dataset:
+    protos, rng = prototype_rows(data_seed)
+    x_train, y_train = draw_prototype_samples(protos, rng, PROTO_TRAIN)
+    x_test, y_test = draw_prototype_samples(protos, rng, PROTO_TEST)
     return Dataset(name, x_train, y_train, x_test, y_test, PROTO_CLASSES, image=False)
 
 
