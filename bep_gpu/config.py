@@ -132,11 +132,11 @@ class TrainConfig:
             bad(f"--distributed must be one of {', '.join(DISTRIBUTED)}")
         if not self.dist_timeout > 0:
             bad("--dist-timeout must be positive (seconds)")
-        per_layer = self.kind in PER_LAYER_GAMMA
-        if isinstance(self.gamma0, list) and (not per_layer or widths
-                                              and len(self.gamma0) != len(self.group_widths())):
-            bad(f"--gamma0 takes one value{' or one per trainable layer' * per_layer}, got {self.gamma0}"
-                + (f" for {len(self.group_widths())} layers" if per_layer else ""))
+        if isinstance(self.gamma0, list) and self.kind not in PER_LAYER_GAMMA:
+            bad(f"--gamma0 takes one value for {self.kind} (its cell and readout share it), got {self.gamma0}")
+        if isinstance(self.gamma0, list) and widths and len(self.gamma0) != len(self.group_widths()):
+            n = len(self.group_widths())
+            bad(f"--gamma0 takes one value or one per trainable layer, got {self.gamma0} for {n} layer{'s' * (n > 1)}")
         for width, gamma in zip(self.group_widths(), self.initial_gammas()) if widths else ():
             if gamma <= 0 or width % gamma:
                 divisors = [d for d in range(1, width + 1) if width % d == 0]

@@ -168,11 +168,11 @@ class BEPClassifier:
     # --- fit and predict -----------------------------------------------------------------------------------------
     def _config(self) -> TrainConfig:
         params = self.get_params()
-        params["hidden"] = list(params["hidden"]) if np.ndim(params["hidden"]) else [params["hidden"]]
+        params["hidden"] = np.atleast_1d(params["hidden"]).tolist()  # plain ints: config.json is JSON
         for name in ("freeze", "gamma_milestones"):  # lists, checked (not rounded) by TrainConfig
             params[name] = np.atleast_1d(params[name]).tolist()
         if np.ndim(params["gamma0"]):  # one per layer (mlp, conv); TrainConfig refuses it elsewhere
-            params["gamma0"] = list(params["gamma0"])
+            params["gamma0"] = np.asarray(params["gamma0"]).tolist()
         return TrainConfig(kind=self.kind, dataset=None, **params)
 
     @contextlib.contextmanager

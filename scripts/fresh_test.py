@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import sys
 
 import numpy as np
@@ -22,12 +21,14 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import grid  # noqa: E402
 
+from bep_gpu.checkpoint import atomic_write  # noqa: E402
+
 # A stream word no data or trainer stream uses, so the fresh draw shares no samples with the run's data.
 FRESH_STREAM = 0x46524553  # "FRES"
 
 
 def _checked(run_dir: str) -> tuple[str, int, float]:
-    """(model path, data seed, fixed test accuracy in %) of a finished Random Prototypes run, or ValueError."""
+    """(model path, data seed, fixed test accuracy) of a finished Random Prototypes run, or ValueError."""
     with open(os.path.join(run_dir, "config.json")) as f:
         cfg = json.load(f)
     if cfg.get("dataset") != "prototypes":
@@ -36,7 +37,7 @@ def _checked(run_dir: str) -> tuple[str, int, float]:
     if not os.path.exists(model_path):
         raise ValueError(f"{run_dir} has no model.npz (run folders in git keep none: train it again)")
     with open(os.path.join(run_dir, "results.json")) as f:
-        return model_path, int(cfg.get("data_seed", 0)), 100 * json.load(f)["test_accuracy"]
+        return model_path, int(cfg.get("data_seed", 0)), json.load(f)["test_accuracy"]
 
 
 def fresh_accuracy(model_path: str, data_seed: int, n: int) -> tuple[float, float]:
@@ -63,28 +64,20 @@ def main(argv=None) -> int:
     except (OSError, ValueError, KeyError) as e:
         print(f"fresh_test.py: {e}", file=sys.stderr)
         return 2
-    rows = []
+    fixed_all, fresh_all = [], []
     for run, (model_path, data_seed, fixed) in zip(args.runs, checked):
         fresh, err = fresh_accuracy(model_path, data_seed, args.n)
-        rows.append({"run": os.path.basename(os.path.normpath(run)), "fixed_test": f"{fixed:.2f}",
-                     "fresh_test": f"{fresh:.2f}", "fresh_stderr": f"{err:.2f}", "n": args.n})
-        _write_json(os.path.join(run, grid.FRESH_FILE), {"n": args.n, "fresh_test_pct": round(fresh, 3),
-                                                          "stderr_pct": round(err, 3), "stream": FRESH_STREAM})
-        print(f"{rows[-1]['run']}: fixed test {fixed:.2f}  fresh {fresh:.2f} +- {err:.2f} (n = {args.n})")
-    if len(rows) > 1:
-        fixed = [float(r["fixed_test"]) for r in rows]
-        fresh = [float(r["fresh_test"]) for r in rows]
-        print(f"mean of {len(rows)}: fixed test {statistics.mean(fixed):.2f} +- {statistics.stdev(fixed):.2f}  "
-              f"fresh {statistics.mean(fresh):.2f} +- {statistics.stdev(fresh):.2f}")
+        fixed_all.append(100 * fixed)
+        fresh_all.append(fresh)
+        print(f"{os.path.basename(os.path.normpath(run))}: fixed test {100 * fixed:.2f}  fresh {fresh:.2f} +- "
+              f"{err:.2f} (n = {args.n})")
+        # the test accuracy it was made beside, so that grid.py drops it once the run holds another model
+        record = {"n": args.n, "fresh_test_pct": round(fresh, 3), "stderr_pct": round(err, 3),
+                  "stream": FRESH_STREAM, "test_accuracy": fixed}
+        atomic_write(os.path.join(run, grid.FRESH_FILE), lambda f: f.write(json.dumps(record, indent=1).encode()))
+    if len(args.runs) > 1:
+        print(f"mean of {len(args.runs)}: fixed test {grid._mean(fixed_all)}  fresh {grid._mean(fresh_all)}")
     return 0
-
-
-def _write_json(path: str, data: dict) -> None:
-    tmp = path + ".tmp"  # never a partial file
-    with open(tmp, "w") as f:
-        json.dump(data, f, indent=1)
-        f.write("\n")
-    os.replace(tmp, path)
 
 
 if __name__ == "__main__":

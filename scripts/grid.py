@@ -10,8 +10,8 @@ The folder holds grid.json: {"kind": "mlp"|"rnn"|"conv", "base": [bep-train flag
 "show_test": false}. Each setting runs once per seed into
 runs/<name>_s<seed>/ (skipped when finished); grid.md and grid.csv list the settings by mean final validation
 accuracy. A search (show_test false) shows no test accuracy, so nothing can be selected on it: confirm its winner
-on test with fresh seeds (scripts/reproduce_mlp.py with the winner's flags after `--`). Runs that
-scripts/fresh_test.py scored on a fresh draw of Random Prototypes add a "fresh test %" column.
+on test with fresh seeds (scripts/reproduce_mlp.py with the winner's flags after `--`). In a run set (show_test
+true), runs that scripts/fresh_test.py scored on a fresh draw of Random Prototypes add a "fresh test %" column.
 """
 from __future__ import annotations
 
@@ -60,9 +60,18 @@ def _mean(values):
 FRESH_FILE = "fresh_test.json"
 
 
-def _fresh_scores(folder, name, seeds) -> list[float]:
-    paths = [os.path.join(folder, "runs", f"{name}_s{seed}", FRESH_FILE) for seed in seeds]
-    return [json.load(open(p))["fresh_test_pct"] for p in paths if os.path.exists(p)]
+def _fresh_cell(run_dirs) -> str:
+    """Mean ± std of the runs' fresh-draw scores; a score made for an earlier model of the run (its test accuracy
+    has changed since) does not count; '(k of n)' when not every run has one."""
+    scores = []
+    for run_dir in run_dirs:
+        path = os.path.join(run_dir, FRESH_FILE)
+        if os.path.exists(path):
+            fresh, done = json.load(open(path)), json.load(open(os.path.join(run_dir, "results.json")))
+            if fresh["test_accuracy"] == done["test_accuracy"]:
+                scores.append(fresh["fresh_test_pct"])
+    cell = _mean(scores)
+    return cell + (f" ({len(scores)} of {len(run_dirs)})" if scores and len(scores) < len(run_dirs) else "")
 
 
 def table(folder: str) -> dict[str, str]:
@@ -72,10 +81,11 @@ def table(folder: str) -> dict[str, str]:
     fresh = bool(glob.glob(os.path.join(folder, "runs", "*", FRESH_FILE)))
     rows = []
     for name, flags, seeds in settings(spec):
-        res = []
+        res, run_dirs = [], []
         for seed in seeds:
             path = os.path.join(folder, "runs", f"{name}_s{seed}", "results.json")
             if os.path.exists(path):
+                run_dirs.append(os.path.dirname(path))
                 res.append((json.load(open(path)), json.load(open(os.path.join(os.path.dirname(path),
                                                                                 "config.json")))))
         if not res:
@@ -91,7 +101,7 @@ def table(folder: str) -> dict[str, str]:
             row["test % at best val"] = _mean([100 * r["test_accuracy_at_best_val"] for r, _ in res
                                                if r.get("test_accuracy_at_best_val") is not None])
             if fresh:
-                row["fresh test %"] = _mean(_fresh_scores(folder, name, seeds))
+                row["fresh test %"] = _fresh_cell(run_dirs)
             row["s/epoch"] = f"{statistics.mean(r['train_time_s'] / max(1, r['epochs']) for r, _ in res):.1f}"
         rows.append(row)
     # settings without a validation split (trained on every training sample) sort last

@@ -155,6 +155,10 @@ def test_fresh_test_scores_a_prototypes_run_on_a_new_draw_and_grid_shows_it(tmp_
     assert saved["n"] == 20000 and abs(saved["fresh_test_pct"] - test) < 4 * (saved["stderr_pct"] + 0.92)
     md = grid.table(str(tmp_path))[str(tmp_path / "grid.md")]
     assert "fresh test %" in md and f"{saved['fresh_test_pct']:.2f}" in md
+    # a run that now holds another model (its test accuracy changed) loses its stale fresh score
+    results = json.loads((run / "results.json").read_text())
+    (run / "results.json").write_text(json.dumps({**results, "test_accuracy": results["test_accuracy"] + 0.01}))
+    assert f"{saved['fresh_test_pct']:.2f}" not in grid.table(str(tmp_path))[str(tmp_path / "grid.md")]
     (run / "model.npz").unlink()
     (run / "fresh_test.json").unlink()
     assert fresh_test.main([str(run)]) == 2 and "has no model.npz" in capsys.readouterr().err

@@ -7,14 +7,14 @@ import os
 import sys
 import time
 
-from ..config import CONV_DEFAULTS, PER_LAYER_GAMMA, RNN_DEFAULTS, TrainConfig
+from ..config import CONV_DEFAULTS, RNN_DEFAULTS, TrainConfig
 from ..data.augment import AUGMENT_HELP
 from ..errors import UserError
 from .common import StrictParser, add_version, parse_indices, parse_widths, run_cli
 
 DEFAULTS = TrainConfig()
 KINDS = ("mlp", "rnn", "conv")
-# The conv flags take text: C:K:S:P layers, one gamma0 or one per layer (mlp's --gamma0 too).
+# The conv flags take text: C:K:S:P layers, one gamma0 or one per layer.
 CONV_FLAG_DEFAULTS = {**CONV_DEFAULTS, "gamma0": str(CONV_DEFAULTS["gamma0"]),
                       "conv": ",".join(":".join(map(str, layer)) for layer in CONV_DEFAULTS["conv"])}
 
@@ -69,8 +69,8 @@ def build_parser(suppress: bool = False) -> argparse.ArgumentParser:
         elif kind == "mlp":
             opt("--gamma0", str, str(DEFAULTS.gamma0), "initial group size, one value dividing every width or one "
                 "per layer (e.g. 7,35,35)")
-        else:
-            opt("--gamma0", int, DEFAULTS.gamma0, "initial group size; must divide every width")
+        else:  # text too, so that a list gets the config's one-line reason rather than argparse's
+            opt("--gamma0", str, str(DEFAULTS.gamma0), "initial group size; must divide every width")
         opt("--p-r", float, DEFAULTS.p_r, "reinforcement scale")
         opt("--patience", int, DEFAULTS.patience, "group-size schedule, NOT early stopping (see --early-stop): "
             "epochs without validation improvement before every group size gamma grows; 0 = never",
@@ -141,7 +141,7 @@ def parse_gammas(text: str) -> int | list[int]:
     try:
         values = [int(v) for v in str(text).split(",")]
     except ValueError:
-        raise UserError(f"--gamma0 takes one integer or one per trainable layer (e.g. 8,8,16), got {text!r}") from None
+        raise UserError(f"--gamma0 takes one integer or one per trainable layer (e.g. 7,35,35), got {text!r}") from None
     return values[0] if len(values) == 1 else values
 
 
@@ -158,7 +158,7 @@ def _settings(namespace) -> dict:
         values["shuffle"] = not namespace.no_shuffle
     if isinstance(values.get("conv"), str):
         values["conv"] = parse_conv(values["conv"])
-    if getattr(namespace, "kind", None) in PER_LAYER_GAMMA and isinstance(values.get("gamma0"), str):
+    if isinstance(values.get("gamma0"), str):
         values["gamma0"] = parse_gammas(values["gamma0"])
     return values
 
