@@ -47,6 +47,7 @@ SETTINGS = ("gamma0", "nu", "r", "p_r", "patience", "batch_size")
 # Per-dataset flags: Fashion-MNIST as in the paper, 50,000 train / 10,000 validation from the official 60,000.
 DATASET_FLAGS = {"prototypes": [], "fashion-mnist": ["--val-fraction", "0.1666667", "--encode", "median"]}
 BEP_FLAGS = {"prototypes": [], "fashion-mnist": ["--batch-size", "100"]}
+PROTOCOL_ENCODERS = ("sign", "median")
 # QAT: batch 100 and Adam at lr 1e-3 everywhere (results/qat/QAT_RESULTS.md); 20 epochs on Random Prototypes and
 # 15 on Fashion-MNIST, fewer than BEP's 50 for CPU time (on this CPU it runs several times slower than BEP).
 QAT_EPOCHS = {"prototypes": 20, "fashion-mnist": 15}
@@ -114,6 +115,8 @@ def collect(out, dataset, layers, width, peer):
         named = [f"{k} {cfg[k]}" for k in SETTINGS if k in cfg]
         if cfg.get("stability", "z") != "z":  # an option off by default: named only when a run used it
             named.append(f"stability {cfg['stability']}")
+        if cfg.get("encode") not in (None, "auto", *PROTOCOL_ENCODERS):  # an input other than the protocol's
+            named.append(f"encode {cfg['encode']}")
         settings.add(", ".join(named))
     return final, best, times, "; ".join(sorted(settings))
 

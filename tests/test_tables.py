@@ -163,3 +163,17 @@ def test_fresh_test_scores_a_prototypes_run_on_a_new_draw_and_grid_shows_it(tmp_
     (run / "fresh_test.json").unlink()
     assert fresh_test.main([str(run)]) == 2 and "has no model.npz" in capsys.readouterr().err
     assert not (run / "fresh_test.json").exists()
+
+
+def test_reproduce_mlp_names_an_encoder_other_than_the_protocols(tmp_path):
+    _, reproduce_mlp = _scripts()
+    for seed, encode in enumerate(["thermometer:10", "median"]):
+        _fake_run(tmp_path / ("th" if seed == 0 else "md") / "runs" / "fashion-mnist_L3_K35_s0", 0.8, 0.8)
+        cfg = tmp_path / ("th" if seed == 0 else "md") / "runs" / "fashion-mnist_L3_K35_s0" / "config.json"
+        cfg.write_text(json.dumps({"gamma0": 35, "encode": encode}))
+    rows = {}
+    for name in ("th", "md"):
+        md = reproduce_mlp.summarize(str(tmp_path / name), "fashion-mnist", layers_list=(3,), widths=[35])
+        rows[name] = [line for line in md[str(tmp_path / name / "fashion-mnist_summary.md")].splitlines()
+                      if line.startswith("| 3 | 35 |")][0]
+    assert "gamma0 35, encode thermometer:10 |" in rows["th"] and "encode" not in rows["md"]
