@@ -35,8 +35,9 @@ import run_folders  # noqa: E402
 
 # Folders of scripts/reproduce_mlp.py runs: the paper's grid at our defaults, the headline case's winner, the
 # group sizes and (Random Prototypes) gate widths chosen per configuration on validation (results/mlp_search), and
-# the flips rank where it won on validation.
-MLP_GRIDS = ("results/mlp", "results/mlp_headline", "results/mlp_tuned", "results/mlp_nu", "results/mlp_flips")
+# the flips rank where it won on validation, and Fashion-MNIST with thermometer:10 inputs.
+MLP_GRIDS = ("results/mlp", "results/mlp_headline", "results/mlp_tuned", "results/mlp_nu", "results/mlp_flips",
+             "results/mlp_th10")
 # Summaries of runs whose folders are not committed (written from those folders by results/rnn/summarize.py and
 # results/qat/summarize.py): the columns RESULTS.md quotes, and their headings.
 CSV_TABLES = {
