@@ -5,7 +5,8 @@ Examples (the RESULTS.md commands; one single-threaded run per core):
   python scripts/reproduce_mlp.py --dataset prototypes --layers 2 3 --seeds 0 1 2 3 4 --jobs 2
   python scripts/reproduce_mlp.py --dataset prototypes --layers 2 3 --seeds 0 1 2 --peer qat-bn qat-nobn --jobs 2
 Runs go to OUT/runs/<dataset>_L<L>_K<K>[_<peer>]_s<seed>/ and are skipped when their results.json exists
-(resumable); the summary is OUT/<dataset>_summary.csv and .md. Extra bep-train flags follow `--` (BEP runs only).
+(resumable); the summary is OUT/<dataset>_summary.csv and .md. Extra bep-train flags follow `--` (BEP runs only);
+`--encode E` replaces the protocol's input encoder for BEP and QAT runs alike.
 `--summary-only` rebuilds the summary from the run folders (scripts/results_tables.py does it for every table).
 """
 from __future__ import annotations
@@ -63,11 +64,20 @@ def command(args, layers, width, peer, seed, out, extra):
         return [sys.executable, "-m", "bep_gpu", "train", "mlp", "--dataset", args.dataset, "--hidden", hidden,
                 "--epochs", str(args.epochs), "--seed", str(seed), "--gamma0", str(GAMMA0.get(width, width)),
                 "--backend", args.backend, "--threads", str(args.threads), "--out", out, "--quiet",
-                *DATASET_FLAGS.get(args.dataset, []), *BEP_FLAGS.get(args.dataset, []), *extra]
+                *_data_flags(args, []), *BEP_FLAGS.get(args.dataset, []), *extra]
     return [sys.executable, "-m", "bep_gpu.peers.qat_torch", "mlp", "--dataset", args.dataset, "--hidden", hidden,
             "--epochs", str(QAT_EPOCHS.get(args.dataset, 50)), "--batch-size", "100", "--lr", "1e-3",
             "--bn" if peer == "qat-bn" else "--no-bn", "--seed", str(seed), "--threads", str(args.threads),
-            "--out", out, "--quiet", *DATASET_FLAGS.get(args.dataset, ["--encode", "sign"])]
+            "--out", out, "--quiet", *_data_flags(args, ["--encode", "sign"])]
+
+
+def _data_flags(args, default: list[str]) -> list[str]:
+    """The dataset's protocol flags, with its encoder replaced by --encode when one is given (both peers alike)."""
+    flags = list(DATASET_FLAGS.get(args.dataset, default))
+    if args.encode:
+        flags = (flags[:flags.index("--encode")] + flags[flags.index("--encode") + 2:]) if "--encode" in flags else flags
+        flags += ["--encode", args.encode]
+    return flags
 
 
 def run_one(args, layers, width, peer, seed, extra):
@@ -166,6 +176,8 @@ def main():
     p.add_argument("--backend", default="numba")
     p.add_argument("--threads", type=int, default=1, help="threads per run")
     p.add_argument("--jobs", type=int, default=1, help="runs at a time")
+    p.add_argument("--encode", help="input encoder of BEP and QAT runs alike, instead of the protocol's (median for "
+                   "images, sign for Random Prototypes), e.g. thermometer:10")
     p.add_argument("--out", default="results/mlp")
     p.add_argument("--summary-only", action="store_true")
     args = p.parse_args(argv)

@@ -177,3 +177,13 @@ def test_reproduce_mlp_names_an_encoder_other_than_the_protocols(tmp_path):
         rows[name] = [line for line in md[str(tmp_path / name / "fashion-mnist_summary.md")].splitlines()
                       if line.startswith("| 3 | 35 |")][0]
     assert "gamma0 35, encode thermometer:10 |" in rows["th"] and "encode" not in rows["md"]
+
+
+def test_reproduce_mlp_encode_replaces_the_protocols_encoder_for_both_peers():
+    import argparse
+    _, reproduce_mlp = _scripts()
+    for encode, want in (("thermometer:10", "thermometer:10"), (None, "median")):
+        args = argparse.Namespace(dataset="fashion-mnist", epochs=50, backend="numba", threads=1, encode=encode)
+        for peer in ("bep", "qat-bn"):
+            cmd = reproduce_mlp.command(args, 3, 35, peer, 0, "out", [])
+            assert cmd.count("--encode") == 1 and cmd[cmd.index("--encode") + 1] == want
