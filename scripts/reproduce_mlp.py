@@ -64,18 +64,19 @@ def command(args, layers, width, peer, seed, out, extra):
         return [sys.executable, "-m", "bep_gpu", "train", "mlp", "--dataset", args.dataset, "--hidden", hidden,
                 "--epochs", str(args.epochs), "--seed", str(seed), "--gamma0", str(GAMMA0.get(width, width)),
                 "--backend", args.backend, "--threads", str(args.threads), "--out", out, "--quiet",
-                *_data_flags(args, []), *BEP_FLAGS.get(args.dataset, []), *extra]
+                *_data_flags(args), *BEP_FLAGS.get(args.dataset, []), *extra]
     return [sys.executable, "-m", "bep_gpu.peers.qat_torch", "mlp", "--dataset", args.dataset, "--hidden", hidden,
             "--epochs", str(QAT_EPOCHS.get(args.dataset, 50)), "--batch-size", "100", "--lr", "1e-3",
             "--bn" if peer == "qat-bn" else "--no-bn", "--seed", str(seed), "--threads", str(args.threads),
-            "--out", out, "--quiet", *_data_flags(args, ["--encode", "sign"])]
+            "--out", out, "--quiet", *_data_flags(args)]
 
 
-def _data_flags(args, default: list[str]) -> list[str]:
+def _data_flags(args) -> list[str]:
     """The dataset's protocol flags, with its encoder replaced by --encode when one is given (both peers alike)."""
-    flags = list(DATASET_FLAGS.get(args.dataset, default))
+    flags = list(DATASET_FLAGS[args.dataset])  # --dataset is one of its keys (argparse choices)
     if args.encode:
-        flags = (flags[:flags.index("--encode")] + flags[flags.index("--encode") + 2:]) if "--encode" in flags else flags
+        if "--encode" in flags:
+            del flags[flags.index("--encode"):flags.index("--encode") + 2]
         flags += ["--encode", args.encode]
     return flags
 

@@ -63,14 +63,11 @@ def build_parser(suppress: bool = False) -> argparse.ArgumentParser:
         flag("--overwrite", "replace the run already in --out (its files are removed first)")
         opt("--r", float, DEFAULTS.r, "trigger margin as a fraction of the last width")
         opt("--nu", float, DEFAULTS.nu, "gate width as a fraction of the fan-in")
-        if kind == "conv":
-            opt("--gamma0", str, DEFAULTS.gamma0, "initial group size, one value or one per trainable layer (conv "
-                "layers: a divisor of C_out)")
-        elif kind == "mlp":
-            opt("--gamma0", str, str(DEFAULTS.gamma0), "initial group size, one value dividing every width or one "
-                "per layer (e.g. 7,35,35)")
-        else:  # text too, so that a list gets the config's one-line reason rather than argparse's
-            opt("--gamma0", str, str(DEFAULTS.gamma0), "initial group size; must divide every width")
+        # text for every kind: a list is parsed here and refused, where it must be, by the config in one line
+        opt("--gamma0", str, str(DEFAULTS.gamma0), {
+            "conv": "initial group size, one value or one per trainable layer (conv layers: a divisor of C_out)",
+            "mlp": "initial group size, one value dividing every width or one per layer (e.g. 7,35,35)",
+            "rnn": "initial group size; must divide every width"}[kind])
         opt("--p-r", float, DEFAULTS.p_r, "reinforcement scale")
         opt("--patience", int, DEFAULTS.patience, "group-size schedule, NOT early stopping (see --early-stop): "
             "epochs without validation improvement before every group size gamma grows; 0 = never",
