@@ -484,6 +484,22 @@ def test_median_is_thermometer_1():
         assert np.array_equal(med.transform(x_new), np.where(x_new > expected, 1, -1))
 
 
+def test_quantile_encoder_is_one_bit_at_q():
+    rng = np.random.default_rng(8)
+    for image in (False, True):
+        x, x_new = rng.integers(0, 255, size=(101, 6)), rng.integers(0, 255, size=(30, 6))
+        enc = make_encoder("quantile:0.70", image).fit(x)
+        assert enc.spec == "quantile:0.7" and enc.n_out(6) == 6
+        expected = np.quantile(x, 0.7) if image else np.quantile(x, 0.7, axis=0)
+        assert enc.state()["thresholds"].shape == (6, 1)
+        assert np.allclose(enc.state()["thresholds"][:, 0], expected)
+        assert np.array_equal(enc.transform(x_new), np.where(x_new > expected, 1, -1))
+    # quantile:0.5 is the median encoder's bit, under its own name.
+    x = rng.normal(size=(40, 3))
+    half, med = make_encoder("quantile:0.5", False).fit(x), make_encoder("median", False).fit(x)
+    assert np.array_equal(half.transform(x), med.transform(x))
+
+
 def test_sequence_encoding_per_step():
     rng = np.random.default_rng(6)
     x = rng.normal(size=(8, 5, 3))
@@ -494,7 +510,7 @@ def test_sequence_encoding_per_step():
     assert np.array_equal(out[:, 2], enc.transform(x[:, 2]))
 
 
-@pytest.mark.parametrize("spec", ["sign", "median", "thermometer:1", "thermometer:7"])
+@pytest.mark.parametrize("spec", ["sign", "median", "quantile:0.65", "thermometer:1", "thermometer:7"])
 @pytest.mark.parametrize("image", [False, True])
 def test_encoder_state_round_trip(spec, image):
     rng = np.random.default_rng(7)
@@ -511,7 +527,8 @@ def test_encoder_state_round_trip(spec, image):
 
 def test_encoder_errors():
     user_error(make_encoder, None, False, match="must be a string")
-    for bad in ["", "Sign", "median:2", "thermometer", "thermometer:0", "thermometer:-3", "thermometer:x", "binary"]:
+    for bad in ["", "Sign", "median:2", "thermometer", "thermometer:0", "thermometer:-3", "thermometer:x", "binary",
+                "quantile", "quantile:0", "quantile:1", "quantile:1.5", "quantile:x", "quantile:nan"]:
         user_error(make_encoder, bad, False)
     assert make_encoder("thermometer:08", False).spec == "thermometer:8"
     enc = make_encoder("thermometer:2", False).fit(np.zeros((3, 4)))

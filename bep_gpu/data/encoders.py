@@ -1,10 +1,12 @@
 """Input encodings of docs/ALGORITHM.md section 6: real-valued features -> int8 +-1 inputs, fitted on training data only.
 
-Specs: "sign", "median", "thermometer:B". For sequences (N, T, F) every time step is encoded alike, giving
+Specs: "sign", "median", "quantile:Q", "thermometer:B". For sequences (N, T, F) every time step is encoded alike, giving
 (N, T, F*B); the thresholds are fitted over all steps and samples. Thermometer output is feature-major: feature
 f's B bits are contiguous, bit i being x > q_i with q_i the training quantile i/(B+1) (np.quantile's default,
 linear method). With image=True one set of quantiles is fitted over all pixels (stored repeated per feature);
-otherwise each feature gets its own. "median" is exactly "thermometer:1" under another name.
+otherwise each feature gets its own. "median" is exactly "thermometer:1" under another name, and "quantile:Q" is
+one bit at the training quantile Q instead of 1/2 (on images whose median pixel is the background, the median bit
+is only the silhouette; a higher quantile keeps one level of the ink).
 """
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ import numpy as np
 
 from ..errors import UserError
 
-SPECS_HELP = "sign, median or thermometer:B (B a positive integer)"
+SPECS_HELP = "sign, median, quantile:Q (0 < Q < 1) or thermometer:B (B a positive integer)"
 
 
 class Encoder(ABC):
@@ -69,18 +71,19 @@ class SignEncoder(Encoder):
 
 
 class ThermometerEncoder(Encoder):
-    """B bits per feature at the training quantiles i/(B+1); B = 1 is the median encoder."""
+    """B bits per feature at the training quantiles `levels` (default i/(B+1)); B = 1 is the median encoder."""
 
-    def __init__(self, bits: int, image: bool, spec: str | None = None):
+    def __init__(self, bits: int, image: bool, spec: str | None = None, levels: tuple[float, ...] | None = None):
         self.bits = bits
         self.image = image
         self.spec = spec or f"thermometer:{bits}"
+        self.levels = np.arange(1, bits + 1) / (bits + 1) if levels is None else np.asarray(levels, np.float64)
         self.thresholds: np.ndarray | None = None  # (F, B) float64
 
     def fit(self, x_train: np.ndarray) -> "ThermometerEncoder":
         x = np.asarray(x_train)
         flat = x.reshape(-1, x.shape[-1])
-        levels = np.arange(1, self.bits + 1) / (self.bits + 1)
+        levels = self.levels
         if self.image:
             q = np.quantile(flat, levels)
             self.thresholds = np.tile(q, (flat.shape[1], 1))
@@ -108,13 +111,21 @@ class ThermometerEncoder(Encoder):
         return {"thresholds": self.thresholds.copy()}
 
 
-def _parse_spec(spec: str) -> tuple[str, int]:
-    """("sign", 1) | ("median", 1) | ("thermometer", B); UserError for anything else."""
+def _parse_spec(spec: str) -> tuple[str, float]:
+    """("sign", 1) | ("median", 1) | ("quantile", Q) | ("thermometer", B); UserError for anything else."""
     if not isinstance(spec, str):
         raise UserError(f"encoding must be a string ({SPECS_HELP}), not {spec!r}")
     if spec in ("sign", "median"):
         return spec, 1
     kind, sep, arg = spec.partition(":")
+    if kind == "quantile" and sep:
+        try:
+            q = float(arg)
+        except ValueError:
+            q = 0.0
+        if 0.0 < q < 1.0:
+            return kind, q
+        raise UserError(f"encoding {spec!r}: the quantile Q must be a number strictly between 0 and 1, e.g. quantile:0.7")
     if kind == "thermometer" and sep:
         try:
             bits = int(arg)
@@ -128,7 +139,10 @@ def _parse_spec(spec: str) -> tuple[str, int]:
 
 def make_encoder(spec: str, image: bool) -> Encoder:
     """An unfitted encoder for spec; image=True fits one global threshold set over all features."""
-    kind, bits = _parse_spec(spec)
+    kind, arg = _parse_spec(spec)
     if kind == "sign":
         return SignEncoder()
+    if kind == "quantile":
+        return ThermometerEncoder(1, image, spec=f"quantile:{arg:g}", levels=(arg,))
+    bits = int(arg)
     return ThermometerEncoder(bits, image, spec="median" if kind == "median" else f"thermometer:{bits}")

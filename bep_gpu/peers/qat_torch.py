@@ -361,7 +361,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="BatchNorm1d before each sign (default on)")
     p.add_argument("--readout", choices=["prototypes", "linear"], default="prototypes")
     p.add_argument("--logit-scale", type=float, default=None, help="default 1/sqrt(K_L)")
-    p.add_argument("--encode", default=None, help="sign|median|thermometer:B (default as bep-train: "
+    p.add_argument("--encode", default=None, help="sign|median|quantile:Q|thermometer:B (default as bep-train: "
                                                   "thermometer:8 for sequences, sign for +-1 data, else median)")
     p.add_argument("--expand", type=int, default=0, help="inputs sign(E b) through a fixed seeded +-1 matrix E to "
                                                          "this many bits, as bep-train --expand (0 = off)")
