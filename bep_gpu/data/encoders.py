@@ -5,8 +5,8 @@ Specs: "sign", "median", "quantile:Q", "thermometer:B". For sequences (N, T, F) 
 f's B bits are contiguous, bit i being x > q_i with q_i the training quantile i/(B+1) (np.quantile's default,
 linear method). With image=True one set of quantiles is fitted over all pixels (stored repeated per feature);
 otherwise each feature gets its own. "median" is exactly "thermometer:1" under another name, and "quantile:Q" is
-one bit at the training quantile Q instead of 1/2 (on images whose median pixel is the background, the median bit
-is only the silhouette; a higher quantile keeps one level of the ink).
+one bit at the training quantile Q instead of 1/2 (on images whose median pixel is the background the median bit
+is the silhouette, and a higher quantile splits the ink instead).
 """
 from __future__ import annotations
 
