@@ -79,8 +79,8 @@ def build_parser(suppress: bool = False) -> argparse.ArgumentParser:
             "best epoch's model is best.npz either way; 0 = never")
         opt("--init-std", float, DEFAULTS.init_std, "std of the initial hidden weights")
         opt("--val-fraction", float, DEFAULTS.val_fraction, "held-out share of the training set")
-        opt("--encode", str, DEFAULTS.encode, "sign, median, quantile:Q, thermometer:B or auto (sign for +-1 data, median "
-            "for images, thermometer:8 for sequences)")
+        opt("--encode", str, DEFAULTS.encode, "sign, median, quantile:Q, thermometer:B or auto (sign for +-1 data, "
+            "median for images, thermometer:8 for sequences)")
         if kind != "rnn":
             opt("--augment", str, DEFAULTS.augment, AUGMENT_HELP)
         s.add_argument("--no-shuffle", action="store_true", default=default("no_shuffle", False),

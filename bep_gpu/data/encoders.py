@@ -125,7 +125,8 @@ def _parse_spec(spec: str) -> tuple[str, float]:
             q = 0.0
         if 0.0 < q < 1.0:
             return kind, q
-        raise UserError(f"encoding {spec!r}: the quantile Q must be a number strictly between 0 and 1, e.g. quantile:0.7")
+        raise UserError(f"encoding {spec!r}: the quantile Q must be a number strictly between 0 and 1, "
+                        "e.g. quantile:0.7")
     if kind == "thermometer" and sep:
         try:
             bits = int(arg)
