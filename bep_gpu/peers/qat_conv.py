@@ -4,6 +4,10 @@ Conv layers (sign of latent filters, no bias, padding value +1 as in BEP), optio
 flattening in (y, x, c) order, dense BinaryLinear layers (optional BatchNorm1d) and BEP's fixed prototype readout.
 Everything else (STE, weight clip, logit scale, Adam) is qat_torch's, imported from it.
 
+Two probes of what bounds the binary nets, neither of which BEP-Conv has: --pool (2x2 max-pooling of the signs
+after the named conv layers, an OR of bits) and --float (the latent weights used as they are and ReLU in place of
+every sign, zero padding: a float convnet of the same shape on the same encoded input bits).
+
     python -m bep_gpu.peers.qat_conv --dataset fashion-mnist --conv 32:3:2:1,64:3:2:1 --hidden 256 --bn --out DIR
 
 Needs PyTorch (the optional extra `[baselines]`).
@@ -25,31 +29,43 @@ import torch.nn.functional as F
 from .qat_torch import BinaryLinear, _Readout, evaluate, make_readout_prototypes, sign_ste, train_epoch
 
 
-class BinaryConv2d(nn.Module):
-    """sign(latent) k x k filters over NCHW maps padded with +1; latent clipped by clip_latent_ (BinaryLinear's)."""
+def layer_weight(layer: BinaryLinear, binary: bool) -> torch.Tensor:
+    """sign(latent) with the STE, or (the --float probe) the latent weights themselves."""
+    return layer.binary_weight() if binary else layer.weight
 
-    def __init__(self, c_in: int, c_out: int, k: int, stride: int, pad: int):
+
+class BinaryConv2d(nn.Module):
+    """sign(latent) k x k filters over NCHW maps padded with +1; latent clipped by clip_latent_ (BinaryLinear's).
+    binary=False: the latent filters over zero padding (the --float probe)."""
+
+    def __init__(self, c_in: int, c_out: int, k: int, stride: int, pad: int, binary: bool = True):
         super().__init__()
         self.inner = BinaryLinear(c_in * k * k, c_out)  # the latent weights, Glorot init and clip of qat_torch
         self.shape = (c_out, c_in, k, k)
-        self.stride, self.pad = stride, pad
+        self.stride, self.pad, self.binary = stride, pad, binary
 
     def forward(self, a: torch.Tensor) -> torch.Tensor:
         if self.pad:
-            a = F.pad(a, (self.pad,) * 4, value=1.0)
-        return F.conv2d(a, self.inner.binary_weight().view(self.shape), stride=self.stride)
+            a = F.pad(a, (self.pad,) * 4, value=1.0 if self.binary else 0.0)
+        return F.conv2d(a, layer_weight(self.inner, self.binary).view(self.shape), stride=self.stride)
 
 
 class QATConv(nn.Module):
-    """Inputs (N, H, W, C) +-1; a = sign(BN?(conv(a))) per conv layer, then as qat_torch.QATMLP."""
+    """Inputs (N, H, W, C) +-1; a = sign(BN?(conv(a))) per conv layer (then 2x2 max-pooled after the layers in
+    pool), then as qat_torch.QATMLP. binary=False: ReLU for sign and float weights (the --float probe)."""
 
-    def __init__(self, image_shape, c_in, specs, hidden, prototypes, *, bn, logit_scale):
+    def __init__(self, image_shape, c_in, specs, hidden, prototypes, *, bn, logit_scale, pool=(), binary=True):
         super().__init__()
         convs, h, w, c = [], image_shape[0], image_shape[1], c_in
-        for c_out, k, s, p in specs:
-            convs.append(BinaryConv2d(c, c_out, k, s, p))
+        for i, (c_out, k, s, p) in enumerate(specs):
+            convs.append(BinaryConv2d(c, c_out, k, s, p, binary))
             h, w, c = (h + 2 * p - k) // s + 1, (w + 2 * p - k) // s + 1, c_out
-        self.convs = nn.ModuleList(convs)
+            if i in pool:
+                h, w = h // 2, w // 2
+            if h < 1 or w < 1:
+                raise ValueError(f"conv layer {i} leaves a {h} x {w} map")
+        self.convs, self.pool, self.binary = nn.ModuleList(convs), frozenset(pool), binary
+        self.act = sign_ste if binary else F.relu
         widths = [h * w * c, *hidden]
         self.dense = nn.ModuleList(BinaryLinear(a, b) for a, b in zip(widths[:-1], widths[1:]))
         self.conv_norms = nn.ModuleList(nn.BatchNorm2d(s[0]) for s in specs) if bn else None
@@ -60,18 +76,21 @@ class QATConv(nn.Module):
         a = x.permute(0, 3, 1, 2)
         for i, conv in enumerate(self.convs):
             z = conv(a)
-            a = sign_ste(self.conv_norms[i](z) if self.conv_norms is not None else z)
+            a = self.act(self.conv_norms[i](z) if self.conv_norms is not None else z)
+            if i in self.pool:
+                a = F.max_pool2d(a, 2)  # of +-1 signs: the OR of their +1 bits
         a = a.permute(0, 2, 3, 1).flatten(1)  # (y, x, c) order, as BEP flattens
         for i, layer in enumerate(self.dense):
-            z = layer(a)
-            a = sign_ste(self.norms[i](z) if self.norms is not None else z)
+            z = F.linear(a, layer_weight(layer, self.binary))
+            a = self.act(self.norms[i](z) if self.norms is not None else z)
         return self.readout(a)
 
 
-def build(image_shape, c_in, specs, hidden, n_classes, *, bn, seed):
+def build(image_shape, c_in, specs, hidden, n_classes, *, bn, seed, pool=(), binary=True):
     torch.manual_seed(seed)
     prototypes, _ = make_readout_prototypes(n_classes, hidden[-1], seed)
-    return QATConv(image_shape, c_in, specs, hidden, prototypes, bn=bn, logit_scale=1.0 / math.sqrt(hidden[-1]))
+    return QATConv(image_shape, c_in, specs, hidden, prototypes, bn=bn, logit_scale=1.0 / math.sqrt(hidden[-1]),
+                   pool=pool, binary=binary)
 
 
 def time_qat_conv_step(image_shape, c_in, specs, hidden, *, batch_size=100, n_samples=2000, bn=False,
@@ -86,6 +105,16 @@ def time_qat_conv_step(image_shape, c_in, specs, hidden, *, batch_size=100, n_sa
     train_epoch(model, opt, x, y, batch_size, np.arange(min(n_samples, 3 * batch_size)), bf16=False)
     _, _, epoch_time, steps = train_epoch(model, opt, x, y, batch_size, np.arange(n_samples), bf16=False)
     return {"step_time_s": float(np.median(steps)), "epoch_time_s": epoch_time, "samples_per_s": n_samples / epoch_time}
+
+
+def parse_pool(spec: str, n_conv: int) -> frozenset:
+    """'0,1' -> {0, 1}: conv layer indices; UserError for anything else."""
+    from bep_gpu.errors import UserError
+
+    items = [v.strip() for v in spec.split(",") if v.strip()]
+    if not all(v.isdigit() and int(v) < n_conv for v in items) or len(set(items)) != len(items):
+        raise UserError(f"--pool {spec!r}: give distinct conv layer indices 0..{n_conv - 1}, comma-separated")
+    return frozenset(int(v) for v in items)
 
 
 def main(argv=None) -> int:
@@ -104,6 +133,8 @@ def main(argv=None) -> int:
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--max-train", type=int, default=None)
     ap.add_argument("--bn", action="store_true", help="BatchNorm before every sign")
+    ap.add_argument("--pool", default="", help="2x2 max-pooling after these conv layers, e.g. 0,1 (0-based)")
+    ap.add_argument("--float", action="store_true", help="float weights and ReLU: the ceiling of these input bits")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     ap.add_argument("--out", required=True)
@@ -115,6 +146,7 @@ def main(argv=None) -> int:
         torch.set_num_threads(args.threads)
     try:
         specs, hidden = parse_conv(args.conv), parse_widths(args.hidden)
+        pool = parse_pool(args.pool, len(specs))
         ds = load_dataset(args.dataset, data_dir=args.data_dir, images=True)
     except UserError as e:
         print(f"qat_conv: error: {e}", file=sys.stderr)
@@ -123,7 +155,12 @@ def main(argv=None) -> int:
     enc = make_encoder(args.encode, True).fit(x_train)  # fitted once on the training images, as bep-train does
     xt, xe = (torch.as_tensor(enc.transform(x)) for x in (x_train, ds.x_test))
     yt, ye = torch.as_tensor(y_train), torch.as_tensor(ds.y_test)
-    model = build(x_train.shape[1:3], xt.shape[-1], specs, hidden, ds.n_classes, bn=args.bn, seed=args.seed)
+    try:
+        model = build(x_train.shape[1:3], xt.shape[-1], specs, hidden, ds.n_classes, bn=args.bn, seed=args.seed,
+                      pool=pool, binary=not args.float)
+    except ValueError as e:
+        print(f"qat_conv: error: --conv {args.conv} --pool {args.pool!r} do not fit the images: {e}", file=sys.stderr)
+        return 2
     opt = torch.optim.Adam(model.parameters(), lr=args.lr)
     os.makedirs(args.out, exist_ok=True)
     rows, t0 = [], time.perf_counter()
@@ -135,7 +172,7 @@ def main(argv=None) -> int:
                      "test_acc": evaluate(model, xe, ye, bf16=False)})
         print(json.dumps(rows[-1]), flush=True)
     result = {"test_accuracy": rows[-1]["test_acc"] if rows else None, "epochs": rows, "bn": args.bn,
-              "conv": specs, "hidden": hidden, "encode": args.encode, "n_train": len(yt),
+              "pool": sorted(pool), "float": args.float, "conv": specs, "hidden": hidden, "encode": args.encode, "n_train": len(yt),
               "wall_time_s": time.perf_counter() - t0, "torch_version": torch.__version__,
               "torch_threads": torch.get_num_threads()}
     with open(os.path.join(args.out, "results.json"), "w") as f:

@@ -1,0 +1,82 @@
+"""The QAT conv peer (bep_gpu.peers.qat_conv): its binary layers, the --pool and --float probes, its command line."""
+import json
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+import torch.nn.functional as F  # noqa: E402 (after the torch skip)
+
+from bep_gpu.peers import qat_conv  # noqa: E402
+
+SPECS = [(6, 3, 1, 1), (10, 3, 2, 0)]
+
+
+def _model(**kw):
+    return qat_conv.build((9, 11), 3, SPECS, [7], 4, bn=False, seed=1, **kw)
+
+
+def _images(n=5, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return (torch.randint(0, 2, (n, 9, 11, 3), generator=g) * 2 - 1).float()
+
+
+def test_binary_conv_pads_with_plus_one_and_uses_signed_filters():
+    conv = _model().convs[0]
+    a = _images().permute(0, 3, 1, 2)
+    want = F.conv2d(F.pad(a, (1,) * 4, value=1.0), torch.sign(conv.inner.weight).view(conv.shape))
+    assert torch.equal(conv(a), want)
+
+
+def test_float_probe_uses_latent_filters_over_zero_padding():
+    conv = _model(binary=False).convs[0]
+    a = _images().permute(0, 3, 1, 2)
+    assert torch.allclose(conv(a), F.conv2d(a, conv.inner.weight.view(conv.shape), padding=1))
+
+
+def test_pooling_is_the_or_of_the_signs_and_shrinks_the_flat_width():
+    plain, pooled = _model(), _model(pool={0})
+    # 9 x 11 -> (pool) 4 x 5 -> (3x3, stride 2, no padding) 1 x 2; without the pool 4 x 5.
+    assert pooled.dense[0].weight.shape[1] == 1 * 2 * 10
+    assert plain.dense[0].weight.shape[1] == 4 * 5 * 10
+    signs = torch.sign(pooled.convs[0](_images().permute(0, 3, 1, 2)))
+    signs[signs == 0] = 1
+    bits = (signs[..., :8, :10] > 0).view(5, 6, 4, 2, 5, 2)
+    want = bits.any(dim=5).any(dim=3).float() * 2 - 1
+    assert torch.equal(F.max_pool2d(signs, 2), want)
+
+
+def test_float_probe_activations_are_not_signs():
+    model = _model(binary=False)
+    a = model.act(model.convs[0](_images().permute(0, 3, 1, 2)))
+    assert (a >= 0).all() and len(torch.unique(a)) > 3
+
+
+def test_main_trains_and_records_the_probes(tmp_path):
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, size=(60, 8, 8), dtype=np.uint8)
+    y = np.arange(60) % 3
+    path = tmp_path / "d.npz"
+    np.savez(path, x_train=x[:40], y_train=y[:40], x_test=x[40:], y_test=y[40:])
+    out = tmp_path / "run"
+    assert qat_conv.main(["--dataset", f"npz:{path}", "--conv", "4:3:1:1,4:3:1:1", "--hidden", "16", "--pool", "1",
+                          "--float", "--epochs", "2", "--threads", "1", "--out", str(out)]) == 0
+    res = json.loads((out / "results.json").read_text())
+    assert res["pool"] == [1] and res["float"] is True and len(res["epochs"]) == 2
+    assert 0.0 <= res["test_accuracy"] <= 1.0
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--pool", "2"], "--pool '2'"),
+    (["--pool", "0,0"], "distinct"),
+    (["--conv", "4:3:2:0,4:3:2:0,4:3:2:0", "--pool", "0,1"], "leaves a 0 x 0 map"),
+])
+def test_bad_pool_is_one_line_and_exit_2(tmp_path, capsys, args, words):
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, size=(20, 8, 8), dtype=np.uint8)
+    path = tmp_path / "d.npz"
+    np.savez(path, x_train=x, y_train=np.arange(20) % 2, x_test=x, y_test=np.arange(20) % 2)
+    base = ["--dataset", f"npz:{path}", "--conv", "4:3:1:1,4:3:1:1", "--epochs", "1", "--out", str(tmp_path / "o")]
+    assert qat_conv.main([*base, *args]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and words in err[0]
