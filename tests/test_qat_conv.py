@@ -52,6 +52,20 @@ def test_float_probe_activations_are_not_signs():
     assert (a >= 0).all() and len(torch.unique(a)) > 3
 
 
+def test_frozen_filters_stay_while_the_rest_trains():
+    from bep_gpu.peers.qat_torch import train_epoch
+
+    model = qat_conv.build((9, 11), 3, SPECS, [7], 4, bn=True, seed=1)
+    qat_conv.freeze_filters(model)
+    before = [p.detach().clone() for p in model.parameters()]
+    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    x = _images(40).to(torch.int8)
+    train_epoch(model, opt, x, torch.arange(40) % 4, 10, np.arange(40), bf16=False)
+    filters = {id(c.inner.weight) for c in model.convs}
+    for p, old in zip(model.parameters(), before):
+        assert torch.equal(p, old) == (id(p) in filters)
+
+
 def test_main_trains_and_records_the_probes(tmp_path):
     rng = np.random.default_rng(0)
     x = rng.integers(0, 256, size=(60, 8, 8), dtype=np.uint8)
@@ -60,9 +74,9 @@ def test_main_trains_and_records_the_probes(tmp_path):
     np.savez(path, x_train=x[:40], y_train=y[:40], x_test=x[40:], y_test=y[40:])
     out = tmp_path / "run"
     assert qat_conv.main(["--dataset", f"npz:{path}", "--conv", "4:3:1:1,4:3:1:1", "--hidden", "16", "--pool", "1",
-                          "--float", "--epochs", "2", "--threads", "1", "--out", str(out)]) == 0
+                          "--float", "--freeze-conv", "--epochs", "2", "--threads", "1", "--out", str(out)]) == 0
     res = json.loads((out / "results.json").read_text())
-    assert res["pool"] == [1] and res["float"] is True and len(res["epochs"]) == 2
+    assert res["pool"] == [1] and res["float"] is True and res["freeze_conv"] is True and len(res["epochs"]) == 2
     assert 0.0 <= res["test_accuracy"] <= 1.0
 
 

@@ -4,9 +4,10 @@ Conv layers (sign of latent filters, no bias, padding value +1 as in BEP), optio
 flattening in (y, x, c) order, dense BinaryLinear layers (optional BatchNorm1d) and BEP's fixed prototype readout.
 Everything else (STE, weight clip, logit scale, Adam) is qat_torch's, imported from it.
 
-Two probes of what bounds the binary nets, neither of which BEP-Conv has: --pool (2x2 max-pooling of the signs
-after the named conv layers, an OR of bits) and --float (the latent weights used as they are and ReLU in place of
-every sign, zero padding: a float convnet of the same shape on the same encoded input bits).
+Probes of what bounds the binary nets: --pool (2x2 max-pooling of the signs after the named conv layers, an OR of
+bits; BEP-Conv has no pooling layer), --float (the latent weights used as they are and ReLU in place of every
+sign, zero padding: a float convnet of the same shape on the same encoded input bits) and --freeze-conv (the
+filters kept at their random start, as BEP's --freeze does: what learning the filters is worth to the peer).
 
     python -m bep_gpu.peers.qat_conv --dataset fashion-mnist --conv 32:3:2:1,64:3:2:1 --hidden 256 --bn --out DIR
 
@@ -93,6 +94,12 @@ def build(image_shape, c_in, specs, hidden, n_classes, *, bn, seed, pool=(), bin
                    pool=pool, binary=binary)
 
 
+def freeze_filters(model: QATConv) -> None:
+    """--freeze-conv: the conv filters stay at their random start; batch norm and the dense layers still train."""
+    for conv in model.convs:
+        conv.inner.weight.requires_grad_(False)
+
+
 def time_qat_conv_step(image_shape, c_in, specs, hidden, *, batch_size=100, n_samples=2000, bn=False,
                        device="cpu", seed=0) -> dict:
     """Median seconds of one QAT step (batch gather included) on random +-1 images, after a few warm-up steps."""
@@ -135,6 +142,7 @@ def main(argv=None) -> int:
     ap.add_argument("--bn", action="store_true", help="BatchNorm before every sign")
     ap.add_argument("--pool", default="", help="2x2 max-pooling after these conv layers, e.g. 0,1 (0-based)")
     ap.add_argument("--float", action="store_true", help="float weights and ReLU: the ceiling of these input bits")
+    ap.add_argument("--freeze-conv", action="store_true", help="keep the conv filters at their random start")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     ap.add_argument("--out", required=True)
@@ -161,7 +169,9 @@ def main(argv=None) -> int:
     except ValueError as e:
         print(f"qat_conv: error: --conv {args.conv} --pool {args.pool!r} do not fit the images: {e}", file=sys.stderr)
         return 2
-    opt = torch.optim.Adam(model.parameters(), lr=args.lr)
+    if args.freeze_conv:
+        freeze_filters(model)
+    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=args.lr)
     os.makedirs(args.out, exist_ok=True)
     rows, t0 = [], time.perf_counter()
     for epoch in range(args.epochs):
@@ -172,7 +182,9 @@ def main(argv=None) -> int:
                      "test_acc": evaluate(model, xe, ye, bf16=False)})
         print(json.dumps(rows[-1]), flush=True)
     result = {"test_accuracy": rows[-1]["test_acc"] if rows else None, "epochs": rows, "bn": args.bn,
-              "pool": sorted(pool), "float": args.float, "conv": specs, "hidden": hidden, "encode": args.encode, "n_train": len(yt),
+              "pool": sorted(pool), "float": args.float,
+              "freeze_conv": args.freeze_conv, "conv": specs,
+              "hidden": hidden, "encode": args.encode, "n_train": len(yt),
               "wall_time_s": time.perf_counter() - t0, "torch_version": torch.__version__,
               "torch_threads": torch.get_num_threads()}
     with open(os.path.join(args.out, "results.json"), "w") as f:
