@@ -66,6 +66,9 @@ def qat_rows() -> list[dict]:
             epochs = res["epochs"]
             out.append({"run": name, "conv": ",".join(":".join(map(str, c)) for c in res["conv"]),
                         "dense": ",".join(map(str, res["hidden"])), "BN": "yes" if res["bn"] else "no",
+                        "pool": ",".join(map(str, res.get("pool") or [])) or "none",
+                        "net": ("float, ReLU" if res.get("float") else "binary")
+                        + (", frozen filters" if res.get("freeze_conv") else ""),
                         "encode": res["encode"], "train": res["n_train"], "epochs": len(epochs),
                         "test %": f"{100 * res['test_accuracy']:.2f}",
                         "s/epoch": f"{median_time([e['epoch_time_s'] for e in epochs]):.1f}"})
@@ -102,7 +105,8 @@ def markdown(data: list[dict]) -> str:
 def table() -> str:
     data, qat = rows(), qat_rows()
     text = markdown(data) if data else "(no finished BEP runs)\n"
-    return text + ("\nQAT peer (latent fp32 weights, STE, Adam), same architecture:\n\n" + markdown(qat) if qat else "")
+    head = "QAT peer (latent fp32 weights, STE, Adam), same architecture (`pool`, `float`, frozen filters: its probes)"
+    return text + (f"\n{head}:\n\n" + markdown(qat) if qat else "")
 
 
 def texts() -> dict[str, str]:
