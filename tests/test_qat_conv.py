@@ -34,22 +34,43 @@ def test_float_probe_uses_latent_filters_over_zero_padding():
     assert torch.allclose(conv(a), F.conv2d(a, conv.inner.weight.view(conv.shape), padding=1))
 
 
-def test_pooling_is_the_or_of_the_signs_and_shrinks_the_flat_width():
-    plain, pooled = _model(), _model(pool={0})
+def _sign(z):
+    return (z >= 0).float() * 2 - 1
+
+
+def _or_pool(a):
+    """2 x 2 OR of +-1 maps (N, C, H, W), the odd last row and column dropped, written without max_pool2d."""
+    n, c, h, w = a.shape
+    bits = (a[:, :, :h // 2 * 2, :w // 2 * 2] > 0).reshape(n, c, h // 2, 2, w // 2, 2)
+    return bits.any(dim=5).any(dim=3).float() * 2 - 1
+
+
+def _by_hand(model, x, *, binary, pool):
+    """The forward pass of _model(...) without BN, written out: conv, activation, pool, flatten (y, x, c), dense."""
+    act, wt = (_sign, torch.sign) if binary else (F.relu, lambda w: w)
+    a = x.permute(0, 3, 1, 2)
+    for i, (conv, (c_out, k, s, p)) in enumerate(zip(model.convs, SPECS)):
+        a = F.pad(a, (p,) * 4, value=1.0 if binary else 0.0)
+        a = act(F.conv2d(a, wt(conv.inner.weight).view(conv.shape), stride=s))
+        if i in pool:
+            a = _or_pool(a) if binary else F.max_pool2d(a, 2)
+    a = act(F.linear(a.permute(0, 2, 3, 1).flatten(1), wt(model.dense[0].weight)))
+    return F.linear(a, model.readout.prototypes) * model.readout.logit_scale
+
+
+@pytest.mark.parametrize("binary", [True, False])
+@pytest.mark.parametrize("pool", [set(), {0}])
+def test_forward_matches_the_layers_written_out(binary, pool):
+    model = _model(pool=pool, binary=binary)
+    x = _images()
+    with torch.no_grad():
+        assert torch.allclose(model(x), _by_hand(model, x, binary=binary, pool=pool), atol=1e-5)
+
+
+def test_pooling_shrinks_the_flat_width():
     # 9 x 11 -> (pool) 4 x 5 -> (3x3, stride 2, no padding) 1 x 2; without the pool 4 x 5.
-    assert pooled.dense[0].weight.shape[1] == 1 * 2 * 10
-    assert plain.dense[0].weight.shape[1] == 4 * 5 * 10
-    signs = torch.sign(pooled.convs[0](_images().permute(0, 3, 1, 2)))
-    signs[signs == 0] = 1
-    bits = (signs[..., :8, :10] > 0).view(5, 6, 4, 2, 5, 2)
-    want = bits.any(dim=5).any(dim=3).float() * 2 - 1
-    assert torch.equal(F.max_pool2d(signs, 2), want)
-
-
-def test_float_probe_activations_are_not_signs():
-    model = _model(binary=False)
-    a = model.act(model.convs[0](_images().permute(0, 3, 1, 2)))
-    assert (a >= 0).all() and len(torch.unique(a)) > 3
+    assert _model(pool={0}).dense[0].weight.shape[1] == 1 * 2 * 10
+    assert _model().dense[0].weight.shape[1] == 4 * 5 * 10
 
 
 def test_frozen_filters_stay_while_the_rest_trains():
@@ -83,9 +104,15 @@ def test_main_trains_and_records_the_probes(tmp_path):
 @pytest.mark.parametrize("args, words", [
     (["--pool", "2"], "--pool '2'"),
     (["--pool", "0,0"], "distinct"),
+    (["--pool", "0,00"], "distinct"),
+    (["--pool", "-1"], "--pool '-1'"),
+    (["--pool", "\u00b2"], "--pool takes comma-separated"),
     (["--conv", "4:3:2:0,4:3:2:0,4:3:2:0", "--pool", "0,1"], "leaves a 0 x 0 map"),
+    (["--conv", "4:3:0:1"], "positive channels, kernel and stride"),
+    (["--conv", "0:3:1:1"], "positive channels, kernel and stride"),
+    (["--epochs", "0"], "must be positive"),
 ])
-def test_bad_pool_is_one_line_and_exit_2(tmp_path, capsys, args, words):
+def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, args, words):
     rng = np.random.default_rng(0)
     x = rng.integers(0, 256, size=(20, 8, 8), dtype=np.uint8)
     path = tmp_path / "d.npz"

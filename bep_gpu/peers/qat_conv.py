@@ -6,8 +6,10 @@ Everything else (STE, weight clip, logit scale, Adam) is qat_torch's, imported f
 
 Probes of what bounds the binary nets: --pool (2x2 max-pooling of the signs after the named conv layers, an OR of
 bits; BEP-Conv has no pooling layer), --float (the latent weights used as they are and ReLU in place of every
-sign, zero padding: a float convnet of the same shape on the same encoded input bits) and --freeze-conv (the
-filters kept at their random start, as BEP's --freeze does: what learning the filters is worth to the peer).
+sign, zero padding, the weights still clipped to [-1, 1] by the shared training loop: a float convnet of the
+same shape on the same encoded input bits) and --freeze-conv (the filters kept at their random start, as BEP's
+--freeze keeps them, while the conv layers' batch norm still trains: what learning the filters is worth to the
+peer).
 
     python -m bep_gpu.peers.qat_conv --dataset fashion-mnist --conv 32:3:2:1,64:3:2:1 --hidden 256 --bn --out DIR
 
@@ -79,7 +81,7 @@ class QATConv(nn.Module):
             z = conv(a)
             a = self.act(self.conv_norms[i](z) if self.conv_norms is not None else z)
             if i in self.pool:
-                a = F.max_pool2d(a, 2)  # of +-1 signs: the OR of their +1 bits
+                a = F.max_pool2d(a, 2)  # after the activation: of +-1 signs, the OR of their +1 bits
         a = a.permute(0, 2, 3, 1).flatten(1)  # (y, x, c) order, as BEP flattens
         for i, layer in enumerate(self.dense):
             z = F.linear(a, layer_weight(layer, self.binary))
@@ -116,16 +118,24 @@ def time_qat_conv_step(image_shape, c_in, specs, hidden, *, batch_size=100, n_sa
 
 def parse_pool(spec: str, n_conv: int) -> frozenset:
     """'0,1' -> {0, 1}: conv layer indices; UserError for anything else."""
+    from bep_gpu.cli.common import parse_indices
     from bep_gpu.errors import UserError
 
-    items = [v.strip() for v in spec.split(",") if v.strip()]
-    if not all(v.isdigit() and int(v) < n_conv for v in items) or len(set(items)) != len(items):
+    layers = parse_indices(spec, "--pool", "conv layer indices like 0,1")
+    if not all(0 <= i < n_conv for i in layers) or len(set(layers)) != len(layers):
         raise UserError(f"--pool {spec!r}: give distinct conv layer indices 0..{n_conv - 1}, comma-separated")
-    return frozenset(int(v) for v in items)
+    return frozenset(layers)
+
+
+def _raise(message: str):
+    from bep_gpu.errors import UserError
+
+    raise UserError(message)
 
 
 def main(argv=None) -> int:
     from bep_gpu.cli.train import parse_conv, parse_widths
+    from bep_gpu.config import TrainConfig, check_conv
     from bep_gpu.data import load_dataset, make_encoder
     from bep_gpu.errors import UserError
 
@@ -139,9 +149,10 @@ def main(argv=None) -> int:
     ap.add_argument("--batch-size", type=int, default=100)
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--max-train", type=int, default=None)
-    ap.add_argument("--bn", action="store_true", help="BatchNorm before every sign")
+    ap.add_argument("--bn", action="store_true", help="BatchNorm before every sign (every ReLU with --float)")
     ap.add_argument("--pool", default="", help="2x2 max-pooling after these conv layers, e.g. 0,1 (0-based)")
-    ap.add_argument("--float", action="store_true", help="float weights and ReLU: the ceiling of these input bits")
+    ap.add_argument("--float", action="store_true",
+                    help="float weights and ReLU: a float net of this shape on these bits")
     ap.add_argument("--freeze-conv", action="store_true", help="keep the conv filters at their random start")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
@@ -154,6 +165,9 @@ def main(argv=None) -> int:
         torch.set_num_threads(args.threads)
     try:
         specs, hidden = parse_conv(args.conv), parse_widths(args.hidden)
+        check_conv(TrainConfig(kind="conv", conv=specs), _raise)
+        if min(hidden) < 1 or args.epochs < 1 or args.batch_size < 1:
+            raise UserError("--hidden widths, --epochs and --batch-size must be positive")
         pool = parse_pool(args.pool, len(specs))
         ds = load_dataset(args.dataset, data_dir=args.data_dir, images=True)
     except UserError as e:
@@ -167,7 +181,8 @@ def main(argv=None) -> int:
         model = build(x_train.shape[1:3], xt.shape[-1], specs, hidden, ds.n_classes, bn=args.bn, seed=args.seed,
                       pool=pool, binary=not args.float)
     except ValueError as e:
-        print(f"qat_conv: error: --conv {args.conv} --pool {args.pool!r} do not fit the images: {e}", file=sys.stderr)
+        pooled = f" with --pool {args.pool}" if pool else ""
+        print(f"qat_conv: error: --conv {args.conv}{pooled} does not fit the images: {e}", file=sys.stderr)
         return 2
     if args.freeze_conv:
         freeze_filters(model)
@@ -181,10 +196,9 @@ def main(argv=None) -> int:
         rows.append({"epoch": epoch + 1, "loss": loss, "train_acc": train_acc, "epoch_time_s": seconds,
                      "test_acc": evaluate(model, xe, ye, bf16=False)})
         print(json.dumps(rows[-1]), flush=True)
-    result = {"test_accuracy": rows[-1]["test_acc"] if rows else None, "epochs": rows, "bn": args.bn,
-              "pool": sorted(pool), "float": args.float,
-              "freeze_conv": args.freeze_conv, "conv": specs,
-              "hidden": hidden, "encode": args.encode, "n_train": len(yt),
+    result = {"test_accuracy": rows[-1]["test_acc"], "epochs": rows, "bn": args.bn, "pool": sorted(pool),
+              "float": args.float, "freeze_conv": args.freeze_conv, "seed": args.seed, "lr": args.lr,
+              "batch_size": args.batch_size, "conv": specs, "hidden": hidden, "encode": args.encode, "n_train": len(yt),
               "wall_time_s": time.perf_counter() - t0, "torch_version": torch.__version__,
               "torch_threads": torch.get_num_threads()}
     with open(os.path.join(args.out, "results.json"), "w") as f:
