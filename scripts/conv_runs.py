@@ -68,11 +68,18 @@ def qat_rows() -> list[dict]:
                         "dense": ",".join(map(str, res["hidden"])), "BN": "yes" if res["bn"] else "no",
                         "pool": ",".join(map(str, res.get("pool") or [])) or "none",
                         "net": ("float, ReLU" if res.get("float") else "binary")
-                        + (", frozen filters" if res.get("freeze_conv") else ""),
+                        + frozen_filters(res.get("freeze_conv"), len(res["conv"])),
                         "encode": res["encode"], "train": res["n_train"], "epochs": len(epochs),
                         "test %": f"{100 * res['test_accuracy']:.2f}",
                         "s/epoch": f"{median_time([e['epoch_time_s'] for e in epochs]):.1f}"})
     return out
+
+
+def frozen_filters(layers, n_conv: int) -> str:
+    """The peer's --freeze-conv: every conv layer (True in the first runs, which had no layer list), some or none."""
+    if layers is True or (layers and len(layers) == n_conv):
+        return ", frozen filters"
+    return f", frozen filters {','.join(map(str, layers))}" if layers else ""
 
 
 def variant(run_dir: str) -> str:

@@ -7,8 +7,9 @@ Everything else (STE, weight clip, logit scale, Adam) is qat_torch's, imported f
 Probes of what bounds the binary nets: --pool (2x2 max-pooling of the signs after the named conv layers, an OR of
 bits; BEP-Conv has no pooling layer), --float (the latent weights used as they are and ReLU in place of every
 sign, zero padding, the weights still clipped to [-1, 1] by the shared training loop: a float convnet of the
-same shape on the same encoded input bits) and --freeze-conv (the filters kept at their random start, as BEP's
---freeze keeps them, while the conv layers' batch norm still trains: what learning the filters is worth to the
+same shape on the same encoded input bits) and --freeze-conv [L,...] (the filters of every conv layer, or of the
+named ones, kept at their random start, as BEP's --freeze keeps them, while the conv layers' batch norm still
+trains: what learning the filters is worth to the
 peer).
 
     python -m bep_gpu.peers.qat_conv --dataset fashion-mnist --conv 32:3:2:1,64:3:2:1 --hidden 256 --bn --out DIR
@@ -96,10 +97,12 @@ def build(image_shape, c_in, specs, hidden, n_classes, *, bn, seed, pool=(), bin
                    pool=pool, binary=binary)
 
 
-def freeze_filters(model: QATConv) -> None:
-    """--freeze-conv: the conv filters stay at their random start; batch norm and the dense layers still train."""
-    for conv in model.convs:
-        conv.inner.weight.requires_grad_(False)
+def freeze_filters(model: QATConv, layers=None) -> None:
+    """--freeze-conv: the filters of these conv layers (None: all) stay at their random start; batch norm and the
+    dense layers still train."""
+    for i, conv in enumerate(model.convs):
+        if layers is None or i in layers:
+            conv.inner.weight.requires_grad_(False)
 
 
 def time_qat_conv_step(image_shape, c_in, specs, hidden, *, batch_size=100, n_samples=2000, bn=False,
@@ -116,14 +119,14 @@ def time_qat_conv_step(image_shape, c_in, specs, hidden, *, batch_size=100, n_sa
     return {"step_time_s": float(np.median(steps)), "epoch_time_s": epoch_time, "samples_per_s": n_samples / epoch_time}
 
 
-def parse_pool(spec: str, n_conv: int) -> frozenset:
+def parse_layers(spec: str, n_conv: int, flag: str) -> frozenset:
     """'0,1' -> {0, 1}: conv layer indices; UserError for anything else."""
     from bep_gpu.cli.common import parse_indices
     from bep_gpu.errors import UserError
 
-    layers = parse_indices(spec, "--pool", "conv layer indices like 0,1")
+    layers = parse_indices(spec, flag, "conv layer indices like 0,1")
     if not all(0 <= i < n_conv for i in layers) or len(set(layers)) != len(layers):
-        raise UserError(f"--pool {spec!r}: give distinct conv layer indices 0..{n_conv - 1}, comma-separated")
+        raise UserError(f"{flag} {spec!r}: give distinct conv layer indices 0..{n_conv - 1}, comma-separated")
     return frozenset(layers)
 
 
@@ -153,7 +156,8 @@ def main(argv=None) -> int:
     ap.add_argument("--pool", default="", help="2x2 max-pooling after these conv layers, e.g. 0,1 (0-based)")
     ap.add_argument("--float", action="store_true",
                     help="float weights and ReLU: a float net of this shape on these bits")
-    ap.add_argument("--freeze-conv", action="store_true", help="keep the conv filters at their random start")
+    ap.add_argument("--freeze-conv", nargs="?", const="all", default="",
+                    help="keep the filters of every conv layer (or of these, e.g. 0) at their random start")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     ap.add_argument("--out", required=True)
@@ -168,7 +172,10 @@ def main(argv=None) -> int:
         check_conv(TrainConfig(kind="conv", conv=specs), _raise)
         if min(hidden) < 1 or args.epochs < 1 or args.batch_size < 1:
             raise UserError("--hidden widths, --epochs and --batch-size must be positive")
-        pool = parse_pool(args.pool, len(specs))
+        n_conv = len(specs)
+        pool = parse_layers(args.pool, n_conv, "--pool")
+        frozen = set(range(n_conv)) if args.freeze_conv == "all" else parse_layers(args.freeze_conv, n_conv,
+                                                                                    "--freeze-conv")
         ds = load_dataset(args.dataset, data_dir=args.data_dir, images=True)
     except UserError as e:
         print(f"qat_conv: error: {e}", file=sys.stderr)
@@ -184,8 +191,7 @@ def main(argv=None) -> int:
         pooled = f" with --pool {args.pool}" if pool else ""
         print(f"qat_conv: error: --conv {args.conv}{pooled} does not fit the images: {e}", file=sys.stderr)
         return 2
-    if args.freeze_conv:
-        freeze_filters(model)
+    freeze_filters(model, frozen)
     opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=args.lr)
     os.makedirs(args.out, exist_ok=True)
     rows, t0 = [], time.perf_counter()
@@ -197,7 +203,7 @@ def main(argv=None) -> int:
                      "test_acc": evaluate(model, xe, ye, bf16=False)})
         print(json.dumps(rows[-1]), flush=True)
     result = {"test_accuracy": rows[-1]["test_acc"], "epochs": rows, "bn": args.bn, "pool": sorted(pool),
-              "float": args.float, "freeze_conv": args.freeze_conv, "seed": args.seed, "lr": args.lr,
+              "float": args.float, "freeze_conv": sorted(frozen), "seed": args.seed, "lr": args.lr,
               "batch_size": args.batch_size, "conv": specs, "hidden": hidden, "encode": args.encode, "n_train": len(yt),
               "wall_time_s": time.perf_counter() - t0, "torch_version": torch.__version__,
               "torch_threads": torch.get_num_threads()}
