@@ -9,8 +9,7 @@ bits; BEP-Conv has no pooling layer), --float (the latent weights used as they a
 sign, zero padding, the weights still clipped to [-1, 1] by the shared training loop: a float convnet of the
 same shape on the same encoded input bits) and --freeze-conv [L,...] (the filters of every conv layer, or of the
 named ones, kept at their random start, as BEP's --freeze keeps them, while the conv layers' batch norm still
-trains: what learning the filters is worth to the
-peer).
+trains: what learning the filters is worth to the peer).
 
     python -m bep_gpu.peers.qat_conv --dataset fashion-mnist --conv 32:3:2:1,64:3:2:1 --hidden 256 --bn --out DIR
 
@@ -97,12 +96,11 @@ def build(image_shape, c_in, specs, hidden, n_classes, *, bn, seed, pool=(), bin
                    pool=pool, binary=binary)
 
 
-def freeze_filters(model: QATConv, layers=None) -> None:
-    """--freeze-conv: the filters of these conv layers (None: all) stay at their random start; batch norm and the
-    dense layers still train."""
-    for i, conv in enumerate(model.convs):
-        if layers is None or i in layers:
-            conv.inner.weight.requires_grad_(False)
+def freeze_filters(model: QATConv, layers) -> None:
+    """--freeze-conv: the filters of these conv layers stay at their random start; batch norm and the dense layers
+    still train."""
+    for i in layers:
+        model.convs[i].inner.weight.requires_grad_(False)
 
 
 def time_qat_conv_step(image_shape, c_in, specs, hidden, *, batch_size=100, n_samples=2000, bn=False,
@@ -174,8 +172,8 @@ def main(argv=None) -> int:
             raise UserError("--hidden widths, --epochs and --batch-size must be positive")
         n_conv = len(specs)
         pool = parse_layers(args.pool, n_conv, "--pool")
-        frozen = set(range(n_conv)) if args.freeze_conv == "all" else parse_layers(args.freeze_conv, n_conv,
-                                                                                    "--freeze-conv")
+        frozen = (frozenset(range(n_conv)) if args.freeze_conv == "all"
+                  else parse_layers(args.freeze_conv, n_conv, "--freeze-conv"))
         ds = load_dataset(args.dataset, data_dir=args.data_dir, images=True)
     except UserError as e:
         print(f"qat_conv: error: {e}", file=sys.stderr)
