@@ -100,6 +100,9 @@ def table(folder: str) -> dict[str, str]:
             row["test % final"] = _mean([100 * r["test_accuracy"] for r, _ in res])
             row["test % at best val"] = _mean([100 * r["test_accuracy_at_best_val"] for r, _ in res
                                                if r.get("test_accuracy_at_best_val") is not None])
+            # chosen on test: what a paper reporting its best epoch would print (run_folders.best_test_epoch)
+            row["test % best test epoch"] = _mean([v for v in map(run_folders.best_test_epoch, run_dirs)
+                                                   if v is not None])
             if fresh:
                 row["fresh test %"] = _fresh_cell(run_dirs)
             row["s/epoch"] = f"{statistics.mean(r['train_time_s'] / max(1, r['epochs']) for r, _ in res):.1f}"

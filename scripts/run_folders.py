@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import io
+import os
 from concurrent.futures import ThreadPoolExecutor
 
 
@@ -32,3 +33,14 @@ def table_texts(rows: list[dict], intro: str, base: str) -> dict[str, str]:
     md = f"{intro}\n\n| " + " | ".join(head) + " |\n|" + "---|" * len(head) + "\n"
     md += "".join("| " + " | ".join(str(r[k]) for k in head) + " |\n" for r in rows)
     return {base + ".md": md, base + ".csv": buf.getvalue()}
+
+
+def best_test_epoch(run_dir: str) -> float | None:
+    """The highest per-epoch test accuracy (%) in the run's metrics.csv, None without one. Chosen on the test set,
+    so it is no result of ours: it shows what a paper that reports its best test epoch would have printed."""
+    path = os.path.join(run_dir, "metrics.csv")
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        tests = [float(r["test_acc"]) for r in csv.DictReader(f) if r.get("test_acc") not in (None, "")]
+    return 100 * max(tests) if tests else None

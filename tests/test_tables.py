@@ -65,6 +65,31 @@ def test_reproduce_mlp_summary_is_mean_and_std_over_seeds(tmp_path):
     assert "66.00 (1)" in row  # the QAT run beside it
 
 
+def _write_metrics(folder, tests):
+    """metrics.csv of a run whose epochs scored these test accuracies."""
+    rows = "".join(f"{e + 1},{e},0.5,0.5,0.5,{t}\n" for e, t in enumerate(tests))
+    (folder / "metrics.csv").write_text("epoch,step,train_acc,triggered_frac,val_acc,test_acc\n" + rows)
+
+
+def test_best_test_epoch_is_the_peak_of_metrics_and_beside_the_paper(tmp_path):
+    grid, reproduce_mlp = _scripts()
+    for seed, tests in enumerate([(0.50, 0.59, 0.58), (0.55, 0.57, 0.56)]):
+        run = tmp_path / "runs" / f"prototypes_L3_K35_s{seed}"
+        _fake_run(run, tests[-1], tests[-1])
+        _write_metrics(run, tests)
+    texts = reproduce_mlp.summarize(str(tmp_path), "prototypes", layers_list=(3,), widths=[35])
+    md = texts[str(tmp_path / "prototypes_summary.md")]
+    head = [c.strip() for c in md.splitlines()[2].split("|")]
+    row = [c.strip() for c in [line for line in md.splitlines() if line.startswith("| 3 | 35 |")][0].split("|")]
+    cell = dict(zip(head, row))
+    assert cell["ours"] == "57.00 ± 1.41" and cell["best test epoch"] == "58.00 ± 1.41"  # peaks 59 and 57
+    assert cell["best test epoch - paper"] == "-0.57"  # the paper's 58.57
+    (tmp_path / "grid.json").write_text(json.dumps(
+        {"kind": "mlp", "base": [], "seeds": [0, 1], "show_test": True, "settings": {"prototypes_L3_K35": []}}))
+    md = grid.table(str(tmp_path))[str(tmp_path / "grid.md")]
+    assert "| test % best test epoch |" in md and "| 58.00 ± 1.41 |" in md
+
+
 def test_grid_search_table_sorts_on_validation_and_hides_test(tmp_path):
     grid, _ = _scripts()
     (tmp_path / "grid.json").write_text(json.dumps(
@@ -112,7 +137,7 @@ def test_grid_tables_runs_without_validation_last(tmp_path):
     _fake_run(tmp_path / "runs" / "all_s0", None, 0.45)
     md = grid.table(str(tmp_path))[str(tmp_path / "grid.md")]
     rows = [line for line in md.splitlines() if line.startswith("| a ") or line.startswith("| all ")]
-    assert rows[0].startswith("| a |") and rows[1] == "| all | --val-fraction 0 | 1 | 3 |  |  | 45.00 |  | 2.0 |"
+    assert rows[0].startswith("| a |") and rows[1] == "| all | --val-fraction 0 | 1 | 3 |  |  | 45.00 |  |  | 2.0 |"
 
 
 def test_milestones_are_the_median_growth_epochs_most_runs_reached(tmp_path, capsys):
