@@ -1,0 +1,109 @@
+"""scripts/target_probe.py reads a trained run's targets as a training step makes them (checked against the dense
+reference of tests/conv_reference.py) and measures how far a filter can reach them."""
+import importlib
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conv_reference import conv_z, input_targets, sgn
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _probe_module():
+    sys.path.insert(0, str(ROOT / "scripts"))
+    try:
+        return importlib.import_module("target_probe")
+    finally:
+        sys.path.pop(0)
+
+
+def _images(path, rng, n=120, shape=(7, 6), classes=3):
+    y = rng.integers(0, classes, n)
+    x = (rng.normal(size=(n,) + shape) + 0.9 * y[:, None, None]).astype(np.float32)
+    np.savez(path, x_train=x[:80], y_train=y[:80], x_test=x[80:], y_test=y[80:])
+
+
+def _reference_wrong(model_path, data_path, nu):
+    """The fraction of wrong units per layer, by the dense reference: conv 5:3:1:1 then 4:3:2:1, dense 9."""
+    with np.load(model_path) as z:
+        w = [sgn(z[f"hidden.{i}"]) for i in range(3)]
+        protos, thr = z["prototypes"].astype(np.int64), float(z["encoder.thresholds"].ravel()[0])
+    with np.load(data_path) as d:
+        x, y = sgn(d["x_test"][..., None] - thr - 1e-9), d["y_test"]  # median bit: x > threshold
+    z0 = conv_z(x, w[0], 1, 1)
+    z1 = conv_z(sgn(z0), w[1], 2, 1)
+    a1 = sgn(z1)
+    z2 = a1.reshape(len(x), -1) @ w[2].T
+    t2 = protos[y]
+    t1 = sgn((t2 * (np.abs(z2) <= np.floor(nu * w[2].shape[1]))) @ w[2]).reshape(a1.shape)
+    gt1 = t1 * (np.abs(z1) <= np.floor(nu * w[1][0].size))
+    t0 = input_targets(w[1], gt1, z0.shape[1], z0.shape[2], 2, 1)
+    return [float((sgn(z0) != t0).mean()), float((a1 != t1).mean()), float((sgn(z2) != t2).mean())]
+
+
+@pytest.mark.parametrize("nu", [None, 0.05])
+def test_probe_wrong_units_match_the_dense_reference(tmp_path, nu):
+    from bep_gpu.cli.train import main as train
+
+    _images(tmp_path / "d.npz", np.random.default_rng(0))
+    run = tmp_path / "run"
+    assert train(["conv", "--dataset", f"npz:{tmp_path / 'd.npz'}", "--conv", "5:3:1:1,4:3:2:1", "--hidden", "9",
+                  "--gamma0", "5,4,3", "--epochs", "2", "--batch-size", "20", "--backend", "numpy", "--quiet",
+                  "--val-fraction", "0", "--out", str(run)]) == 0
+    probe = _probe_module()
+    assert probe.main([str(run)] + ([] if nu is None else ["--nu", str(nu)])) == 0
+    out = json.loads((run / ("target_probe.json" if nu is None else f"target_probe_nu{nu:g}.json")).read_text())
+    assert out["samples"] == 40 and [r["kind"] for r in out["layers"]] == ["conv", "conv", "dense"]
+    want = _reference_wrong(run / "model.npz", tmp_path / "d.npz", 0.2 if nu is None else nu)
+    assert [r["wrong"] for r in out["layers"]] == pytest.approx(want, abs=1e-4)
+    assert out["layers"][2]["class_template"] == 1.0  # the last layer's targets are its class's prototype
+    assert "reachable_least_squares" in out["layers"][0] and "reachable_least_squares" not in out["layers"][2]
+    acc = json.loads((run / "results.json").read_text())["test_accuracy"]
+    assert out["test_accuracy_of_these"] == pytest.approx(acc)
+
+
+def test_reachable_finds_a_filter_that_makes_its_targets():
+    probe = _probe_module()
+    rng = np.random.default_rng(1)
+    patches = np.where(rng.random((40, 6, 9)) < 0.5, 1.0, -1.0)
+    filters = rng.normal(size=(9, 3))
+    targets = np.where(patches @ filters >= 0, 1.0, -1.0)
+    fit, now = probe.reachable(patches, targets, -targets)
+    assert fit > 0.95 and now == 0.0  # the current outputs are all wrong here
+    fit_random, _ = probe.reachable(patches, np.where(rng.random(targets.shape) < 0.5, 1.0, -1.0), targets)
+    assert fit_random < 0.7  # random targets no filter can make
+
+
+def test_probe_refuses_a_run_without_a_model(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exc:
+        _probe_module().main([str(tmp_path)])
+    assert exc.value.code == 2 and "has no model.npz" in capsys.readouterr().err
+
+
+def test_probe_reads_an_mlp_run(tmp_path):
+    from bep_gpu.cli.train import main as train
+
+    rng = np.random.default_rng(2)
+    y = rng.integers(0, 3, 100)
+    x = (rng.normal(size=(100, 12)) + y[:, None]).astype(np.float32)
+    np.savez(tmp_path / "t.npz", x_train=x[:70], y_train=y[:70], x_test=x[70:], y_test=y[70:])
+    run = tmp_path / "run"
+    assert train(["mlp", "--dataset", f"npz:{tmp_path / 't.npz'}", "--hidden", "7,5", "--gamma0", "1",
+                  "--epochs", "2", "--backend", "numpy", "--quiet", "--val-fraction", "0", "--out", str(run)]) == 0
+    assert _probe_module().main([str(run), "--samples", "30"]) == 0
+    out = json.loads((run / "target_probe.json").read_text())
+    with np.load(run / "model.npz") as z:
+        w = [sgn(z["hidden.0"]), sgn(z["hidden.1"])]
+        protos, thr = z["prototypes"].astype(np.int64), z["encoder.thresholds"].reshape(-1)
+    a0 = sgn(x[70:] - thr - 1e-6)  # the per-feature median bit: x > its threshold
+    z1 = a0 @ w[0].T
+    z2 = sgn(z1) @ w[1].T
+    t2 = protos[y[70:]]
+    t1 = sgn((t2 * (np.abs(z2) <= np.floor(0.2 * 7))) @ w[1])
+    assert [r["kind"] for r in out["layers"]] == ["dense", "dense"]
+    assert [r["wrong"] for r in out["layers"]] == pytest.approx(
+        [float((sgn(z1) != t1).mean()), float((sgn(z2) != t2).mean())], abs=1e-4)
