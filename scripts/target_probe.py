@@ -9,8 +9,9 @@ For every trainable layer of the model.npz in RUN it computes, from the pre-upda
   on the label only, not on the image);
 - reachable: the agreement with t that the best linear map of the layer's own inputs reaches on held-out samples
   (least squares on the inputs of half the samples, a conv layer's im2col patches, sign of its output on the
-  other half), beside the agreement of the layer's current +-1 weights on the same half; only where the half
-  gives at least twice as many rows as a unit has inputs (a dense layer on a whole image needs many samples).
+  other half), by the signs of that fit (+-1 weights, as a binary layer has) and by the layer's current +-1
+  weights, on the same half; only where the half gives at least twice as many rows as a unit has inputs (a
+  dense layer on a whole image needs many samples).
 --nu replaces the run's gate width, for every layer (the targets change; the model does not).
 Writes RUN/target_probe.json (or a copy with the nu in its name) and prints it. RUN must still hold model.npz
 (run folders in git keep none: train the run again with its command.txt).
@@ -34,15 +35,17 @@ def _pm(words, n: int) -> np.ndarray:
     return unpack_bits(np.asarray(words), n).astype(np.float64)
 
 
-def reachable(patches: np.ndarray, targets: np.ndarray, current: np.ndarray) -> tuple[float, float]:
-    """(agreement of the least-squares filters, of the current outputs) with the targets on the held-out half.
-    patches (samples, positions, fan-in), targets and current (samples, positions, channels), all +-1."""
+def reachable(patches: np.ndarray, targets: np.ndarray, current: np.ndarray) -> tuple[float, float, float]:
+    """Agreement with the targets on the held-out half of: the least-squares filters, their signs (+-1 filters,
+    as a binary layer must have) and the current outputs. patches (samples, positions, fan-in), targets and
+    current (samples, positions, channels), all +-1."""
     half = len(patches) // 2
     fit = np.linalg.lstsq(patches[:half].reshape(-1, patches.shape[-1]),
                           targets[:half].reshape(-1, targets.shape[-1]), rcond=None)[0]
     held = targets[half:].reshape(-1, targets.shape[-1])
-    pred = np.where(patches[half:].reshape(-1, patches.shape[-1]) @ fit >= 0, 1, -1)
-    return float((pred == held).mean()), float((current[half:].reshape(held.shape) == held).mean())
+    rows = patches[half:].reshape(-1, patches.shape[-1])
+    agree = [float((np.where(rows @ w >= 0, 1, -1) == held).mean()) for w in (fit, np.where(fit >= 0, 1.0, -1.0))]
+    return agree[0], agree[1], float((current[half:].reshape(held.shape) == held).mean())
 
 
 def _targets(model, words, y, nu):
@@ -91,8 +94,9 @@ def probe(run: str, samples: int, nu: float | None) -> dict:
                "wrong": round(float((a != t).mean()), 4), "class_template": round(float(template), 4)}
         inputs = _pm(in_words, fan_in).reshape(len(x), -1, fan_in)
         if (len(x) // 2) * inputs.shape[1] >= 2 * fan_in:  # enough rows for a least-squares fit to mean something
-            fit, now = reachable(inputs, t, a)
-            row.update(reachable_least_squares=round(fit, 4), current_weights=round(now, 4))
+            fit, signs, now = reachable(inputs, t, a)
+            row.update(reachable_least_squares=round(fit, 4), reachable_sign_of_fit=round(signs, 4),
+                       current_weights=round(now, 4))
         layers.append(row)
     acc = float((bk.to_numpy(task.predict(words)) == y).mean())
     return {"run": run, "kind": model.kind, "samples": len(x), "nu": cfg.nu if nu is None else nu,

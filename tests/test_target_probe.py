@@ -72,9 +72,11 @@ def test_reachable_finds_a_filter_that_makes_its_targets():
     patches = np.where(rng.random((40, 6, 9)) < 0.5, 1.0, -1.0)
     filters = rng.normal(size=(9, 3))
     targets = np.where(patches @ filters >= 0, 1.0, -1.0)
-    fit, now = probe.reachable(patches, targets, -targets)
+    fit, _, now = probe.reachable(patches, targets, -targets)
     assert fit > 0.95 and now == 0.0  # the current outputs are all wrong here
-    fit_random, _ = probe.reachable(patches, np.where(rng.random(targets.shape) < 0.5, 1.0, -1.0), targets)
+    _, signs, _ = probe.reachable(patches, np.where(patches @ np.sign(filters) >= 0, 1.0, -1.0), targets)
+    assert signs == 1.0  # targets a +-1 filter makes: the signs of the fit make them
+    fit_random, _, _ = probe.reachable(patches, np.where(rng.random(targets.shape) < 0.5, 1.0, -1.0), targets)
     assert fit_random < 0.7  # random targets no filter can make
 
 
