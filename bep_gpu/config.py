@@ -4,6 +4,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 
 from .data.augment import Augment
+from .prototypes import FRAMES
 from .errors import UserError
 
 STABILITY = ("z", "flips", "hidden")
@@ -48,6 +49,7 @@ class TrainConfig:
     stability: str = "z"
     proto_alpha: float = 1.0
     proto_sweeps: int = 20
+    proto_frame: str = "greedy"  # the prototype search: the spec's greedy flips, or "balanced" (prototypes.py)
     eval_batch: int = 8192
     # Data-parallel processes (bep_gpu.distributed): none, mpi, nccl, or auto (mpi under an MPI launcher)
     distributed: str = "auto"
@@ -106,6 +108,10 @@ class TrainConfig:
             bad("--early-stop must be >= 0 (0: train every epoch)")
         if not 1 <= self.hidden_clip <= 32767:
             bad("--hidden-clip must be in 1..32767 (hidden weights are int16)")
+        if self.proto_frame not in FRAMES:
+            bad(f"--proto-frame must be one of {', '.join(FRAMES)}")
+        if self.proto_frame == "balanced" and (self.proto_alpha != 1.0 or self.proto_sweeps != 20):
+            bad("--proto-alpha and --proto-sweeps set the greedy frame search; --proto-frame balanced takes neither")
         if self.stability not in STABILITY:
             bad(f"--stability must be one of {', '.join(STABILITY)}")
         if self.rnn_mask not in RNN_MASKS:

@@ -309,7 +309,8 @@ class Trainer:
         else:
             hidden = init_hidden(Task.shapes(self.data.n_in, cfg), cfg.init_std, cfg.seed, cfg.hidden_clip)
             width = Task.shapes(self.data.n_in, cfg)[-1][0]
-            prototypes = make_prototypes(self.data.n_classes, width, cfg.seed, cfg.proto_alpha, cfg.proto_sweeps)
+            prototypes = make_prototypes(self.data.n_classes, width, cfg.seed, cfg.proto_alpha, cfg.proto_sweeps,
+                                         cfg.proto_frame)
         if cfg.freeze and max(cfg.freeze) >= len(hidden):
             raise UserError(f"--freeze {','.join(map(str, cfg.freeze))}: the model has {len(hidden)} weight matrices, "
                             f"hidden.0 to hidden.{len(hidden) - 1}")

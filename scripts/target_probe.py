@@ -6,7 +6,9 @@ For every trainable layer of the model.npz in RUN it computes, from the pre-upda
 (select_updates of bep_conv or bep_mlp, NumPy backend), the targets t of the layer's outputs and reports:
 - wrong: the fraction of output units with a != t (a random layer: 0.5);
 - class template: mean over units of |mean of t over a class's samples|, averaged over classes (1.0: t depends
-  on the label only, not on the image);
+  on the label only, not on the image; with a handful of samples per class it is near 1.0 anyway);
+- median |z| of the layer's pre-activations, its gate floor(nu K) and the fraction of its units inside it (the
+  units that send their target to the layer below; layer 0 has no gate);
 - reachable: the agreement with t that the best linear map of the layer's own inputs reaches on held-out samples
   (least squares on the inputs of half the samples, a conv layer's im2col patches, sign of its output on the
   other half), by the signs of that fit (+-1 weights, as a binary layer has) and by the layer's current +-1
@@ -29,6 +31,7 @@ from bep_gpu import bep_conv, bep_mlp, load
 from bep_gpu.bits import unpack_bits
 from bep_gpu.checkpoint import atomic_write
 from bep_gpu.data.sources import load_dataset
+from bep_gpu.errors import UserError
 
 
 def _pm(words, n: int) -> np.ndarray:
@@ -49,15 +52,15 @@ def reachable(patches: np.ndarray, targets: np.ndarray, current: np.ndarray) -> 
 
 
 def _targets(model, words, y, nu):
-    """Per trainable layer: (width, packed targets, packed outputs, packed inputs, fan-in of one unit's input,
-    conv). The pre-update state of a training step (select_updates); gammas are irrelevant to the targets."""
+    """Per trainable layer: (width, packed targets, z, packed outputs, packed inputs, fan-in of one unit's
+    input, conv). The pre-update state of a training step (select_updates); gammas do not change the targets."""
     cfg, task, bk = model.config, model.task, model.bk
     if model.kind == "conv":
         rules = task.rules if nu is None else bep_conv.step_rules(
             task.geoms, task.dense_sizes, cfg.r, nu, cfg.hidden_clip, cfg.freeze, cfg.stability)
         widths = [g.c_out for g in task.geoms] + list(task.dense_sizes)
-        _, outs, _, _ = bep_conv.forward(bk, bep_conv.visible_weights(bk, task.hidden), task.geoms,
-                                         task.dense_sizes, words)
+        zs, outs, _, _ = bep_conv.forward(bk, bep_conv.visible_weights(bk, task.hidden), task.geoms,
+                                          task.dense_sizes, words)
         _, updates = bep_conv.select_updates(bk, task.hidden, task.geoms, task.dense_sizes, task.prototypes, words,
                                              bk.asarray(y), widths, task.tile, rules)
         fans, convs = task.fan_ins, [l < len(task.geoms) for l in range(len(widths))]
@@ -65,18 +68,19 @@ def _targets(model, words, y, nu):
         rules = task.rules if nu is None else bep_mlp.StepRules.make(
             task.sizes, cfg.r, nu, cfg.hidden_clip, cfg.stability, cfg.freeze)
         widths = task.sizes[1:]
-        acts = bep_mlp.forward(bk, bep_mlp.visible_weights(bk, task.hidden), task.sizes, words)[1]
+        zs, acts = bep_mlp.forward(bk, bep_mlp.visible_weights(bk, task.hidden), task.sizes, words)
         outs = acts[1:]
         _, updates = bep_mlp.select_updates(bk, task.hidden, task.sizes, task.prototypes, words, bk.asarray(y),
                                             widths, rules)
         fans, convs = task.sizes[:-1], [False] * len(widths)
-    return rules, [(w, u[1], o, u[2], f, c) for w, u, o, f, c in zip(widths, updates, outs, fans, convs)]
+    return rules, [(w, u[1], bk.to_numpy(z), o, u[2], f, c)
+                   for w, u, z, o, f, c in zip(widths, updates, zs, outs, fans, convs)]
 
 
 def probe(run: str, samples: int, nu: float | None) -> dict:
     model = load(os.path.join(run, "model.npz"))
     if model.kind not in ("mlp", "conv"):
-        raise SystemExit(f"error: {run} holds a {model.kind} model; the probe is for mlp and conv runs")
+        raise UserError(f"{run} holds an {model.kind} model; the probe is for mlp and conv runs")
     cfg, task, bk = model.config, model.task, model.bk
     data = load_dataset(cfg.dataset, data_dir=cfg.data_dir, data_seed=cfg.data_seed, images=model.kind == "conv")
     x, labels = data.x_test[:samples], np.asarray(data.y_test[:samples])
@@ -85,12 +89,13 @@ def probe(run: str, samples: int, nu: float | None) -> dict:
     words = model._packed(model.encode(x))
     rules, per_layer = _targets(model, words, y, nu)
     layers = []
-    for l, (width, t_words, out_words, in_words, fan_in, conv) in enumerate(per_layer):
+    for l, (width, t_words, z, out_words, in_words, fan_in, conv) in enumerate(per_layer):
         t = _pm(t_words, width).reshape(len(x), -1, width)
         a = _pm(out_words, width).reshape(t.shape)
         template = np.mean([np.abs(t[y == c].mean(0)).mean() for c in np.unique(y)])
         row = {"layer": l, "kind": "conv" if conv else "dense",
-               "gate_above": int(rules.gates[l + 1]) if l + 1 < len(rules.gates) else None,
+               "median_abs_z": float(np.median(np.abs(z))), "gate": int(rules.gates[l]) if l else None,
+               "gate_passed": round(float((np.abs(z) <= rules.gates[l]).mean()), 4) if l else None,
                "wrong": round(float((a != t).mean()), 4), "class_template": round(float(template), 4)}
         inputs = _pm(in_words, fan_in).reshape(len(x), -1, fan_in)
         if (len(x) // 2) * inputs.shape[1] >= 2 * fan_in:  # enough rows for a least-squares fit to mean something
@@ -109,11 +114,18 @@ def main(argv=None) -> int:
     p.add_argument("--samples", type=int, default=1000, help="test images probed (the first ones)")
     p.add_argument("--nu", type=float, help="gate width for the targets instead of the run's")
     args = p.parse_args(argv)
+    if not os.path.isdir(args.run):
+        p.error(f"run folder {args.run} does not exist")
     if not os.path.exists(os.path.join(args.run, "model.npz")):
         p.error(f"{args.run} has no model.npz (run folders in git keep none: train it again with its command.txt)")
     if args.samples < 2:
         p.error("--samples must be at least 2 (half fit, half held out)")
-    out = probe(args.run, args.samples, args.nu)
+    if args.nu is not None and not args.nu >= 0:
+        p.error(f"--nu must be >= 0, got {args.nu}")
+    try:
+        out = probe(args.run, args.samples, args.nu)
+    except UserError as e:  # a checkpoint or dataset the user can fix: one line, not a traceback
+        p.exit(1, f"error: {e}\n")
     name = "target_probe.json" if args.nu is None else f"target_probe_nu{args.nu:g}.json"
     text = json.dumps(out, indent=1) + "\n"
     atomic_write(os.path.join(args.run, name), lambda f: f.write(text.encode()))

@@ -19,6 +19,18 @@ needs_emulator = pytest.mark.skipif(shutil.which("g++") is None, reason="the CUD
 BACKENDS = ["numpy", "numba", "cuda-emu", "cuda-emu-tc"]
 
 
+def script_module(name: str):
+    """The module of scripts/<name>.py (the scripts are not a package)."""
+    import importlib
+
+    scripts = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "scripts")
+    sys.path.insert(0, scripts)
+    try:
+        return importlib.import_module(name)
+    finally:
+        sys.path.remove(scripts)
+
+
 def make_backend(name: str):
     from bep_gpu.backends.numpy_backend import NumpyBackend
 

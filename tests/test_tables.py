@@ -1,9 +1,10 @@
 """The tables of BENCHMARKS.md that quote run folders are what those folders hold (scripts/render_tables.py)."""
-import importlib
 import json
 import subprocess
 import sys
 from pathlib import Path
+
+from conftest import script_module
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -23,13 +24,7 @@ def test_render_replaces_only_the_marked_block(tmp_path):
         "before\n<!-- table: run/bench.md -->\n| a | b |\n|---|---|\n| 1 | 2 |\n<!-- end table -->\nafter\n")
 
 
-def _script(name):
-    """The module of scripts/<name>.py."""
-    sys.path.insert(0, str(ROOT / "scripts"))
-    try:
-        return importlib.import_module(name)
-    finally:
-        sys.path.pop(0)
+_script = script_module
 
 
 def _scripts():

@@ -1,24 +1,16 @@
 """scripts/target_probe.py reads a trained run's targets as a training step makes them (checked against the dense
 reference of tests/conv_reference.py) and measures how far a filter can reach them."""
-import importlib
 import json
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
+from conftest import script_module
 from conv_reference import conv_z, input_targets, sgn
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def _probe_module():
-    sys.path.insert(0, str(ROOT / "scripts"))
-    try:
-        return importlib.import_module("target_probe")
-    finally:
-        sys.path.pop(0)
+    return script_module("target_probe")
 
 
 def _images(path, rng, n=120, shape=(7, 6), classes=3):
@@ -27,8 +19,14 @@ def _images(path, rng, n=120, shape=(7, 6), classes=3):
     np.savez(path, x_train=x[:80], y_train=y[:80], x_test=x[80:], y_test=y[80:])
 
 
-def _reference_wrong(model_path, data_path, nu):
-    """The fraction of wrong units per layer, by the dense reference: conv 5:3:1:1 then 4:3:2:1, dense 9."""
+def _class_template(t, y):
+    """Mean over units of |class mean of t|, over the classes: (samples, ...) targets."""
+    return np.mean([np.abs(t[y == c].mean(0)).mean() for c in np.unique(y)])
+
+
+def _reference(model_path, data_path, nu):
+    """Per layer (wrong fraction, class template, held-out agreement of the current outputs), by the dense
+    reference: conv 5:3:1:1 then 4:3:2:1, dense 9; the held-out half is the second half of the test images."""
     with np.load(model_path) as z:
         w = [sgn(z[f"hidden.{i}"]) for i in range(3)]
         protos, thr = z["prototypes"].astype(np.int64), float(z["encoder.thresholds"].ravel()[0])
@@ -42,11 +40,13 @@ def _reference_wrong(model_path, data_path, nu):
     t1 = sgn((t2 * (np.abs(z2) <= np.floor(nu * w[2].shape[1]))) @ w[2]).reshape(a1.shape)
     gt1 = t1 * (np.abs(z1) <= np.floor(nu * w[1][0].size))
     t0 = input_targets(w[1], gt1, z0.shape[1], z0.shape[2], 2, 1)
-    return [float((sgn(z0) != t0).mean()), float((a1 != t1).mean()), float((sgn(z2) != t2).mean())]
+    half = len(x) // 2
+    return [(float((a != t).mean()), _class_template(t, y), float((a[half:] == t[half:]).mean()))
+            for a, t in ((sgn(z0), t0), (a1, t1), (sgn(z2), t2))]
 
 
 @pytest.mark.parametrize("nu", [None, 0.05])
-def test_probe_wrong_units_match_the_dense_reference(tmp_path, nu):
+def test_probe_matches_the_dense_reference(tmp_path, nu):
     from bep_gpu.cli.train import main as train
 
     _images(tmp_path / "d.npz", np.random.default_rng(0))
@@ -54,14 +54,17 @@ def test_probe_wrong_units_match_the_dense_reference(tmp_path, nu):
     assert train(["conv", "--dataset", f"npz:{tmp_path / 'd.npz'}", "--conv", "5:3:1:1,4:3:2:1", "--hidden", "9",
                   "--gamma0", "5,4,3", "--epochs", "2", "--batch-size", "20", "--backend", "numpy", "--quiet",
                   "--val-fraction", "0", "--out", str(run)]) == 0
-    probe = _probe_module()
-    assert probe.main([str(run)] + ([] if nu is None else ["--nu", str(nu)])) == 0
+    assert _probe_module().main([str(run)] + ([] if nu is None else ["--nu", str(nu)])) == 0
     out = json.loads((run / ("target_probe.json" if nu is None else f"target_probe_nu{nu:g}.json")).read_text())
     assert out["samples"] == 40 and [r["kind"] for r in out["layers"]] == ["conv", "conv", "dense"]
-    want = _reference_wrong(run / "model.npz", tmp_path / "d.npz", 0.2 if nu is None else nu)
-    assert [r["wrong"] for r in out["layers"]] == pytest.approx(want, abs=1e-4)
-    assert out["layers"][2]["class_template"] == 1.0  # the last layer's targets are its class's prototype
+    want = _reference(run / "model.npz", tmp_path / "d.npz", 0.2 if nu is None else nu)
+    for row, (wrong, template, held_out) in zip(out["layers"], want):
+        assert row["wrong"] == pytest.approx(wrong, abs=1e-4)
+        assert row["class_template"] == pytest.approx(template, abs=1e-4)  # per sample and position, in order
+        if "current_weights" in row:
+            assert row["current_weights"] == pytest.approx(held_out, abs=1e-4)
     assert "reachable_least_squares" in out["layers"][0] and "reachable_least_squares" not in out["layers"][2]
+    assert out["layers"][0]["gate"] is None and out["layers"][2]["gate"] == int((0.2 if nu is None else nu) * 48)  # 4 x 3 x 4 inputs
     acc = json.loads((run / "results.json").read_text())["test_accuracy"]
     assert out["test_accuracy_of_these"] == pytest.approx(acc)
 
@@ -86,7 +89,8 @@ def test_probe_refuses_a_run_without_a_model(tmp_path, capsys):
     assert exc.value.code == 2 and "has no model.npz" in capsys.readouterr().err
 
 
-def test_probe_reads_an_mlp_run(tmp_path):
+@pytest.mark.parametrize("nu", [None, 0.6])
+def test_probe_reads_an_mlp_run(tmp_path, nu):
     from bep_gpu.cli.train import main as train
 
     rng = np.random.default_rng(2)
@@ -96,8 +100,8 @@ def test_probe_reads_an_mlp_run(tmp_path):
     run = tmp_path / "run"
     assert train(["mlp", "--dataset", f"npz:{tmp_path / 't.npz'}", "--hidden", "7,5", "--gamma0", "1",
                   "--epochs", "2", "--backend", "numpy", "--quiet", "--val-fraction", "0", "--out", str(run)]) == 0
-    assert _probe_module().main([str(run), "--samples", "30"]) == 0
-    out = json.loads((run / "target_probe.json").read_text())
+    assert _probe_module().main([str(run), "--samples", "30"] + ([] if nu is None else ["--nu", str(nu)])) == 0
+    out = json.loads((run / ("target_probe.json" if nu is None else f"target_probe_nu{nu:g}.json")).read_text())
     with np.load(run / "model.npz") as z:
         w = [sgn(z["hidden.0"]), sgn(z["hidden.1"])]
         protos, thr = z["prototypes"].astype(np.int64), z["encoder.thresholds"].reshape(-1)
@@ -105,7 +109,7 @@ def test_probe_reads_an_mlp_run(tmp_path):
     z1 = a0 @ w[0].T
     z2 = sgn(z1) @ w[1].T
     t2 = protos[y[70:]]
-    t1 = sgn((t2 * (np.abs(z2) <= np.floor(0.2 * 7))) @ w[1])
+    t1 = sgn((t2 * (np.abs(z2) <= np.floor((0.2 if nu is None else nu) * 7))) @ w[1])
     assert [r["kind"] for r in out["layers"]] == ["dense", "dense"]
     assert [r["wrong"] for r in out["layers"]] == pytest.approx(
         [float((sgn(z1) != t1).mean()), float((sgn(z2) != t2).mean())], abs=1e-4)

@@ -10,6 +10,7 @@ import time
 from ..config import CONV_DEFAULTS, RNN_DEFAULTS, TrainConfig
 from ..data.augment import AUGMENT_HELP
 from ..errors import UserError
+from ..prototypes import FRAMES
 from .common import StrictParser, add_version, parse_indices, parse_widths, run_cli
 
 DEFAULTS = TrainConfig()
@@ -101,6 +102,9 @@ def build_parser(suppress: bool = False) -> argparse.ArgumentParser:
                "where sign(0) = +1) or by |H . a| (mlp only)")
         opt("--proto-alpha", float, DEFAULTS.proto_alpha, "variance weight of the prototype frame objective")
         opt("--proto-sweeps", int, DEFAULTS.proto_sweeps, "sweeps of the prototype frame search")
+        choice("--proto-frame", list(FRAMES), DEFAULTS.proto_frame,
+               "prototype search: greedy flips lowering sum + alpha * variance of the pair dots (the spec's), or "
+               "balanced columns (the lowest sum) with swaps lowering their variance")
         opt("--eval-batch", int, DEFAULTS.eval_batch, "samples per evaluation chunk")
         choice("--distributed", ["auto", "none", "mpi", "nccl"], DEFAULTS.distributed,
                "data-parallel processes, bit-identical to one: mpi (host sums), nccl (GPU sums, unverified), "
