@@ -4,8 +4,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 
 from .data.augment import Augment
-from .prototypes import FRAMES
 from .errors import UserError
+from .prototypes import FRAMES
 
 STABILITY = ("z", "flips", "hidden")
 RNN_MASKS = ("step", "shared")

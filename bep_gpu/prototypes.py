@@ -98,13 +98,9 @@ def _best_swap(p, gram, col: int) -> bool:
         return False
     i, j = np.unravel_index(int(np.argmin(change)), change.shape)
     a, b = int(plus[i]), int(minus[j])
-    for r in (a, b):
+    for r, other in ((a, b), (b, a)):  # gram[a, b] and the diagonal stay
         step = -2 * v[r] * v
-        step[r] = 0
-        if r == a:
-            step[b] = 0
-        else:
-            step[a] = 0
+        step[r] = step[other] = 0
         gram[r, :] += step
         gram[:, r] += step
     v[a], v[b] = -v[a], -v[b]  # v is a view: this writes p
