@@ -49,7 +49,8 @@ def imprint(a: np.ndarray, n_filters: int, rng, weighted: bool) -> np.ndarray:
     x = x[np.abs(x.sum(axis=1)) < x.shape[1]]  # drop all +1 and all -1 patches
     uniq, counts = np.unique(x, axis=0, return_counts=True)
     if len(uniq) < n_filters:
-        raise SystemExit(f"imprint_probe.py: only {len(uniq)} distinct patches for {n_filters} filters; use more --images")
+        raise SystemExit(f"imprint_probe.py: only {len(uniq)} distinct patches for {n_filters} filters; "
+                         "use more --images")
     pick = rng.choice(len(uniq), size=n_filters, replace=False, p=counts / counts.sum() if weighted else None)
     return uniq[pick].reshape(n_filters, 3, 3, a.shape[-1])
 
