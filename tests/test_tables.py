@@ -207,3 +207,18 @@ def test_reproduce_mlp_encode_replaces_the_protocols_encoder_for_both_peers():
         for peer in ("bep", "qat-bn"):
             cmd = reproduce_mlp.command(args, 3, 35, peer, 0, "out", [])
             assert cmd.count("--encode") == 1 and cmd[cmd.index("--encode") + 1] == want
+
+
+def test_grid_data_seed_follows_the_seed_only_when_asked(tmp_path, monkeypatch):
+    grid, _ = _scripts()
+    calls = []
+
+    def fake_run(cmd):
+        calls.append(cmd)
+        return subprocess.CompletedProcess(cmd, 1)  # "failed": run_one stops before writing command.txt
+    monkeypatch.setattr(grid.subprocess, "run", fake_run)
+    for spec in ({"base": [], "seeds": [3]}, {"base": [], "seeds": [3], "data_seed_is_seed": True}):
+        assert grid.run_one(str(tmp_path), spec, "a", ["--nu", "0.4"], 3) == "a_s3: FAILED (exit 1)"
+    assert "--data-seed" not in calls[0]
+    i = calls[1].index("--data-seed")
+    assert calls[1][i + 1] == "3" and calls[1][calls[1].index("--seed") + 1] == "3"
