@@ -1,12 +1,12 @@
 """Probe (float, not part of BEP): how far a least-squares readout goes on the frozen random conv features.
 
-  python results/conv/ridge_probe.py --channels 128,256 [--seed 0] [--lambdas 3e3,1e4,3e4]
+  python results/conv/ridge_probe.py --channels 128,256 [--seed 0] [--lambdas 3e3,1e4,3e4,1e5]
 
 With frozen random filters the BEP convnet is a BEP MLP head on fixed binary features (RESULTS.md, BEP-Conv). This
 asks whether a better head could lift it: it computes the features of the frozen layers (3 x 3, stride 2, padding
 +1, the +-1 signs of the seed's initial hidden weights, as `bep-train conv --freeze` keeps them) on thermometer:2
-inputs, fits a ridge regression (float64 normal equations, one-hot +-1 targets, a bias) on the training split,
-picks the penalty on the validation split, and prints validation and test accuracy for each penalty. Memory: the
+inputs, fits a ridge regression (float64 normal equations, one-hot +-1 targets, a bias) on the training split
+for each penalty, and prints its validation and test accuracy (pick the penalty on validation). Memory: the
 Gram matrix is (F + 1)^2 float64 (F = 7 * 7 * last channels): 1.3 GB at 256 channels, 5 GB at 512.
 """
 from __future__ import annotations
