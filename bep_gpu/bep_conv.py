@@ -21,7 +21,8 @@ from .profiling import nvtx_range
 
 @dataclass(frozen=True)
 class ConvGeometry:
-    """One conv layer: C_out filters of k x k, stride, padding, on an h_in x w_in x c_in map."""
+    """One conv layer: C_out filters of k x k, stride, padding, on an h_in x w_in x c_in map; pool 2 (else 1)
+    replaces its output map by the majority of each 2 x 2 window before the next layer reads it."""
 
     c_in: int
     c_out: int
@@ -30,6 +31,7 @@ class ConvGeometry:
     pad: int
     h_in: int
     w_in: int
+    pool: int = 1
 
     @property
     def h_out(self) -> int:
@@ -40,28 +42,42 @@ class ConvGeometry:
         return (self.w_in + 2 * self.pad - self.k) // self.stride + 1
 
     @property
+    def h_map(self) -> int:
+        """Height of the map the next layer reads: the output, pooled (a last odd row is dropped)."""
+        return self.h_out // self.pool
+
+    @property
+    def w_map(self) -> int:
+        return self.w_out // self.pool
+
+    @property
     def fan_in(self) -> int:
         return self.k * self.k * self.c_in
 
 
 def geometries(image_shape, specs) -> list[ConvGeometry]:
-    """The conv layers for an input map (H, W, C) and specs [(C_out, k, stride, pad), ...]; ValueError when a
-    kernel does not fit its map."""
+    """The conv layers for an input map (H, W, C) and specs [(C_out, k, stride, pad[, pool]), ...]; ValueError
+    when a kernel or a pooling window does not fit its map."""
     h, w, c = (int(v) for v in image_shape)
     out = []
-    for i, (c_out, k, s, p) in enumerate(specs):
-        g = ConvGeometry(c, int(c_out), int(k), int(s), int(p), h, w)
+    for i, spec in enumerate(specs):
+        c_out, k, s, p = spec[:4]
+        g = ConvGeometry(c, int(c_out), int(k), int(s), int(p), h, w, int(spec[4]) if len(spec) > 4 else 1)
         if g.h_out <= 0 or g.w_out <= 0:
             raise ValueError(f"conv layer {i}: a {k}x{k} kernel with padding {p} does not fit its {h}x{w} input")
+        if g.pool not in (1, 2):
+            raise ValueError(f"conv layer {i}: pooling {g.pool} is not 1 (none) or 2 (2 x 2 majority)")
+        if g.h_map <= 0 or g.w_map <= 0:
+            raise ValueError(f"conv layer {i}: 2x2 pooling does not fit its {g.h_out}x{g.w_out} output")
         out.append(g)
-        h, w, c = g.h_out, g.w_out, g.c_out
+        h, w, c = g.h_map, g.w_map, g.c_out
     return out
 
 
 def flat_size(geoms) -> int:
-    """Inputs of the first dense layer: H' W' C of the last conv map."""
+    """Inputs of the first dense layer: H' W' C of the last conv map (pooled)."""
     g = geoms[-1]
-    return g.h_out * g.w_out * g.c_out
+    return g.h_map * g.w_map * g.c_out
 
 
 def step_rules(geoms, dense_sizes, r: float, nu: float, clip: int, frozen=(), stability: str = "z") -> StepRules:
@@ -87,7 +103,34 @@ def visible_weights(bk: Backend, hidden, transposed: bool = False):
 def flatten(bk: Backend, a, g: ConvGeometry):
     """An NHWC map (N, H', W', n_words(C)) as dense inputs (N, n_words(H' W' C)) in (y, x, c) order: im2col with one
     window covering the map."""
-    return bk.im2col(a, g.c_out, g.h_out, g.w_out, 1, 0).reshape(a.shape[0], n_words(flat_size([g])))
+    return bk.im2col(a, g.c_out, g.h_map, g.w_map, 1, 0).reshape(a.shape[0], n_words(flat_size([g])))
+
+
+def pool_majority(a, g: ConvGeometry):
+    """2 x 2 pooling of a packed output map (N, H', W', words): the majority sign of each window, a tie going to
+    its top-left sign, so +1 and -1 stay as frequent as they were (a max-pool, the OR, makes 15 of 16 windows of
+    random signs +1). Bitwise on the words, so any backend's arrays; a last odd row or column is dropped."""
+    h, w = 2 * g.h_map, 2 * g.w_map
+    a0, a1, a2, a3 = a[:, 0:h:2, 0:w:2], a[:, 0:h:2, 1:w:2], a[:, 1:h:2, 0:w:2], a[:, 1:h:2, 1:w:2]
+    return (a0 & (a1 | a2 | a3)) | (~a0 & a1 & a2 & a3)
+
+
+def unpool_targets(bk: Backend, t_map, out_map, g: ConvGeometry):
+    """Targets of a pooled layer's outputs (N, H', W', words) from those of its pooled map: where a window's
+    pooled sign meets its target, every output of the window keeps its own sign (no error passes, as a max-pool
+    passes no gradient to its losers); where it misses, every output of the window gets the target and the mask
+    picks among them. Rows and columns that no window covers keep their own signs."""
+    xp = bk.xp
+
+    def up(m):
+        return xp.repeat(xp.repeat(m, 2, axis=1), 2, axis=2)
+
+    t_up = up(t_map)
+    miss = up(pool_majority(out_map, g)) ^ t_up
+    h, w = t_up.shape[1], t_up.shape[2]
+    full = out_map.copy()
+    full[:, :h, :w] = (out_map[:, :h, :w] & ~miss) | (t_up & miss)
+    return full
 
 
 def forward(bk: Backend, weights, geoms, dense_sizes, x, gates=None):
@@ -111,6 +154,8 @@ def forward(bk: Backend, weights, geoms, dense_sizes, x, gates=None):
     for l, g in enumerate(geoms):
         cols = bk.im2col(a, g.c_in, g.k, g.k, g.stride, g.pad).reshape(-1, n_words(g.fan_in))
         a = layer(cols, l, g.fan_in).reshape(n, g.h_out, g.w_out, n_words(g.c_out))
+        if g.pool > 1:
+            a = pool_majority(a, g)
     sizes = [flat_size(geoms)] + list(dense_sizes)
     act = flatten(bk, a, geoms[-1])
     for i in range(len(dense_sizes)):
@@ -151,12 +196,16 @@ def select_updates(bk: Backend, hidden, geoms, dense_sizes, prototypes, x, label
             sums = bk.gated_transposed_sum(targets[l], gate_bits[l], wt)
             if l == n_conv:  # the flattened map's targets, read back in (y, x, c) order
                 g = geoms[-1]
-                t_map = bk.col2im_sign(sums.reshape(n, 1, 1, fan_in), g.h_out, g.w_out, g.c_out, g.h_out, g.w_out,
+                t_map = bk.col2im_sign(sums.reshape(n, 1, 1, fan_in), g.h_map, g.w_map, g.c_out, g.h_map, g.w_map,
                                        1, 0)
             else:  # every output reading an input position adds its sum there, then one sign
                 g = geoms[l]
                 t_map = bk.col2im_sign(sums.reshape(n, g.h_out, g.w_out, fan_in), g.h_in, g.w_in, g.c_in, g.k, g.k,
                                        g.stride, g.pad)
+            below = geoms[l - 1]
+            if below.pool > 1:  # the targets of the pooled map, back to the layer's own outputs
+                out_map = outs[l - 1].reshape(n, below.h_out, below.w_out, n_words(below.c_out))
+                t_map = unpool_targets(bk, t_map, out_map, below)
             targets[l - 1] = t_map.reshape(-1, t_map.shape[-1])
     updates = []
     with nvtx_range("masks"):

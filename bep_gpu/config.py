@@ -170,10 +170,12 @@ def _int_list(values, minimum: int) -> bool:
 def check_conv(cfg: TrainConfig, bad) -> None:
     """The conv settings no run can use (the geometry against the images is checked once they are loaded)."""
     if not cfg.conv:
-        bad("conv needs at least one conv layer: --conv C:K:S:P[,C:K:S:P...]")
+        bad("conv needs at least one conv layer: --conv C:K:S:P[:M][,C:K:S:P[:M]...]")
     for spec in cfg.conv:
-        if len(spec) != 4 or any(int(v) != v for v in spec) or min(spec[:3]) <= 0 or spec[3] < 0:
-            bad(f"--conv layer {spec} is not C:K:S:P with positive channels, kernel and stride and padding >= 0")
+        if len(spec) not in (4, 5) or any(int(v) != v for v in spec) or min(spec[:3]) <= 0 or spec[3] < 0:
+            bad(f"--conv layer {spec} is not C:K:S:P[:M] with positive channels, kernel and stride and padding >= 0")
+        if len(spec) == 5 and spec[4] not in (1, 2):
+            bad(f"--conv layer {spec}: pooling M is 1 (none) or 2 (2 x 2 majority pooling), not {spec[4]}")
     if cfg.conv_tile < 0:
         bad("--conv-tile must be >= 0 (0: one tile covering the whole output map)")
     if cfg.stability == "hidden":

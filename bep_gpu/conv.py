@@ -14,8 +14,8 @@ from .mlp import MLPTask
 
 
 def conv_specs(hidden, cfg) -> list[list[int]]:
-    """[C_out, k, stride, pad] of each conv array of hidden (stride and padding from cfg.conv); UserError when the
-    arrays and --conv disagree."""
+    """[C_out, k, stride, pad(, pool)] of each conv array of hidden (stride, padding and pooling from cfg.conv);
+    UserError when the arrays and --conv disagree."""
     convs = [h for h in hidden if h.ndim == 4]
     if len(convs) != len(cfg.conv) or any(h.ndim != 4 for h in hidden[:len(convs)]):
         raise UserError(f"the checkpoint holds {len(convs)} conv layers first, --conv gives {len(cfg.conv)}; "
@@ -24,7 +24,7 @@ def conv_specs(hidden, cfg) -> list[list[int]]:
     for i, (h, spec) in enumerate(zip(convs, cfg.conv)):
         if h.shape[1] != h.shape[2] or list(h.shape[:2]) != [int(v) for v in spec[:2]]:
             raise UserError(f"hidden.{i} has shape {h.shape}, --conv says {spec[0]} filters of {spec[1]}x{spec[1]}")
-        out.append([int(h.shape[0]), int(h.shape[1]), int(spec[2]), int(spec[3])])
+        out.append([int(h.shape[0]), int(h.shape[1])] + [int(v) for v in spec[2:]])
     return out
 
 

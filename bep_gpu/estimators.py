@@ -281,8 +281,8 @@ class RNNClassifier(BEPClassifier):
 
 class ConvClassifier(BEPClassifier):
     """A fully binary convnet trained with BEP (conv layers, dense layers, prototype readout; docs/CONV.md).
-    x: images (N, H, W) or (N, H, W, C); conv: (channels, kernel, stride, padding) per conv layer; gamma0: one
-    group size, or one per trainable layer."""
+    x: images (N, H, W) or (N, H, W, C); conv: (channels, kernel, stride, padding[, pool]) per conv layer (pool 2:
+    2 x 2 majority pooling of its output); gamma0: one group size, or one per trainable layer."""
 
     kind = "conv"
     input_shapes = "images (N, H, W) or (N, H, W, C)"

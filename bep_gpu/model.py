@@ -205,7 +205,7 @@ class Model:
         for i, g in enumerate(geoms):
             uses = g.h_out * g.w_out
             ly = Layer(f"hidden.{i}", g.c_out, g.fan_in, True, uses, uses, uses if i else 0)
-            ly.shape_text = f"{g.c_out} x {g.k} x {g.k} x {g.c_in}"
+            ly.shape_text = f"{g.c_out} x {g.k} x {g.k} x {g.c_in}" + (", pool 2x2" if g.pool > 1 else "")
             out.append(ly)
         widths = [flat_size(geoms)] + dense
         out += [Layer(f"hidden.{len(geoms) + i}", widths[i + 1], widths[i], True, 1, 1, 1) for i in range(len(dense))]

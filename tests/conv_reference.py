@@ -90,25 +90,48 @@ def conv_delta(mt, a, k, s, p):
     return d
 
 
+def pool2(a):
+    """2 x 2 majority of a (N, H, W, C) +-1, a tie to the window's top-left sign; a last odd row/column dropped."""
+    h, w = a.shape[1] // 2 * 2, a.shape[2] // 2 * 2
+    top_left = a[:, 0:h:2, 0:w:2]
+    total = top_left + a[:, 0:h:2, 1:w:2] + a[:, 1:h:2, 0:w:2] + a[:, 1:h:2, 1:w:2]
+    return sgn(2 * total + top_left)
+
+
+def unpool_targets(t, out):
+    """A pooled layer's targets: in every window whose majority differs from its target t, each output gets that
+    target; every other output (windows that meet it, uncovered rows and columns) keeps its sign."""
+    res = out.copy()
+    for y in range(t.shape[1]):
+        for x in range(t.shape[2]):
+            miss = pool2(out[:, 2 * y:2 * y + 2, 2 * x:2 * x + 2])[:, 0, 0] != t[:, y, x]  # (N, C)
+            window = res[:, 2 * y:2 * y + 2, 2 * x:2 * x + 2]
+            window[...] = np.where(miss[:, None, None], t[:, y:y + 1, x:x + 1], window)
+    return res
+
+
 def conv_step(hidden, strides, pads, prototypes, x, labels, gammas, tile, margin, gates, thresholds, clip, seed,
-              step, stability="z"):
+              step, stability="z", pools=None):
     """One BEP step in place on `hidden` (conv layers (O, k, k, C) first, then dense (K_out, K_in)); x: (N, H, W, C)
-    +-1; strides/pads: per conv layer; gates: per trainable layer, floor(nu * fan-in); stability: wrong units ranked
-    by |z| or ("flips") by flips(z). Returns (wrong, triggered)."""
+    +-1; strides/pads/pools: per conv layer (pool 2: 2 x 2 majority pooling of its output); gates: per trainable
+    layer, floor(nu * fan-in); stability: wrong units ranked by |z| or ("flips") by flips(z). Returns (wrong,
+    triggered)."""
     rank = (lambda z: flips(np, z)) if stability == "flips" else np.abs
     n_conv = len(strides)
+    pools = list(pools) if pools else [1] * n_conv
     w = [sgn(h) for h in hidden]
-    acts, zs = [x.astype(np.int64)], []
+    outs, zs, ins = [], [], [x.astype(np.int64)]  # ins[l]: the input map of layer l
     for l in range(n_conv):
-        zs.append(conv_z(acts[-1], w[l], strides[l], pads[l]))
-        acts.append(sgn(zs[-1]))
-    flat_shape = acts[-1].shape
-    flat = int(np.prod(flat_shape[1:]))
-    acts[-1] = acts[-1].reshape(len(x), flat)  # (y, x, c) order, c fastest
+        zs.append(conv_z(ins[l], w[l], strides[l], pads[l]))
+        outs.append(sgn(zs[-1]))
+        ins.append(pool2(outs[-1]) if pools[l] == 2 else outs[-1])
+    flat_shape = ins[-1].shape
+    ins[-1] = ins[-1].reshape(len(x), int(np.prod(flat_shape[1:])))  # (y, x, c) order, c fastest
     for l in range(n_conv, len(hidden)):
-        zs.append(acts[-1] @ w[l].T)
-        acts.append(sgn(zs[-1]))
-    logits = acts[-1] @ prototypes.astype(np.int64).T
+        zs.append(ins[l] @ w[l].T)
+        outs.append(sgn(zs[-1]))
+        ins.append(outs[-1])
+    logits = outs[-1] @ prototypes.astype(np.int64).T
     rows = np.arange(len(labels))
     others = logits.copy()
     others[rows, labels] = np.iinfo(np.int64).min
@@ -118,21 +141,22 @@ def conv_step(hidden, strides, pads, prototypes, x, labels, gammas, tile, margin
     for l in range(len(hidden) - 1, 0, -1):
         gt = targets[l] * (np.abs(zs[l]) <= gates[l])
         if l >= n_conv:
-            targets[l - 1] = sgn(gt @ w[l])
+            t_in = sgn(gt @ w[l])
             if l == n_conv:
-                targets[l - 1] = targets[l - 1].reshape(flat_shape)
+                t_in = t_in.reshape(flat_shape)
         else:
-            a_in = acts[l] if l > 0 else x
-            targets[l - 1] = input_targets(w[l], gt, a_in.shape[1], a_in.shape[2], strides[l], pads[l])
-    acts[n_conv] = acts[n_conv].reshape(flat_shape) if n_conv else acts[n_conv]
+            t_in = input_targets(w[l], gt, ins[l].shape[1], ins[l].shape[2], strides[l], pads[l])
+        if l <= n_conv and pools[l - 1] == 2:
+            t_in = unpool_targets(t_in, outs[l - 1])
+        targets[l - 1] = t_in
     for l in range(len(hidden)):
-        out = acts[l + 1]
+        out = outs[l]
         if l < n_conv:
             wrong = (out != targets[l]) & trig[:, None, None, None]
             mt = tile_mask(wrong, rank(zs[l]), tile, gammas[l]) * targets[l]
-            d = conv_delta(mt, acts[l], hidden[l].shape[1], strides[l], pads[l])
+            d = conv_delta(mt, ins[l], hidden[l].shape[1], strides[l], pads[l])
         else:
-            a_in = acts[l].reshape(len(x), hidden[l].shape[1])
+            a_in = ins[l].reshape(len(x), hidden[l].shape[1])
             wrong = (out != targets[l]) & trig[:, None]
             d = (dense_mask(wrong, rank(zs[l]), gammas[l]) * targets[l]).T @ a_in
         hidden[l][...] = np.clip(hidden[l].astype(np.int64) + 2 * d, -clip, clip)

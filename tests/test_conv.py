@@ -11,13 +11,16 @@ from bep_gpu.config import TrainConfig
 from bep_gpu.conv import ConvTask
 from conftest import needs_emulator
 
-# (H, W, C_in, conv specs [C_out, k, stride, pad], dense widths, gammas per layer, tile)
+# (H, W, C_in, conv specs [C_out, k, stride, pad(, pool)], dense widths, gammas per layer, tile)
 NETS = [
     (7, 6, 3, [[6, 3, 1, 1], [4, 3, 2, 0]], [10], [3, 2, 5], 2),
     (6, 6, 70, [[5, 1, 1, 0]], [12, 6], [5, 4, 3], 0),
     (8, 7, 2, [[4, 5, 2, 2], [6, 3, 1, 1]], [8], [1, 3, 4], 3),
     (5, 5, 1, [[66, 3, 1, 0]], [6], [33, 6], 0),
     (9, 9, 3, [[5, 4, 2, 3], [3, 2, 1, 1]], [6, 5], [5, 3, 3, 5], 2),  # fan-ins 48, 20, 147 (odd, dense), 6
+    # 2 x 2 majority pooling: odd maps (a row and a column dropped), 66 channels (two words), both layers pooled
+    (9, 8, 3, [[6, 3, 1, 1, 2], [4, 3, 1, 1]], [10], [3, 2, 5], 2),
+    (7, 7, 70, [[66, 3, 1, 1, 2], [5, 3, 1, 1, 2]], [6], [33, 5, 6], 0),
 ]
 
 
@@ -42,7 +45,7 @@ def run_steps(bk, net, seed, batches, stability="z"):
         got = bk.to_numpy(task.step(bk.asarray(bits.pack_bits(x)), bk.asarray(y), gammas, thresholds, step))
         want = ref.conv_step(ref_hidden, [s[2] for s in specs], [s[3] for s in specs], protos, x, y, gammas, tile,
                              task.rules.trigger_margin, task.rules.gates, thresholds, cfg.hidden_clip, seed, step,
-                             stability)
+                             stability, pools=[s[4] if len(s) > 4 else 1 for s in specs])
         out.append((list(got), list(want), [np.array(bk.to_numpy(x)) for x in task.hidden],
                     [x.copy() for x in ref_hidden]))
     return out
@@ -81,7 +84,7 @@ def test_numba_steps_equal_the_dense_reference(i, stability):
 
 
 @needs_emulator
-@pytest.mark.parametrize("i, stability", [(0, "z"), (2, "z"), (2, "flips")])
+@pytest.mark.parametrize("i, stability", [(0, "z"), (2, "z"), (2, "flips"), (6, "flips")])
 def test_emulated_cuda_steps_equal_the_dense_reference(i, stability):
     from emu import make_emulated_backend
 
@@ -145,6 +148,8 @@ def test_cli_trains_evaluates_summarises_and_loads_a_convnet(tmp_path, capsys):
 @pytest.mark.parametrize("args, message", [
     (["--conv", "6:3:1"], "--conv takes channels:kernel:stride:padding"),
     (["--conv", "6:9:1:0"], "does not fit"),
+    (["--conv", "6:3:1:1:3"], "pooling M is 1 (none) or 2"),
+    (["--conv", "6:3:1:0:2,3:2:1:0:2"], "2x2 pooling does not fit its 1x1 output"),
     (["--gamma0", "4"], "--gamma0 4 does not divide layer width 6"),
     (["--gamma0", "3,2,1"], "one per trainable layer"),
     (["--stability", "hidden"], "stability"),
@@ -161,13 +166,15 @@ def test_conv_cli_errors_are_one_line(tmp_path, capsys, args, message):
 
 
 @needs_emulator
-def test_conv_training_run_identical_on_numpy_and_emulated_cuda(tmp_path):
-    """Through the trainer (shuffling, schedule, E rule, a short last batch, the --cuda-graph data flow)."""
+@pytest.mark.parametrize("conv", [[[4, 3, 2, 1]], [[4, 3, 1, 1, 2]]])
+def test_conv_training_run_identical_on_numpy_and_emulated_cuda(tmp_path, conv):
+    """Through the trainer (shuffling, schedule, E rule, a short last batch, the --cuda-graph data flow), without
+    and with 2 x 2 pooling."""
     import emu
     from bep_gpu.trainer import Trainer
 
     images(tmp_path / "d.npz", np.random.default_rng(1), n=64, shape=(6, 6))
-    common = dict(kind="conv", dataset=f"npz:{tmp_path / 'd.npz'}", conv=[[4, 3, 2, 1]], hidden=[9], gamma0=[2, 3],
+    common = dict(kind="conv", dataset=f"npz:{tmp_path / 'd.npz'}", conv=conv, hidden=[9], gamma0=[2, 3],
                   conv_tile=2, epochs=2, batch_size=20, patience=1, quiet=True, backend="numpy")
     runs = {}
     from bep_gpu.backends.numba_backend import NumbaBackend

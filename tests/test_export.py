@@ -162,10 +162,12 @@ def test_export_errors_are_one_line(tmp_path, capsys):
 
 
 @needs_cc
-def test_c_inference_matches_predict_conv(tmp_path):
-    """Images of 2 channels, thermometer:2 (4 bits a pixel), stride 2 with padding, C not a multiple of 32."""
+@pytest.mark.parametrize("conv, pools", [("5:3:2:1,7:3:1:0", [1, 1]), ("5:3:1:1:2,7:3:1:0", [2, 1])])
+def test_c_inference_matches_predict_conv(tmp_path, conv, pools):
+    """Images of 2 channels, thermometer:2 (4 bits a pixel), stride 2 with padding, C not a multiple of 32; or a
+    stride-1 layer with 2 x 2 majority pooling of its 7 x 6 map (its last row dropped)."""
     x_test, _ = _dataset(tmp_path / "i.npz", np.random.default_rng(2), shape=(7, 6, 2), classes=3)
-    ckpt = _train(tmp_path, "conv", tmp_path / "i.npz", "--conv", "5:3:2:1,7:3:1:0", "--hidden", "12",
+    ckpt = _train(tmp_path, "conv", tmp_path / "i.npz", "--conv", conv, "--hidden", "12",
                   "--gamma0", "1", "--encode", "thermometer:2")
     model = bep_gpu.load(ckpt)
     x = _edge_inputs(model, x_test)
@@ -173,5 +175,7 @@ def test_c_inference_matches_predict_conv(tmp_path):
     assert export_main([str(ckpt), "--out", str(out)]) == 0
     assert np.array_equal(np.array(_run_c(tmp_path, out, x)).ravel(), model.predict(x))
     with np.load(out / "bep_model.npz") as z:
-        assert z["kind"] == "conv" and z["conv"].tolist() == [[5, 3, 2, 1], [7, 3, 1, 0]]
+        assert z["kind"] == "conv" and z["conv"].tolist() == [[int(v) for v in c.split(":")[:4]]
+                                                              for c in conv.split(",")]
+        assert z["conv_pool"].tolist() == pools
         assert z["weights.0"].shape == (5, n_words(3 * 3 * 4))

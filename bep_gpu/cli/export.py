@@ -79,6 +79,7 @@ def export_npz(model, path: str) -> None:
         arrays["window"] = np.array(int(model.config.window))
     if model.kind == "conv":
         arrays["conv"] = np.array([[g.c_out, g.k, g.stride, g.pad] for g in model.task.geoms], dtype=np.int64)
+        arrays["conv_pool"] = np.array([g.pool for g in model.task.geoms], dtype=np.int64)
         arrays["image_shape"] = np.array(model.config.image_shape, dtype=np.int64)
     atomic_write(path, lambda f: np.savez(f, **arrays))
 
@@ -143,11 +144,13 @@ def model_header(model) -> str:
                 f"#define BEP_WINDOW {int(model.config.window)}  /* use only the last W steps; 0 = all */", ""]
     elif model.kind == "conv":
         dense = [flat_size(geoms)] + model.task.dense_sizes
-        rows = ",\n".join(f"    {{{g.h_in}, {g.w_in}, {g.c_in}, {g.c_out}, {g.k}, {g.stride}, {g.pad}}}" for g in geoms)
+        rows = ",\n".join(f"    {{{g.h_in}, {g.w_in}, {g.c_in}, {g.c_out}, {g.k}, {g.stride}, {g.pad}, {g.pool}}}"
+                          for g in geoms)
         out += [f"#define BEP_IMAGE_H {geoms[0].h_in}", f"#define BEP_IMAGE_W {geoms[0].w_in}",
                 f"#define BEP_N_CONV {len(geoms)}", f"#define BEP_MAX_FAN_IN {max(g.fan_in for g in geoms)}",
-                "/* per conv layer: input H, W, C, then C_out, kernel k, stride, padding (padding reads +1) */",
-                f"static const int bep_conv_geom[BEP_N_CONV][7] = {{\n{rows}\n}};",
+                "/* per conv layer: input H, W, C, then C_out, kernel k, stride, padding (padding reads +1), pooling "
+                "(2: 2 x 2 majority, ties to the window's top-left sign) */",
+                f"static const int bep_conv_geom[BEP_N_CONV][8] = {{\n{rows}\n}};",
                 f"#define BEP_N_LAYERS {len(dense) - 1}  /* dense layers after the conv layers */",
                 f"static const int bep_widths[BEP_N_LAYERS + 1] = {{{', '.join(map(str, dense))}}};", ""]
     else:
@@ -305,6 +308,23 @@ static void bep_conv_layer(const uint32_t *in, const int *g, const uint32_t *w, 
         }
 }
 
+/* out = the 2 x 2 majority pooling of in, conv layer g's (H' x W' x C_out) output map; a tie takes the window's
+   top-left bit, a last odd row or column is dropped. */
+static void bep_pool_layer(const uint32_t *in, const int *g, uint32_t *out) {
+    const int h = g[0], wd = g[1], c = g[3], k = g[4], s = g[5], pad = g[6];
+    const int wo = (wd + 2 * pad - k) / s + 1, hp = ((h + 2 * pad - k) / s + 1) / 2, wp = wo / 2;
+    int y, x, ch;
+    memset(out, 0, BEP_WORDS(hp * wp * c) * sizeof(uint32_t));
+    for (y = 0; y < hp; y++)
+        for (x = 0; x < wp; x++)
+            for (ch = 0; ch < c; ch++) {
+                const long p = ((long)(2 * y) * wo + 2 * x) * c + ch;
+                const uint32_t a0 = BEP_GET(in, p), a1 = BEP_GET(in, p + c), a2 = BEP_GET(in, p + (long)wo * c),
+                               a3 = BEP_GET(in, p + (long)wo * c + c);
+                if (a0 ? (a1 | a2 | a3) : (a1 & a2 & a3)) BEP_SET(out, ((long)y * wp + x) * c + ch);
+            }
+}
+
 int bep_predict(const float *x, int n_steps) {
     static uint32_t buf[2][BEP_BUF_WORDS], px[BEP_BUF_WORDS];
     long p;
@@ -316,8 +336,13 @@ int bep_predict(const float *x, int n_steps) {
         for (i = 0; i < BEP_ENC_OUT; i++)
             if (BEP_GET(px, i)) BEP_SET(buf[0], p * BEP_ENC_OUT + i);
     }
-    for (l = 0; l < BEP_N_CONV; l++, cur ^= 1)
+    for (l = 0; l < BEP_N_CONV; l++, cur ^= 1) {
         bep_conv_layer(buf[cur], bep_conv_geom[l], bep_conv_weights[l], buf[cur ^ 1]);
+        if (bep_conv_geom[l][7] == 2) {  /* pool back into the buffer the layer read */
+            bep_pool_layer(buf[cur ^ 1], bep_conv_geom[l], buf[cur]);
+            cur ^= 1;
+        }
+    }
     for (l = 0; l < BEP_N_LAYERS; l++, cur ^= 1)  /* the last map's bits are already in (y, x, c) order */
         bep_layer(buf[cur], bep_widths[l], bep_weights[l], bep_widths[l + 1], buf[cur ^ 1]);
     return bep_readout(buf[cur]);

@@ -121,20 +121,22 @@ def build_parser(suppress: bool = False) -> argparse.ArgumentParser:
                 "random +-1 matrix E (N x bits), giving N inputs sign(E b); E is stored in the checkpoint "
                 "(paper: 1035; 0 = off)")
         if kind == "conv":
-            opt("--conv", str, None, "conv layers in order, channels:kernel:stride:padding")
+            opt("--conv", str, None, "conv layers in order, channels:kernel:stride:padding[:pool], pool 2 = 2 x 2 "
+                "majority pooling of the layer's output signs (docs/CONV.md)")
             opt("--conv-tile", int, DEFAULTS.conv_tile, "mask tiles of Q x Q output positions per gamma channels "
                 "(0: the whole map)")
     return p
 
 
 def parse_conv(text: str) -> list[list[int]]:
-    """C:K:S:P[,C:K:S:P...] -> [[C, K, S, P], ...]; UserError for anything else."""
+    """C:K:S:P[:M][,C:K:S:P[:M]...] -> [[C, K, S, P(, M)], ...]; UserError for anything else."""
     try:
         specs = [[int(v) for v in layer.split(":")] for layer in text.split(",") if layer.strip()]
     except ValueError:
         specs = []
-    if not specs or any(len(spec) != 4 for spec in specs):
-        raise UserError(f"--conv takes channels:kernel:stride:padding per layer, e.g. 32:3:1:1,64:3:2:1; got {text!r}")
+    if not specs or any(len(spec) not in (4, 5) for spec in specs):
+        raise UserError("--conv takes channels:kernel:stride:padding[:pool] per layer, e.g. 32:3:1:1:2,64:3:2:1; "
+                        f"got {text!r}")
     return specs
 
 
